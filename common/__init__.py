@@ -1,0 +1,1 @@
+"""zoomtune: the parts shared by the coordinator and the workers."""

@@ -1,0 +1,73 @@
+"""Every error zoomtune raises on purpose derives from one root, so callers can catch them all.
+
+```
+ZoomtuneError
+├── ConfigError            a study file, search space or setting is invalid (lists every problem)
+├── MessageError           a task message or stored record does not decode (bad shape or values)
+├── ObjectiveError         an objective name is not in the worker's allow-list, or cannot load
+├── BrokerError            Redis cannot be reached, or is configured to lose data
+└── StoreError             the study store refused an operation
+    ├── StudyNotFound      no study of that name in the store
+    ├── StudyExists        a different study of that name is already stored
+    ├── StudyLocked        another coordinator holds the study's lease
+    ├── LeaseLost          this coordinator's lease was taken or expired: it must stop writing
+    └── StudyWiped         the study's records vanished (Redis restarted without persistence)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ZoomtuneError(Exception):
+    """The root of every error zoomtune raises on purpose."""
+
+
+class ConfigError(ZoomtuneError):
+    """One or more problems in a study file, a search space or a setting.
+
+    `problems` holds one line per problem, each naming the source, the field and the bad value.
+    """
+
+    def __init__(self, problems: Sequence[str] | str) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        super().__init__("\n".join(self.problems))
+
+
+class MessageError(ZoomtuneError):
+    """A message or record does not have the expected shape or values."""
+
+
+class ObjectiveError(ZoomtuneError):
+    """An objective name is unknown to this worker, or its entry point cannot be loaded."""
+
+
+class BrokerError(ZoomtuneError):
+    """Redis cannot be reached, or is set up in a way that would lose the study."""
+
+
+class StoreError(ZoomtuneError):
+    """The study store refused an operation."""
+
+
+class StudyNotFound(StoreError):
+    """No study of that name is in the store."""
+
+
+class StudyExists(StoreError):
+    """A study of that name with a different specification is already in the store."""
+
+
+class StudyLocked(StoreError):
+    """Another coordinator holds the study's lease."""
+
+
+class LeaseLost(StoreError):
+    """This coordinator no longer holds the study's lease, so it must stop writing."""
+
+
+class StudyWiped(StoreError):
+    """The study's records disappeared from Redis while it ran."""

@@ -1,0 +1,411 @@
+"""Search spaces: parameters, their scales, and the warp to and from the unit interval.
+
+Every parameter maps its values onto [0, 1] (its *unit coordinate*) so that equal lengths of the
+unit interval are equally worth exploring:
+
+- `linear`: uniform in the value.
+- `log`: uniform in log(value), so every decade of a learning rate gets the same share.
+- `reverse_log`: uniform in log(1 - value), for values close to 1 such as a momentum beta in
+  [0.9, 0.999]: 0.9 -> 0.9005 barely matters, while 0.999 -> 0.9995 halves the averaging window.
+
+Integers and stepped floats own a cell of the unit interval each (the interval runs from half a
+step below `low` to half a step above `high`), so every allowed value is equally likely under a
+linear scale. A choice parameter splits the unit interval into one equal cell per value.
+
+Samplers and the coarse-to-fine narrowing work only in unit coordinates; a `Box` is a region of
+them (an interval per numeric parameter, a subset of the values per choice parameter).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import ConfigError
+
+Choice: TypeAlias = str | int | float | bool
+"""A value a choice parameter may take: any JSON scalar."""
+
+ParamValue: TypeAlias = float | int | str | bool
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+"""Parameter names: identifiers of at most 64 characters (they become CSV columns and kwargs)."""
+
+_STEP_TOLERANCE = 1e-9
+
+
+class Scale(StrEnum):
+    """How a numeric parameter's values are spread over its unit coordinate."""
+
+    LINEAR = "linear"
+    LOG = "log"
+    REVERSE_LOG = "reverse_log"
+
+
+def _check_name(name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"a parameter name must be an identifier of at most 64 characters "
+            f"(letters, digits, '_'), got {name!r}"
+        )
+
+
+def _warp(x: float, scale: Scale) -> float:
+    """The coordinate in which `scale` is uniform; increasing in x."""
+    if scale is Scale.LOG:
+        return math.log(x)
+    if scale is Scale.REVERSE_LOG:
+        return -math.log1p(-x)
+    return x
+
+
+def _unwarp(w: float, scale: Scale) -> float:
+    if scale is Scale.LOG:
+        return math.exp(w)
+    if scale is Scale.REVERSE_LOG:
+        return -math.expm1(-w)
+    return w
+
+
+def _check_finite(**values: float) -> None:
+    for key, value in values.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {key}={value!r}")
+
+
+@dataclass(frozen=True)
+class FloatParameter:
+    """A real-valued parameter in [low, high], optionally restricted to low + k * step."""
+
+    name: str
+    low: float
+    high: float
+    scale: Scale = Scale.LINEAR
+    step: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        _check_finite(low=self.low, high=self.high)
+        if self.low > self.high:
+            raise ConfigError(f"low <= high must hold, got (low={self.low!r}, high={self.high!r})")
+        if self.scale is Scale.LOG and self.low <= 0:
+            raise ConfigError(f"log scale needs low > 0, got low={self.low!r}")
+        if self.scale is Scale.REVERSE_LOG and not (self.low >= 0 and self.high < 1):
+            raise ConfigError(
+                "reverse_log scale needs 0 <= low <= high < 1 (it samples 1 - value on a log "
+                f"scale), got (low={self.low!r}, high={self.high!r})"
+            )
+        if self.step is not None:
+            _check_finite(step=self.step)
+            if self.step <= 0:
+                raise ConfigError(f"step must be > 0, got step={self.step!r}")
+            if self.scale is not Scale.LINEAR:
+                raise ConfigError(
+                    f"step works only with the linear scale, got scale={self.scale.value!r} "
+                    f"with step={self.step!r}"
+                )
+            cells = (self.high - self.low) / self.step
+            if abs(cells - round(cells)) > _STEP_TOLERANCE * max(1.0, cells):
+                raise ConfigError(
+                    f"high - low must be a multiple of step, got (low={self.low!r}, "
+                    f"high={self.high!r}, step={self.step!r}); "
+                    f"try high={self.low + math.floor(cells) * self.step!r}"
+                )
+
+    @property
+    def _edges(self) -> tuple[float, float]:
+        half = 0.0 if self.step is None else self.step / 2
+        return _warp(self.low - half, self.scale), _warp(self.high + half, self.scale)
+
+    def to_unit(self, value: float) -> float:
+        lo, hi = self._edges
+        if hi == lo:
+            return 0.5
+        return min(1.0, max(0.0, (_warp(float(value), self.scale) - lo) / (hi - lo)))
+
+    def from_unit(self, u: float) -> float:
+        lo, hi = self._edges
+        x = _unwarp(lo + float(u) * (hi - lo), self.scale)
+        if self.step is not None:
+            x = self.low + round((x - self.low) / self.step) * self.step
+        return min(self.high, max(self.low, x))
+
+    def contains(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not (self.low <= value <= self.high):
+            return False
+        if self.step is None:
+            return True
+        cells = (value - self.low) / self.step
+        return abs(cells - round(cells)) <= 1e-6
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "float", "low": self.low, "high": self.high}
+        out["scale"] = self.scale.value
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+
+@dataclass(frozen=True)
+class IntParameter:
+    """An integer parameter in [low, high], restricted to low + k * step."""
+
+    name: str
+    low: int
+    high: int
+    scale: Scale = Scale.LINEAR
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        for key in ("low", "high", "step"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key} of an int parameter must be an integer, got {value!r}")
+        if self.low > self.high:
+            raise ConfigError(f"low <= high must hold, got (low={self.low!r}, high={self.high!r})")
+        if self.step < 1:
+            raise ConfigError(f"step must be >= 1, got step={self.step!r}")
+        if self.scale is Scale.REVERSE_LOG:
+            raise ConfigError("reverse_log scale is for floats in [0, 1), not int parameters")
+        if self.scale is Scale.LOG:
+            if self.low < 1:
+                raise ConfigError(f"log scale needs low >= 1 for an int, got low={self.low!r}")
+            if self.step != 1:
+                raise ConfigError(
+                    f"step works only with the linear scale, got scale='log' with step={self.step}"
+                )
+        if (self.high - self.low) % self.step:
+            raise ConfigError(
+                f"high - low must be a multiple of step, got (low={self.low}, high={self.high}, "
+                f"step={self.step}); try high={self.high - (self.high - self.low) % self.step}"
+            )
+
+    @property
+    def _edges(self) -> tuple[float, float]:
+        half = self.step / 2
+        return _warp(self.low - half, self.scale), _warp(self.high + half, self.scale)
+
+    def to_unit(self, value: float) -> float:
+        lo, hi = self._edges
+        return min(1.0, max(0.0, (_warp(float(value), self.scale) - lo) / (hi - lo)))
+
+    def from_unit(self, u: float) -> int:
+        lo, hi = self._edges
+        x = _unwarp(lo + float(u) * (hi - lo), self.scale)
+        k = round((x - self.low) / self.step)
+        return int(min(self.high, max(self.low, self.low + k * self.step)))
+
+    def contains(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return False
+        return self.low <= value <= self.high and (value - self.low) % self.step == 0
+
+    @property
+    def cells(self) -> int:
+        """How many values the parameter can take."""
+        return (self.high - self.low) // self.step + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "int", "low": self.low, "high": self.high}
+        out["scale"] = self.scale.value
+        if self.step != 1:
+            out["step"] = self.step
+        return out
+
+
+def _same_choice(a: object, b: object) -> bool:
+    """Equality that keeps True apart from 1 and 1 apart from 1.0, as JSON does."""
+    return type(a) is type(b) and a == b
+
+
+@dataclass(frozen=True)
+class ChoiceParameter:
+    """A categorical parameter: one of `values` (JSON scalars, unordered)."""
+
+    name: str
+    values: tuple[Choice, ...]
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if not self.values:
+            raise ConfigError("a choice parameter needs at least one value, got values=[]")
+        for value in self.values:
+            if not isinstance(value, str | int | float | bool):
+                raise ConfigError(
+                    f"choice values must be strings, numbers or booleans, got {value!r}"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"choice values must be finite, got {value!r}")
+        for i, value in enumerate(self.values):
+            if any(_same_choice(value, other) for other in self.values[:i]):
+                raise ConfigError(f"choice values must be distinct, got {value!r} twice")
+
+    def index(self, value: object) -> int:
+        for i, candidate in enumerate(self.values):
+            if _same_choice(candidate, value):
+                return i
+        raise ValueError(f"{value!r} is not one of {list(self.values)!r}")
+
+    def to_unit(self, value: Choice) -> float:
+        return (self.index(value) + 0.5) / len(self.values)
+
+    def from_unit(self, u: float) -> Choice:
+        return self.values[min(int(float(u) * len(self.values)), len(self.values) - 1)]
+
+    def contains(self, value: object) -> bool:
+        return any(_same_choice(candidate, value) for candidate in self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "choice", "values": list(self.values)}
+
+
+Parameter: TypeAlias = FloatParameter | IntParameter | ChoiceParameter
+NumericParameter: TypeAlias = FloatParameter | IntParameter
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A closed interval of a numeric parameter's unit coordinate: 0 <= low <= high <= 1."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.low <= self.high <= 1.0):
+            raise ConfigError(
+                f"an interval needs 0 <= low <= high <= 1, got (low={self.low!r}, "
+                f"high={self.high!r})"
+            )
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+
+Region: TypeAlias = Interval | tuple[Choice, ...]
+"""The part of one parameter a box covers: an interval, or the allowed choices."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region of a search space in unit coordinates, one `Region` per parameter."""
+
+    regions: Mapping[str, Region]
+
+    def __getitem__(self, name: str) -> Region:
+        return self.regions[name]
+
+    def to_dict(self, space: SearchSpace) -> dict[str, dict[str, Any]]:
+        """JSON form with both the unit interval and the values it spans, for people and files."""
+        out: dict[str, dict[str, Any]] = {}
+        for param in space:
+            region = self.regions[param.name]
+            if isinstance(region, Interval):
+                if isinstance(param, ChoiceParameter):
+                    raise ConfigError(f"box gives an interval for choice parameter {param.name!r}")
+                out[param.name] = {
+                    "unit_low": region.low,
+                    "unit_high": region.high,
+                    "low": param.from_unit(region.low),
+                    "high": param.from_unit(region.high),
+                }
+            else:
+                out[param.name] = {"values": list(region)}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> Box:
+        regions: dict[str, Region] = {}
+        for name, entry in data.items():
+            if "values" in entry:
+                regions[name] = tuple(entry["values"])
+            else:
+                regions[name] = Interval(float(entry["unit_low"]), float(entry["unit_high"]))
+        return cls(regions)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The parameters of a study, kept sorted by name so every dict and array has one order."""
+
+    parameters: tuple[Parameter, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.parameters:
+            raise ConfigError("a search space needs at least one parameter")
+        names = [p.name for p in self.parameters]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"parameter names must be unique, got {duplicates!r} twice")
+        object.__setattr__(self, "parameters", tuple(sorted(self.parameters, key=lambda p: p.name)))
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(self.parameters)
+
+    def __len__(self) -> int:
+        return len(self.parameters)
+
+    def __getitem__(self, name: str) -> Parameter:
+        for param in self.parameters:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    def whole_box(self) -> Box:
+        """The box that covers the entire space."""
+        regions: dict[str, Region] = {}
+        for param in self.parameters:
+            if isinstance(param, ChoiceParameter):
+                regions[param.name] = param.values
+            else:
+                regions[param.name] = Interval(0.0, 1.0)
+        return Box(regions)
+
+    def decode(self, point: Sequence[float], box: Box | None = None) -> dict[str, ParamValue]:
+        """Turn a point of the unit cube into parameter values inside `box` (default: all)."""
+        if len(point) != len(self.parameters):
+            raise ValueError(f"expected a point of {len(self.parameters)} coordinates")
+        box = box or self.whole_box()
+        params: dict[str, ParamValue] = {}
+        for param, u in zip(self.parameters, point, strict=True):
+            region = box[param.name]
+            if isinstance(param, ChoiceParameter):
+                allowed = param.values if isinstance(region, Interval) else region
+                params[param.name] = allowed[min(int(float(u) * len(allowed)), len(allowed) - 1)]
+            else:
+                interval = region if isinstance(region, Interval) else Interval(0.0, 1.0)
+                params[param.name] = param.from_unit(interval.low + float(u) * interval.width)
+        return params
+
+    def to_unit(self, params: Mapping[str, Any]) -> npt.NDArray[np.float64]:
+        """The unit coordinates of a parameter dict, in the space's (sorted) order."""
+        return np.array([p.to_unit(params[p.name]) for p in self.parameters], dtype=np.float64)
+
+    def problems(self, params: Mapping[str, Any]) -> list[str]:
+        """Why `params` is not a point of this space: missing, unknown or out-of-range values."""
+        found: list[str] = []
+        for name in sorted(set(params) - set(self.names)):
+            found.append(f"unknown parameter {name!r}")
+        for param in self.parameters:
+            if param.name not in params:
+                found.append(f"missing parameter {param.name!r}")
+            elif not param.contains(params[param.name]):
+                found.append(f"{param.name}={params[param.name]!r} is outside {param.to_dict()!r}")
+        return found
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {p.name: p.to_dict() for p in self.parameters}

@@ -1,0 +1,1 @@
+"""zoomtune coordinator: samples trials, dispatches them, narrows the search."""

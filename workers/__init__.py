@@ -1,0 +1,1 @@
+"""zoomtune workers: Celery worker daemons that run trials."""

@@ -1,0 +1,1 @@
+"""Built-in objectives: plain functions `objective(params, trial) -> float`."""
