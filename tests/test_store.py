@@ -1,0 +1,290 @@
+"""The study store's contract, run on fakeredis and on a real redis-server alike."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+
+from common.errors import LeaseLost, StudyExists, StudyLocked, StudyWiped
+from common.store import CoordinatorLock, StudyStore
+from common.trial import TrialResult, TrialStatus
+
+SPEC = {"study": {"name": "demo"}, "space": {"x": {"type": "float", "low": 0, "high": 1}}}
+
+
+def open_study(store: StudyStore, max_attempts: int = 3) -> tuple[CoordinatorLock, str]:
+    lock = store.acquire(ttl=30)
+    epoch = store.create(lock, SPEC, max_attempts=max_attempts)
+    return lock, epoch
+
+
+def write_round(store: StudyStore, number: int = 1, n: int = 3) -> list[int]:
+    lock, epoch = open_study(store)
+    record = store.write_round(
+        lock, epoch, number, {"x": [0, 1]}, [{"x": i / 10} for i in range(n)]
+    )
+    return list(record.trial_numbers)
+
+
+def start(
+    store: StudyStore,
+    trial: int,
+    attempt: int = 1,
+    token: str = "t1",
+    pid: int = 1,
+    lease: float = 30.0,
+) -> bool:
+    outcome = store.start(
+        trial, attempt, token, worker="w1@host", host="host", device="cpu", pid=pid, lease=lease
+    )
+    return outcome.ok
+
+
+class TestStudyLock:
+    def test_a_second_coordinator_is_refused_with_the_holder_named(self, store: StudyStore) -> None:
+        store.acquire(ttl=30, owner="node-a:4242")
+        with pytest.raises(StudyLocked, match="node-a:4242"):
+            store.acquire(ttl=30, owner="node-b:77")
+
+    def test_a_released_lock_can_be_taken_again(self, store: StudyStore) -> None:
+        lock = store.acquire(ttl=30)
+        store.release(lock)
+        store.acquire(ttl=30, owner="node-b:77")
+
+    def test_a_lock_left_by_a_dead_local_process_is_taken_over(self, store: StudyStore) -> None:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        store.acquire(ttl=30, owner=f"{socket.gethostname()}:{dead.pid}")
+        store.acquire(ttl=30)
+
+    def test_a_lock_held_by_a_live_local_process_is_not_taken_over(self, store: StudyStore) -> None:
+        store.acquire(ttl=30, owner=f"{socket.gethostname()}:{os.getpid()}")
+        with pytest.raises(StudyLocked):
+            store.acquire(ttl=30, owner="elsewhere:1")
+
+    def test_a_coordinator_whose_lock_was_taken_cannot_write(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        store.client.set(store.keys.lock, "other-token other:1")
+        with pytest.raises(LeaseLost):
+            store.renew(lock, epoch)
+        with pytest.raises(LeaseLost):
+            store.write_round(lock, epoch, 1, {}, [{"x": 0.5}])
+        with pytest.raises(LeaseLost):
+            store.reap(lock, epoch)
+
+    def test_renewing_retakes_an_expired_lock_nobody_else_took(self, store: StudyStore) -> None:
+        lock = store.acquire(ttl=0.05)
+        epoch = store.create(lock, SPEC, max_attempts=3)
+        time.sleep(0.1)
+        store.renew(lock, epoch)
+        with pytest.raises(StudyLocked):
+            store.acquire(ttl=30, owner="other:1")
+
+
+class TestStudyRecord:
+    def test_opening_the_same_study_again_keeps_its_epoch(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        assert store.create(lock, SPEC, max_attempts=3) == epoch
+
+    def test_a_different_spec_under_the_same_name_is_refused(self, store: StudyStore) -> None:
+        lock, _ = open_study(store)
+        with pytest.raises(StudyExists, match="different specification"):
+            store.create(lock, {**SPEC, "search": {"rounds": 9}}, max_attempts=3)
+
+    def test_a_wiped_study_is_detected(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        store.client.flushall()
+        with pytest.raises(StudyWiped):
+            store.reap(lock, epoch)
+        with pytest.raises(StudyWiped):
+            store.renew(lock, epoch)
+
+
+class TestRounds:
+    def test_trials_are_numbered_consecutively_across_rounds(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        first = store.write_round(lock, epoch, 1, {"x": [0, 1]}, [{"x": 0.1}, {"x": 0.2}])
+        second = store.write_round(lock, epoch, 2, {"x": [0, 0.5]}, [{"x": 0.3}])
+        assert list(first.trial_numbers) == [0, 1]
+        assert list(second.trial_numbers) == [2]
+        assert [r.number for r in store.rounds()] == [1, 2]
+        assert second.box == {"x": [0, 0.5]}
+
+    def test_new_trials_are_queued_as_attempt_one(self, store: StudyStore) -> None:
+        numbers = write_round(store)
+        trials = store.trials(numbers)
+        assert [t.status for t in trials] == [TrialStatus.QUEUED] * 3
+        assert [t.attempt for t in trials] == [1, 1, 1]
+        assert [t.params for t in trials] == [{"x": 0.0}, {"x": 0.1}, {"x": 0.2}]
+        assert all(t.queued_at is not None for t in trials)
+
+    def test_a_round_is_written_once_and_never_resampled(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        first = store.write_round(lock, epoch, 1, {}, [{"x": 0.1}])
+        again = store.write_round(lock, epoch, 1, {}, [{"x": 0.9}, {"x": 0.8}])
+        assert again == first
+        assert store.trial(0).params == {"x": 0.1}
+        assert store.meta()["trials"] == "1"
+
+
+class TestAttempts:
+    def test_the_first_delivery_starts_the_trial(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        assert start(store, n)
+        trial = store.trial(n)
+        assert trial.status is TrialStatus.RUNNING
+        assert (trial.worker, trial.host, trial.device) == ("w1@host", "host", "cpu")
+        assert trial.started_at is not None
+
+    def test_a_second_delivery_of_a_running_attempt_is_dropped(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        assert start(store, n, token="first")
+        assert not start(store, n, token="second")
+        assert store.counters()["duplicate_deliveries"] == 1
+
+    def test_starting_is_idempotent_for_the_same_token(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        assert start(store, n, token="same")
+        assert start(store, n, token="same")
+        assert store.counters()["duplicate_deliveries"] == 0
+
+    def test_unknown_trials_and_future_attempts_are_refused(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        assert not start(store, 999)
+        assert not start(store, n, attempt=2)
+        assert store.counters()["forged_messages"] == 2
+
+    def test_the_result_of_the_current_attempt_is_recorded(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, token="tok")
+        assert store.finish(n, 1, "tok", TrialResult.complete(0.75)) == "ok"
+        trial = store.trial(n)
+        assert (trial.status, trial.score) == (TrialStatus.COMPLETE, 0.75)
+        assert trial.finished_at is not None
+        assert trial.duration is not None
+        assert trial.duration >= 0
+
+    def test_a_result_with_a_wrong_token_is_dropped(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, token="tok")
+        assert store.finish(n, 1, "forged", TrialResult.complete(99.0)) == "forged"
+        assert store.trial(n).status is TrialStatus.RUNNING
+        assert store.counters()["forged_results"] == 1
+
+    def test_the_first_terminal_state_wins(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, token="tok")
+        store.finish(n, 1, "tok", TrialResult.complete(0.5))
+        assert store.finish(n, 1, "other", TrialResult.failed("late")) == "finished"
+        assert store.finish(n, 1, "tok", TrialResult.complete(0.5)) == "ok"  # a retried call
+        trial = store.trial(n)
+        assert (trial.status, trial.score, trial.error) == (TrialStatus.COMPLETE, 0.5, None)
+        assert store.counters()["late_results"] == 1
+
+    def test_a_result_for_an_unknown_trial_changes_nothing(self, store: StudyStore) -> None:
+        write_round(store)
+        assert store.finish(42, 1, "tok", TrialResult.complete(1.0)) == "unknown_trial"
+        assert store.meta()["trials"] == "3"
+
+    def test_intermediate_values_are_kept_only_from_the_owner(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, token="tok")
+        assert store.report(n, 1, "tok", 1, 0.5)
+        assert not store.report(n, 1, "forged", 2, 9.0)
+        assert store.reports(n) == [(1, 0.5)]
+
+
+class TestLeases:
+    def test_an_expired_lease_sends_the_trial_back_as_the_next_attempt(
+        self, store: StudyStore
+    ) -> None:
+        lock, epoch = open_study(store)
+        [n] = store.write_round(lock, epoch, 1, {}, [{"x": 0.1}]).trial_numbers
+        start(store, n, token="tok", lease=0.05)
+        time.sleep(0.15)
+        [requeued] = store.reap(lock, epoch)
+        assert (requeued.trial, requeued.outcome, requeued.attempt) == (n, "requeued", 2)
+        trial = store.trial(n)
+        assert (trial.status, trial.attempt) == (TrialStatus.QUEUED, 2)
+        # The dead attempt's late result is dropped, the new attempt's counts.
+        assert store.finish(n, 1, "tok", TrialResult.complete(1.0)) == "stale"
+        assert start(store, n, attempt=2, token="tok2")
+        assert store.finish(n, 2, "tok2", TrialResult.complete(2.0)) == "ok"
+        assert store.trial(n).score == 2.0
+
+    def test_a_heartbeat_keeps_the_lease_alive(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        [n] = store.write_round(lock, epoch, 1, {}, [{"x": 0.1}]).trial_numbers
+        start(store, n, token="tok", lease=0.2)
+        for _ in range(4):
+            time.sleep(0.08)
+            assert store.heartbeat(n, 1, "tok", lease=0.2)
+        assert store.reap(lock, epoch) == []
+        assert not store.heartbeat(n, 1, "other", lease=0.2)
+
+    def test_the_last_attempt_that_dies_fails_the_trial(self, store: StudyStore) -> None:
+        lock = store.acquire(ttl=30)
+        epoch = store.create(lock, SPEC, max_attempts=2)
+        [n] = store.write_round(lock, epoch, 1, {}, [{"x": 0.1}]).trial_numbers
+        for attempt in (1, 2):
+            assert start(store, n, attempt=attempt, token=f"t{attempt}", lease=0.05)
+            time.sleep(0.15)
+            store.reap(lock, epoch)
+        trial = store.trial(n)
+        assert (trial.status, trial.attempt) == (TrialStatus.FAILED, 2)
+        assert trial.error == "lease expired (worker lost)"
+        assert store.counters()["leases_expired"] == 2
+
+
+class TestHandBack:
+    def test_a_worker_hands_back_the_attempt_its_process_ran(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, pid=123)
+        assert store.abandon(n, 1, "host", 999, "worker lost") == "ignored"
+        assert store.abandon(n, 1, "host", 123, "worker lost (signal 9)") == "requeued"
+        trial = store.trial(n)
+        assert (trial.status, trial.attempt) == (TrialStatus.QUEUED, 2)
+
+    def test_a_failure_is_retried_only_when_asked(self, store: StudyStore) -> None:
+        [a, b, _] = write_round(store)
+        start(store, a, token="ta")
+        start(store, b, token="tb")
+        assert store.finish(a, 1, "ta", TrialResult.failed("boom")) == "ok"
+        assert store.finish(b, 1, "tb", TrialResult.failed("boom"), retry=True) == "requeued"
+        assert store.trial(a).status is TrialStatus.FAILED
+        assert (store.trial(b).status, store.trial(b).attempt) == (TrialStatus.QUEUED, 2)
+
+    def test_a_timed_out_attempt_fails_without_retry(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, pid=7)
+        assert store.fail_attempt(n, 1, "host", 7, "timeout after 3s") == "ok"
+        trial = store.trial(n)
+        assert (trial.status, trial.error) == (TrialStatus.FAILED, "timeout after 3s")
+
+
+class TestEvents:
+    def test_every_transition_is_an_event_in_order(self, store: StudyStore) -> None:
+        start_id = store.last_event_id()
+        [n, *_] = write_round(store)
+        start(store, n, token="tok")
+        store.finish(n, 1, "tok", TrialResult.complete(1.0))
+        events = store.events(start_id, block=0.1)
+        assert [(e.type, e.trial) for e in events] == [
+            ("round", None),
+            ("started", n),
+            ("finished", n),
+        ]
+        assert store.events(events[-1].id, block=0.05) == []
+
+
+def test_a_real_redis_keeps_every_key_under_the_prefix(real_client: redis.Redis) -> None:
+    store = StudyStore(real_client, "zoomtune:", "demo")
+    [n, *_] = write_round(store)
+    start(store, n, token="tok")
+    store.finish(n, 1, "tok", TrialResult.complete(1.0))
+    assert all(key.startswith("zoomtune:") for key in real_client.keys("*"))

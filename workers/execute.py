@@ -1,0 +1,244 @@
+"""Run one attempt of one trial: check the message, take the lease, run the objective while a
+heartbeat renews the lease, and record a fenced result.
+
+Nothing here trusts the message: it must decode exactly, name an objective from this worker's
+allow-list that matches the study's, and carry params inside the study's space; otherwise it is
+dropped and logged without running anything. The result is recorded only if this attempt still
+owns the trial (see `common.store`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+import secrets
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import redis
+
+from common.errors import BrokerError, MessageError, ObjectiveError, StoreError
+from common.settings import Settings
+from common.store import StudyStore, connect
+from common.study import StudySpec
+from common.trial import MAX_ERROR_CHARS, TrialMessage, TrialResult, TrialStatus
+from workers.context import TrialContext
+from workers.registry import Objective, ObjectiveRegistry
+
+log = logging.getLogger("zoomtune.worker")
+
+SPEC_CACHE_SECONDS = 30.0
+"""How long a worker reuses a study's spec before reading it again."""
+
+
+@dataclass
+class WorkerRuntime:
+    """What a worker process needs to run trials; made once when the worker starts."""
+
+    settings: Settings
+    registry: ObjectiveRegistry
+    worker_name: str
+    device: str = "cpu"
+    host: str = field(default_factory=socket.gethostname)
+    _client: redis.Redis | None = field(default=None, repr=False)
+    _specs: dict[str, tuple[float, StudySpec]] = field(default_factory=dict, repr=False)
+
+    @property
+    def client(self) -> redis.Redis:
+        # redis-py notices a fork and reconnects, so one client per process is safe.
+        if self._client is None:
+            if self.settings.broker_url is None:
+                raise BrokerError("the worker has no broker URL")
+            self._client = connect(self.settings.broker_url)
+        return self._client
+
+    def store(self, study: str) -> StudyStore:
+        return StudyStore(self.client, self.settings.prefix, study)
+
+    def spec(self, study: str) -> StudySpec:
+        cached = self._specs.get(study)
+        if cached is not None and time.monotonic() - cached[0] < SPEC_CACHE_SECONDS:
+            return cached[1]
+        spec = StudySpec.from_dict(self.store(study).spec(), source=f"study {study!r} in Redis")
+        self._specs[study] = (time.monotonic(), spec)
+        return spec
+
+
+class Heartbeat:
+    """A daemon thread that renews the attempt's lease every `interval` seconds.
+
+    It stops renewing when the trial was taken from this attempt. If the worker daemon that
+    started this process dies (SIGKILL, machine loss), the process exits: nobody would ack its
+    message, and the trial must go back to the queue when the lease expires.
+    """
+
+    def __init__(
+        self, store: StudyStore, context: TrialContext, token: str, interval: float, lease: float
+    ) -> None:
+        self._store, self._context, self._token = store, context, token
+        self._interval, self._lease = interval, lease
+        self._stop = threading.Event()
+        self._parent = os.getppid()
+        self._thread = threading.Thread(target=self._run, name="zoomtune-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        context = self._context
+        while not self._stop.wait(self._interval):
+            if os.getppid() != self._parent:
+                log.error(
+                    "trial %d: the worker daemon died; abandoning the attempt", context.number
+                )
+                os._exit(70)
+            try:
+                alive = self._store.heartbeat(
+                    context.number, context.attempt, self._token, self._lease
+                )
+            except (BrokerError, redis.RedisError) as exc:
+                log.warning("trial %d: heartbeat failed, will retry: %s", context.number, exc)
+                continue
+            if not alive:
+                log.warning(
+                    "trial %d attempt %d no longer owns the trial; its result will be dropped",
+                    context.number,
+                    context.attempt,
+                )
+                context.lost = True
+                return
+
+
+def execute(raw: object, runtime: WorkerRuntime) -> str:
+    """Run one delivered message; returns what happened ("ok", or why it was dropped)."""
+    try:
+        message = TrialMessage.from_dict(raw)
+    except MessageError as exc:
+        log.warning("dropped a malformed trial message: %s", exc)
+        return "malformed"
+    where = f"study {message.study!r} trial {message.trial} attempt {message.attempt}"
+    if message.objective not in runtime.registry:
+        log.warning(
+            "dropped %s: objective %r is not registered on this worker", where, message.objective
+        )
+        return "unknown_objective"
+    try:
+        spec = runtime.spec(message.study)
+    except StoreError as exc:
+        log.warning("dropped %s: %s", where, exc)
+        return "unknown_study"
+    if spec.objective.name != message.objective:
+        log.warning(
+            "dropped %s: objective %r is not the study's %r",
+            where,
+            message.objective,
+            spec.objective.name,
+        )
+        return "wrong_objective"
+    problems = spec.space.problems(message.params)
+    if problems:
+        log.warning("dropped %s: params outside the study's space: %s", where, "; ".join(problems))
+        return "bad_params"
+
+    store = runtime.store(message.study)
+    token = secrets.token_hex(16)
+    resources = spec.resources
+    started = store.start(
+        message.trial,
+        message.attempt,
+        token,
+        worker=runtime.worker_name,
+        host=runtime.host,
+        device=runtime.device,
+        pid=os.getpid(),
+        lease=resources.lease,
+    )
+    if not started.ok:
+        log.info("dropped a delivery of %s: %s", where, started.reason)
+        return started.reason
+
+    log.info("started %s on %s", where, runtime.device)
+    context = TrialContext(
+        study=message.study,
+        number=message.trial,
+        attempt=message.attempt,
+        params=dict(message.params),
+        options=dict(spec.objective.options),
+        device=runtime.device,
+        _store=store,
+        _token=token,
+    )
+    with Heartbeat(store, context, token, resources.heartbeat, resources.lease):
+        result = run_objective(runtime, message.objective, context)
+    retry = resources.retry_failed and result.status is TrialStatus.FAILED
+    verdict = store.finish(message.trial, message.attempt, token, result, retry=retry)
+    if verdict in ("ok", "requeued"):
+        log.info("finished %s: %s", where, _describe(result))
+    else:
+        log.warning("result of %s dropped (%s): %s", where, verdict, _describe(result))
+    return verdict
+
+
+def run_objective(runtime: WorkerRuntime, name: str, context: TrialContext) -> TrialResult:
+    """Call the objective and turn whatever it does into a TrialResult; never raises."""
+    try:
+        objective: Objective = runtime.registry.get(name)
+    except ObjectiveError as exc:
+        return TrialResult.failed(f"objective not available: {exc}")
+    try:
+        value = objective(dict(context.params), context)
+    except Exception as exc:  # any failure of user code is the trial's, not the worker's
+        if type(exc).__name__ == "SoftTimeLimitExceeded":
+            return TrialResult.failed("timeout: the trial ran past its time limit")
+        return TrialResult.failed(_exception_reason(exc))
+    return score_result(value)
+
+
+def score_result(value: object) -> TrialResult:
+    """A COMPLETE result for a finite number, else FAILED naming what came back."""
+    if isinstance(value, Mapping):
+        if "score" not in value:
+            keys = sorted(map(str, value))[:10]
+            return TrialResult.failed(
+                f"objective returned a mapping without a 'score' key (keys: {keys})"
+            )
+        value = value["score"]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:80] + f"... ({len(shown)} chars)"
+        return TrialResult.failed(
+            f"objective returned {type(value).__name__} {shown}, expected a number"
+        )
+    score = float(value)
+    if math.isnan(score):
+        return TrialResult.failed("objective returned NaN")
+    if math.isinf(score):
+        return TrialResult.failed(f"objective returned {score}")
+    return TrialResult.complete(score)
+
+
+def _exception_reason(exc: BaseException) -> str:
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    location = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{location}"[:MAX_ERROR_CHARS]
+
+
+def _describe(result: TrialResult) -> str:
+    if result.status is TrialStatus.COMPLETE:
+        return f"score {result.score:.6g}"
+    return f"{result.status.value}: {result.error}"
+
+
+__all__ = ["Heartbeat", "WorkerRuntime", "execute", "run_objective", "score_result"]

@@ -1,0 +1,129 @@
+"""The one Celery task, `zoomtune.run_trial`: a thin shell around `execute`.
+
+The task runs in a pool process. What the pool process cannot report itself is reported by the
+worker's main process, which watches it:
+
+- the process died (OOM killer, segfault, `os.kill(os.getpid(), 9)`): the attempt is handed back
+  at once, as the next attempt, or FAILED as "worker lost (signal 9)" when attempts ran out;
+- the hard time limit killed it: the trial is FAILED as a timeout;
+- a cold shutdown (SIGQUIT, preemption) ends it: the attempt is handed back at once.
+
+Each of these is fenced by host and pid in the store, so it can only touch the attempt that this
+very process was running.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery import Celery, Task, signals
+from celery.worker import state as worker_state
+from celery.worker.request import Request
+
+from common.errors import MessageError, ZoomtuneError
+from common.settings import TASK_NAME
+from common.trial import TrialMessage
+from workers.execute import WorkerRuntime, execute
+
+log = logging.getLogger("zoomtune.worker")
+
+
+def lost_reason(exc: BaseException) -> str:
+    """'worker lost (signal 9)' from billiard's 'Worker exited prematurely: signal 9 (SIGKILL)'."""
+    text = str(exc)
+    signal_match = re.search(r"signal (\d+)", text)
+    if signal_match:
+        return f"worker lost (signal {signal_match.group(1)})"
+    code_match = re.search(r"exitcode (\d+)", text)
+    if code_match:
+        return f"worker lost (exit code {code_match.group(1)})"
+    return f"worker lost ({text})"
+
+
+def _message(request: Request) -> TrialMessage | None:
+    args = request.args
+    try:
+        return TrialMessage.from_dict(args[0] if args else None)
+    except MessageError:
+        return None
+
+
+def make_request_class(runtime: WorkerRuntime) -> type[Request]:
+    """A Request that reports, from the main process, what the pool process could not."""
+
+    class TrialRequest(Request):  # type: ignore[misc]
+        def on_timeout(self, soft: bool, timeout: float) -> None:
+            super().on_timeout(soft, timeout)
+            message = _message(self)
+            if soft or message is None or self.worker_pid is None:
+                return
+            reason = f"timeout: killed at the {timeout:g}s hard time limit"
+            _report(
+                lambda: runtime.store(message.study).fail_attempt(
+                    message.trial, message.attempt, runtime.host, self.worker_pid, reason
+                )
+            )
+
+        def on_failure(
+            self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+        ) -> None:
+            super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+            exc = getattr(exc_info, "exception", None)
+            exc = getattr(exc, "exc", exc)  # unwrap ExceptionWithTraceback
+            message = _message(self)
+            if not isinstance(exc, WorkerLostError) or message is None or self.worker_pid is None:
+                return
+            reason = lost_reason(exc)
+            log.warning("trial %d attempt %d: %s", message.trial, message.attempt, reason)
+            _report(
+                lambda: runtime.store(message.study).abandon(
+                    message.trial, message.attempt, runtime.host, self.worker_pid, reason
+                )
+            )
+
+    return TrialRequest
+
+
+def _report(call: Any) -> None:
+    try:
+        outcome = call()
+        log.info("store answered %s", outcome)
+    except ZoomtuneError as exc:
+        log.error("could not report to the study store: %s", exc)
+
+
+def register_tasks(app: Celery, runtime: WorkerRuntime) -> Task:
+    """Register `zoomtune.run_trial` on `app`, bound to this worker's runtime."""
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=TASK_NAME,
+        bind=True,
+        Request=make_request_class(runtime),
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
+    def run_trial(self: Task, message: object) -> str:
+        return execute(message, runtime)
+
+    def hand_back_on_cold_shutdown(sender: Any = None, how: str = "", **_: Any) -> None:
+        if how != "Cold":
+            return
+        for request in list(worker_state.active_requests):
+            message = _message(request)
+            if message is None or request.worker_pid is None:
+                continue
+            log.warning(
+                "cold shutdown: handing back trial %d attempt %d", message.trial, message.attempt
+            )
+            _report(
+                lambda m=message, r=request: runtime.store(m.study).abandon(
+                    m.trial, m.attempt, runtime.host, r.worker_pid, "worker shut down (cold)"
+                )
+            )
+
+    signals.worker_shutting_down.connect(hand_back_on_cold_shutdown, weak=False)
+    return run_trial
