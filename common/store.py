@@ -847,6 +847,7 @@ class StudyStore:
                 "attempt": row.get("attempt", "1"),
                 "score": row.get("score"),
                 "error": row.get("error") or None,
+                "last_error": row.get("last_error") or None,
                 "worker": row.get("worker"),
                 "host": row.get("host"),
                 "device": row.get("device"),

@@ -50,6 +50,8 @@ class Trial:
     attempt: int = 1
     score: float | None = None
     error: str | None = None
+    last_error: str | None = None
+    """Why the previous attempt ended, when the trial was handed back or its lease expired."""
     worker: str | None = None
     host: str | None = None
     device: str | None = None
@@ -73,6 +75,7 @@ class Trial:
             "attempt": self.attempt,
             "score": self.score,
             "error": self.error,
+            "last_error": self.last_error,
             "worker": self.worker,
             "host": self.host,
             "device": self.device,
@@ -94,6 +97,7 @@ class Trial:
                 attempt=int(data["attempt"]),
                 score=None if data.get("score") is None else float(data["score"]),
                 error=data.get("error"),
+                last_error=data.get("last_error"),
                 worker=data.get("worker"),
                 host=data.get("host"),
                 device=data.get("device"),

@@ -80,6 +80,7 @@ class RedisServer:
 
     def start(self, attempts: int = 5) -> RedisServer:
         """Start the server (on a free port unless one is set) and wait until it answers."""
+        self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         fixed_port = self.port != 0
         last_error = ""
@@ -97,7 +98,7 @@ class RedisServer:
                 self._wait_ready()
                 return self
             except BrokerError as exc:
-                last_error = str(exc)
+                last_error = f"{exc}; {self._log_tail()}"
                 self._terminate(signal.SIGKILL, timeout=5)
         raise BrokerError(f"could not start redis-server in {self.directory}: {last_error}")
 
@@ -126,6 +127,11 @@ class RedisServer:
         if self.password:
             command += ["--requirepass", self.password]
         return command + list(self.extra_args)
+
+    def _log_tail(self) -> str:
+        log = self.directory / "redis.log"
+        lines = log.read_text(errors="replace").splitlines()[-3:] if log.exists() else []
+        return "redis.log: " + (" | ".join(lines) if lines else "(empty)")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

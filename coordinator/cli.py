@@ -1,0 +1,416 @@
+"""`coordinator`: start a study, and look at the studies in a broker.
+
+    coordinator start STUDY_FILE [--broker URL] [--workers N] [--run-dir DIR]
+    coordinator status [STUDY] [--broker URL | --run-dir DIR]
+    coordinator export STUDY --format csv|json [-o FILE] [--broker URL | --run-dir DIR]
+    coordinator list [--broker URL]
+    coordinator delete STUDY --yes [--broker URL]
+
+Without a broker URL (`--broker` or ZOOMTUNE_BROKER_URL), `start` runs the embedded default: a
+private redis-server and local workers, the same code path as a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import click
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from common.celery_app import check_visibility_timeout, make_celery
+from common.errors import BrokerError, ConfigError, StudyNotFound, ZoomtuneError
+from common.settings import Settings, redact_url
+from common.store import StudyStore, connect, list_studies
+from common.study import StudySpec
+from common.trial import TrialStatus
+from coordinator.embedded import LocalWorkers, embedded_broker
+from coordinator.export import StudyRecord, study_json, trials_csv, write_run_dir
+from coordinator.progress import StudyProgress, make_progress
+from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop, StudyOutcome
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(exc: ZoomtuneError) -> NoReturn:
+    """Print a zoomtune error for people and exit: 2 for bad input, 1 for everything else."""
+    console = Console(stderr=True)
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def broker_option(function: F) -> F:
+    return click.option(
+        "--broker",
+        envvar="ZOOMTUNE_BROKER_URL",
+        metavar="URL",
+        help="redis:// or rediss:// URL of the broker (default: $ZOOMTUNE_BROKER_URL).",
+    )(function)
+
+
+def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
+    """Retry until Redis answers, then fail naming the address."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except (redis.ConnectionError, redis.TimeoutError, BrokerError) as exc:
+            if time.monotonic() >= deadline:
+                parts = urlsplit(url)
+                where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
+                raise BrokerError(
+                    f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
+                ) from exc
+            time.sleep(0.5)
+        except redis.AuthenticationError as exc:
+            raise BrokerError(f"the broker refused the credentials: {exc}") from exc
+
+
+def persistence_warnings(client: redis.Redis) -> list[str]:
+    """Why this Redis could lose the study on a restart or under memory pressure."""
+    try:
+        config = client.config_get("appendonly") | client.config_get("maxmemory-policy")
+    except redis.ResponseError:
+        return [
+            "cannot check Redis persistence (CONFIG is not allowed); make sure AOF is on "
+            "(appendonly yes) and maxmemory-policy is noeviction"
+        ]
+    warnings = []
+    if config.get("appendonly") != "yes":
+        warnings.append(
+            "Redis runs without AOF persistence (appendonly no): a restart loses the study's "
+            "records and queued trials; set appendonly yes"
+        )
+    if config.get("maxmemory-policy", "noeviction") != "noeviction":
+        warnings.append(
+            f"Redis maxmemory-policy is {config['maxmemory-policy']!r}: under memory pressure it "
+            "may evict the study's records; set it to noeviction"
+        )
+    return warnings
+
+
+def objective_options(spec: StudySpec, study_file: Path) -> list[str]:
+    """`--objective` values that register the study's own entry point on local workers."""
+    entrypoint = spec.objective.entrypoint
+    if entrypoint is None:
+        return []
+    module, _, function = entrypoint.rpartition(":")
+    if module.endswith(".py"):
+        path = Path(module)
+        if not path.is_absolute():
+            path = (study_file.parent / path).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{study_file}: [objective] entrypoint: no file {path}")
+        module = str(path)
+    return [f"{spec.objective.name}={module}:{function}"]
+
+
+def run_study(
+    spec: StudySpec,
+    settings: Settings,
+    run_dir: Path,
+    progress: StudyProgress,
+    connect_timeout: float,
+    loop_settings: LoopSettings | None = None,
+) -> StudyOutcome:
+    """Run the study against the broker in `settings`; the cluster and embedded path alike."""
+    url = settings.broker_url
+    if url is None:
+        raise ConfigError("no broker URL")
+    client = connect(url)
+    wait_for_broker(client, url, connect_timeout)
+    for warning in persistence_warnings(client):
+        progress.note(f"warning: {warning}")
+    store = StudyStore(client, settings.prefix, spec.name)
+
+    def save() -> None:
+        write_run_dir(StudyRecord.from_store(store), run_dir)
+
+    app = make_celery(settings)
+    dispatcher = CeleryDispatcher(app, store, settings.prefix)
+    loop = RoundLoop(spec, store, dispatcher, progress, loop_settings, on_round=save)
+    try:
+        return loop.run()
+    finally:
+        try:
+            if store.exists():
+                save()
+        except ZoomtuneError as exc:
+            progress.note(f"could not write {run_dir}: {exc}")
+        app.close()
+        client.close()
+
+
+@click.group()
+def main() -> None:
+    """zoomtune coordinator: coarse-to-fine random search over Celery and Redis."""
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@broker_option
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Embedded default only: local worker processes (default: the cores).",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where trials.csv and study.json go (default: runs/<study name>).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start even if the broker's visibility timeout is shorter than the trial "
+    "time limit (duplicates are then dropped, but waste workers).",
+)
+@click.option(
+    "--connect-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to keep trying to reach the broker.",
+)
+def start(
+    study_file: Path,
+    broker: str | None,
+    workers: int | None,
+    run_dir: Path | None,
+    force: bool,
+    connect_timeout: float,
+) -> None:
+    """Run the study in STUDY_FILE to the end (resuming it if it was interrupted)."""
+    try:
+        spec = StudySpec.from_file(study_file)
+        settings = Settings.from_env().with_broker(broker)
+        if not force:
+            check_visibility_timeout(settings, spec.resources.timeout)
+        run_dir = run_dir or Path("runs") / spec.name
+        progress = make_progress()
+        try:
+            if settings.broker_url is None:
+                outcome = _run_embedded(
+                    spec, study_file, settings, run_dir, workers, progress, connect_timeout
+                )
+            else:
+                progress.note(f"broker {redact_url(settings.broker_url)}")
+                outcome = run_study(spec, settings, run_dir, progress, connect_timeout)
+        finally:
+            progress.close()
+    except ZoomtuneError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume the study", err=True)
+        sys.exit(130)
+    _print_outcome(spec, outcome, run_dir)
+    sys.exit(0 if outcome.state == "complete" else 1)
+
+
+def _run_embedded(
+    spec: StudySpec,
+    study_file: Path,
+    settings: Settings,
+    run_dir: Path,
+    workers: int | None,
+    progress: StudyProgress,
+    connect_timeout: float,
+) -> StudyOutcome:
+    objectives = objective_options(spec, study_file)
+    with embedded_broker(run_dir / "redis") as server:
+        progress.note(f"embedded Redis on 127.0.0.1:{server.port} (data in {run_dir / 'redis'})")
+        local = LocalWorkers(
+            broker_url=server.url,
+            concurrency=workers or os.cpu_count() or 1,
+            queues=(spec.resources.queue,),
+            objectives=objectives,
+            log_path=run_dir / "workers.log",
+        ).start()
+        try:
+            return run_study(
+                spec, settings.with_broker(server.url), run_dir, progress, connect_timeout
+            )
+        finally:
+            local.stop()
+
+
+def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path) -> None:
+    console = Console()
+    if outcome.state != "complete":
+        console.print(f"[bold red]study {spec.name!r} failed:[/] {outcome.message}")
+    elif outcome.best is None:
+        console.print(f"study {spec.name!r} finished without a completed trial")
+    else:
+        params, score = outcome.best
+        console.print(f"[bold]best score[/] {score:.6g} ({spec.direction})")
+        for name, value in params.items():
+            console.print(f"  {name} = {value!r}")
+    console.print(f"results in {run_dir}/ (trials.csv, study.json)")
+
+
+@contextmanager
+def _broker_store(broker: str | None, study: str) -> Iterator[StudyStore]:
+    settings = Settings.from_env().with_broker(broker)
+    if settings.broker_url is None:
+        raise ConfigError("no broker: pass --broker URL, set ZOOMTUNE_BROKER_URL, or --run-dir")
+    client = connect(settings.broker_url)
+    try:
+        yield StudyStore(client, settings.prefix, study)
+    finally:
+        client.close()
+
+
+def _record(study: str | None, broker: str | None, run_dir: Path | None) -> StudyRecord:
+    if run_dir is not None:
+        return StudyRecord.from_json_file(run_dir / "study.json")
+    settings = Settings.from_env().with_broker(broker)
+    if study is None:
+        if settings.broker_url is None:
+            raise ConfigError("name a STUDY with --broker URL, or give --run-dir")
+        client = connect(settings.broker_url)
+        names = list_studies(client, settings.prefix)
+        client.close()
+        if len(names) != 1:
+            raise ConfigError(f"name one STUDY; this broker has {names or 'none'}")
+        study = names[0]
+    with _broker_store(broker, study) as store:
+        if not store.exists():
+            raise StudyNotFound(f"no study named {study!r} in this broker")
+        return StudyRecord.from_store(store)
+
+
+def run_dir_option(function: F) -> F:
+    return click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        default=None,
+        help="Read the study from a run folder written by `coordinator start`.",
+    )(function)
+
+
+@main.command()
+@click.argument("study", required=False)
+@broker_option
+@run_dir_option
+def status(study: str | None, broker: str | None, run_dir: Path | None) -> None:
+    """Rounds, trials by state and the best trial of STUDY."""
+    try:
+        record = _record(study, broker, run_dir)
+    except ZoomtuneError as exc:
+        fail(exc)
+    console = Console()
+    console.print(f"[bold]study {record.spec.name}[/] ({record.spec.direction}): {record.state}")
+    table = Table("round", "trials", "complete", "running", "queued", "failed", "best")
+    for round_record in record.rounds:
+        trials = [t for t in record.trials if t.round == round_record.number]
+        counts = {s: sum(1 for t in trials if t.status is s) for s in TrialStatus}
+        scores = [
+            t.score for t in trials if t.status is TrialStatus.COMPLETE and t.score is not None
+        ]
+        best = (max if record.spec.maximize else min)(scores) if scores else None
+        table.add_row(
+            str(round_record.number),
+            str(len(trials)),
+            str(counts[TrialStatus.COMPLETE]),
+            str(counts[TrialStatus.RUNNING]),
+            str(counts[TrialStatus.QUEUED]),
+            str(counts[TrialStatus.FAILED]),
+            "-" if best is None else f"{best:.6g}",
+        )
+    console.print(table)
+    running = [t for t in record.trials if t.status is TrialStatus.RUNNING]
+    for trial in running:
+        console.print(
+            f"running: trial {trial.number} attempt {trial.attempt} on {trial.worker} "
+            f"({trial.device})"
+        )
+    best_trial = record.best()
+    if best_trial is not None:
+        console.print(
+            f"[bold]best[/]: trial {best_trial.number}, score {best_trial.score:.6g}, "
+            f"params {dict(best_trial.params)}"
+        )
+
+
+@main.command()
+@click.argument("study", required=False)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+@broker_option
+@run_dir_option
+def export(
+    study: str | None, fmt: str, output: Path | None, broker: str | None, run_dir: Path | None
+) -> None:
+    """Write STUDY's trials as CSV or its whole record as JSON (the run folder's files)."""
+    try:
+        record = _record(study, broker, run_dir)
+    except ZoomtuneError as exc:
+        fail(exc)
+    text = trials_csv(record) if fmt == "csv" else study_json(record)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@main.command(name="list")
+@broker_option
+def list_command(broker: str | None) -> None:
+    """The studies in the broker, with their state."""
+    try:
+        settings = Settings.from_env().with_broker(broker)
+        if settings.broker_url is None:
+            raise ConfigError("no broker: pass --broker URL or set ZOOMTUNE_BROKER_URL")
+        client = connect(settings.broker_url)
+        table = Table("study", "state", "rounds", "trials")
+        for name in list_studies(client, settings.prefix):
+            meta = StudyStore(client, settings.prefix, name).meta()
+            table.add_row(
+                name, meta.get("state", "?"), meta.get("rounds", "0"), meta.get("trials", "0")
+            )
+        client.close()
+    except ZoomtuneError as exc:
+        fail(exc)
+    Console().print(table)
+
+
+@main.command()
+@click.argument("study")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@broker_option
+def delete(study: str, yes: bool, broker: str | None) -> None:
+    """Remove STUDY and all its trials from the broker."""
+    try:
+        with _broker_store(broker, study) as store:
+            if not store.exists():
+                raise StudyNotFound(f"no study named {study!r} in this broker")
+            if not yes:
+                click.confirm(f"delete study {study!r} and all its trials?", abort=True)
+            store.acquire(ttl=5)  # refuses while a coordinator runs the study
+            removed = store.delete()
+    except ZoomtuneError as exc:
+        fail(exc)
+    click.echo(f"deleted study {study!r} ({removed} keys)")
+
+
+if __name__ == "__main__":
+    main()

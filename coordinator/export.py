@@ -1,0 +1,161 @@
+"""A study's record as files: `trials.csv` and `study.json`, in the run folder or on stdout.
+
+`StudyRecord` is everything known about a study at one moment, read from the study store or
+back from a `study.json`; `coordinator status`, `export` and `report` all start from one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+from common.space import Box
+from common.store import RoundRecord, StudyStore
+from common.study import StudySpec
+from common.trial import Trial, TrialStatus
+
+TRIAL_COLUMNS = (
+    "trial",
+    "round",
+    "status",
+    "score",
+    "attempts",
+    "worker",
+    "started_at",
+    "finished_at",
+    "duration",
+)
+"""The first columns of trials.csv; `params_<name>` per parameter follow, then EXTRA_COLUMNS."""
+
+EXTRA_COLUMNS = ("device", "host", "error")
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    spec: StudySpec
+    state: str
+    rounds: tuple[RoundRecord, ...]
+    trials: tuple[Trial, ...]
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_store(cls, store: StudyStore) -> StudyRecord:
+        spec = StudySpec.from_dict(store.spec(), source=f"study {store.study!r} in Redis")
+        return cls(
+            spec=spec,
+            state=store.meta().get("state", "unknown"),
+            rounds=tuple(store.rounds()),
+            trials=tuple(store.trials()),
+            counters=store.counters(),
+        )
+
+    @classmethod
+    def from_json_file(cls, path: Path) -> StudyRecord:
+        """Read a `study.json` written by `write_run_dir`."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            spec = StudySpec.from_dict(data["spec"], source=str(path))
+            rounds = tuple(
+                RoundRecord(
+                    number=int(r["round"]),
+                    box=r["box"],
+                    first_trial=int(r["first_trial"]),
+                    trials=int(r["trials"]),
+                )
+                for r in data["rounds"]
+            )
+            trials = tuple(Trial.from_dict(t) for t in data["trials"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: not a readable study.json ({exc})") from exc
+        return cls(
+            spec, str(data.get("state", "unknown")), rounds, trials, dict(data.get("counters", {}))
+        )
+
+    def best(self) -> Trial | None:
+        """The best COMPLETE trial (the earliest among equals), or None."""
+        complete = [t for t in self.trials if t.status is TrialStatus.COMPLETE]
+        if not complete:
+            return None
+        sign = -1.0 if self.spec.maximize else 1.0
+        return min(complete, key=lambda t: (sign * (t.score or 0.0), t.number))
+
+    def box(self, round_record: RoundRecord) -> Box:
+        return Box.from_dict(round_record.box)
+
+    def to_json(self) -> dict[str, Any]:
+        best = self.best()
+        return {
+            "spec": self.spec.to_dict(),
+            "state": self.state,
+            "rounds": [
+                {
+                    "round": r.number,
+                    "box": dict(r.box),
+                    "first_trial": r.first_trial,
+                    "trials": r.trials,
+                }
+                for r in self.rounds
+            ],
+            "trials": [t.to_dict() for t in self.trials],
+            "best": None
+            if best is None
+            else {"trial": best.number, "params": dict(best.params), "score": best.score},
+            "counters": dict(self.counters),
+        }
+
+
+def _time(value: float | None) -> str:
+    if value is None:
+        return ""
+    return datetime.fromtimestamp(value, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _cell(value: object) -> object:
+    return "" if value is None else value
+
+
+def trials_csv(record: StudyRecord) -> str:
+    names = record.spec.space.names
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*TRIAL_COLUMNS, *(f"params_{n}" for n in names), *EXTRA_COLUMNS])
+    for t in record.trials:
+        writer.writerow(
+            [
+                t.number,
+                t.round,
+                t.status.value,
+                _cell(t.score),
+                t.attempt,
+                _cell(t.worker),
+                _time(t.started_at),
+                _time(t.finished_at),
+                _cell(t.duration),
+                *(_cell(t.params.get(n)) for n in names),
+                _cell(t.device),
+                _cell(t.host),
+                _cell(t.error),
+            ]
+        )
+    return out.getvalue()
+
+
+def study_json(record: StudyRecord) -> str:
+    return json.dumps(record.to_json(), indent=2, allow_nan=False) + "\n"
+
+
+def write_run_dir(record: StudyRecord, directory: Path) -> None:
+    """Write trials.csv and study.json atomically (a reader never sees half a file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in (("trials.csv", trials_csv(record)), ("study.json", study_json(record))):
+        partial = directory / f".{name}.partial"
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, directory / name)

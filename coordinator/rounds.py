@@ -1,0 +1,328 @@
+"""The distributed round loop around `CoarseToFine`: store -> dispatch -> collect -> tell.
+
+```
+for each round r:
+    write round r's trials to the study store (once: a round already written is reused)
+    send one Celery task per QUEUED trial
+    wait on the store's event stream until every trial of round r is finished, meanwhile:
+        re-send trials that were handed back or whose lease expired (the reaper)
+        re-send QUEUED trials whose message was lost (Redis restarted, publish failed)
+        renew the study lock (stop at once if another coordinator took it)
+    tell the search every score of round r, in trial order (not finish order)
+```
+
+The loop keeps no state that the store does not have: killed at any moment and started again,
+it replays the finished rounds into a fresh `CoarseToFine`, re-attaches to the round in flight
+and carries on. Because the search is a pure function of the seed and the scores, the study is
+the same whether it ran with 1 worker or 40, in any finish order, with or without crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+from celery import Celery
+
+from common.celery_app import PUBLISH_RETRY_POLICY
+from common.errors import BrokerError, StoreError, ZoomtuneError
+from common.settings import QUEUES, TASK_NAME
+from common.store import CoordinatorLock, RoundRecord, StudyStore
+from common.study import StudySpec
+from common.trial import Trial, TrialMessage, TrialStatus
+from coordinator.progress import StudyProgress
+from coordinator.search import CoarseToFine, Told
+
+log = logging.getLogger("zoomtune.coordinator")
+
+
+class RoundFailed(ZoomtuneError):
+    """A round ended without a single completed trial, so there is nothing to narrow around."""
+
+
+class Dispatcher(Protocol):
+    """Sends trial messages to workers; the loop never talks to Celery directly."""
+
+    def send(self, message: TrialMessage, queue: str, timeout: float) -> None: ...
+
+    def queue_length(self, queue: str) -> int: ...
+
+
+class CeleryDispatcher:
+    """Publishes `zoomtune.run_trial` tasks by name (the coordinator never imports workers)."""
+
+    def __init__(self, app: Celery, store: StudyStore, prefix: str) -> None:
+        self._app = app
+        self._client = store.client
+        self._prefix = prefix
+
+    def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+        # The soft limit raises inside the objective (a clean FAILED "timeout"); the hard limit,
+        # a little later, kills a trial that ignores it.
+        self._app.send_task(
+            TASK_NAME,
+            args=[message.to_dict()],
+            queue=queue,
+            soft_time_limit=timeout,
+            time_limit=timeout + max(5.0, 0.05 * timeout),
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
+
+    def queue_length(self, queue: str) -> int:
+        return int(self._client.llen(f"{self._prefix}{queue}"))
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How often the loop does its housekeeping, and how long it tolerates trouble."""
+
+    tick: float = 1.0
+    """Seconds between reaping expired leases, renewing the lock and reconciling."""
+    lock_ttl: float = 15.0
+    """The study lock expires this long after the coordinator stops renewing it."""
+    idle_warning: float = 60.0
+    """Warn when trials wait and no worker has started one for this long."""
+    outage_limit: float = 300.0
+    """Give up when Redis stays unreachable this long."""
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    state: str  # "complete" or "failed"
+    message: str
+    best: tuple[Mapping[str, Any], float] | None
+
+
+class RoundLoop:
+    """Runs one study to the end on a study store and a dispatcher."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        store: StudyStore,
+        dispatcher: Dispatcher,
+        progress: StudyProgress,
+        settings: LoopSettings | None = None,
+        on_round: Callable[[], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.dispatcher = dispatcher
+        self.progress = progress
+        self.settings = settings or LoopSettings()
+        self.on_round = on_round or (lambda: None)
+        self.queue = QUEUES[spec.resources.queue]
+        self._last_event = "0-0"
+        self._run_id = ""
+        self._outage_since: float | None = None
+        self._last_start = time.monotonic()
+        self._last_idle_note = time.monotonic()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> StudyOutcome:
+        lock = self.store.acquire(self.settings.lock_ttl)
+        try:
+            epoch = self.store.create(lock, self.spec.to_dict(), self.spec.resources.max_attempts)
+            self._last_event = self.store.last_event_id()
+            self._run_id = self._redis_run_id()
+            search, current = self._resume()
+            self.progress.study_started(
+                self.spec.name,
+                self.spec.search.rounds,
+                self.spec.search.total_trials,
+                resumed=search.rounds_told > 0 or current is not None,
+            )
+            while True:
+                if current is None:
+                    batch = search.ask()
+                    if not batch:
+                        break
+                    box = search.box.to_dict(self.spec.space)
+                    current = self.store.write_round(lock, epoch, search.round, box, batch)
+                trials = self._attach(search, current)
+                trials = self._wait(lock, epoch, current, trials)
+                search.tell([(t.params, _score(t)) for t in trials])
+                self.on_round()
+                self.progress.round_finished(current.number, search.best)
+                if not any(t.status is TrialStatus.COMPLETE for t in trials):
+                    raise RoundFailed(f"round {current.number}: 0 completed trials")
+                current = None
+            self.store.set_state("complete", lock=lock)
+            return StudyOutcome("complete", "all rounds finished", search.best)
+        except RoundFailed as exc:
+            self.store.set_state("failed", str(exc), lock=lock)
+            return StudyOutcome("failed", str(exc), None)
+        finally:
+            try:
+                self.store.release(lock)
+            except ZoomtuneError as exc:
+                log.warning("could not release the study lock: %s", exc)
+
+    def _resume(self) -> tuple[CoarseToFine, RoundRecord | None]:
+        """Replay every finished round into a fresh search; return the round still in flight."""
+        history: list[Told] = []
+        current: RoundRecord | None = None
+        for record in self.store.rounds():
+            trials = self.store.trials(record.trial_numbers)
+            if current is not None:
+                raise StoreError(f"round {record.number} follows unfinished round {current.number}")
+            if all(t.status.is_finished() for t in trials):
+                history.extend(Told(t.params, _score(t), record.number) for t in trials)
+            else:
+                current = record
+        return CoarseToFine.replay(self.spec, history), current
+
+    def _attach(self, search: CoarseToFine, record: RoundRecord) -> list[Trial]:
+        """Check the stored round is what the search asks for, and send its QUEUED trials."""
+        trials = self.store.trials(record.trial_numbers)
+        asked = search.ask()
+        if [dict(t.params) for t in trials] != asked:
+            raise StoreError(
+                f"round {record.number} in the store does not match what this study samples "
+                "(was it written by another version of zoomtune?)"
+            )
+        self.progress.round_started(record.number, trials)
+        for trial in trials:
+            if trial.status is TrialStatus.QUEUED:
+                self._dispatch(trial)
+        return trials
+
+    def _wait(
+        self, lock: CoordinatorLock, epoch: str, record: RoundRecord, trials: list[Trial]
+    ) -> list[Trial]:
+        """Follow the event stream until every trial of the round is finished."""
+        latest = {t.number: t for t in trials}
+        pending = {n for n, t in latest.items() if not t.status.is_finished()}
+        next_housekeeping = 0.0
+        while pending:
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                self._survive(self._housekeeping, lock, epoch, latest, pending)
+                next_housekeeping = now + self.settings.tick
+            block = max(0.01, min(self.settings.tick, next_housekeeping - time.monotonic()))
+            events = self._survive(self.store.events, self._last_event, block)
+            if events is None:
+                time.sleep(min(1.0, self.settings.tick))
+                continue
+            changed: set[int] = set()
+            for event in events:
+                self._last_event = event.id
+                if event.trial is None or event.trial not in latest:
+                    continue
+                changed.add(event.trial)
+                if event.type == "started":
+                    self._last_start = time.monotonic()
+            if changed:
+                self._refresh(latest, pending, changed)
+        return [latest[n] for n in record.trial_numbers]
+
+    def _refresh(self, latest: dict[int, Trial], pending: set[int], numbers: set[int]) -> None:
+        """Re-read changed trials; send again those that went back to the queue."""
+        for trial in self.store.trials(sorted(numbers)):
+            before = latest[trial.number]
+            latest[trial.number] = trial
+            if trial.status is TrialStatus.QUEUED and (
+                before.status is not TrialStatus.QUEUED or trial.attempt != before.attempt
+            ):
+                self.progress.note(
+                    f"trial {trial.number} back in the queue as attempt {trial.attempt} "
+                    f"({trial.last_error or 'handed back'})"
+                )
+                self._dispatch(trial)
+            if trial.status.is_finished():
+                pending.discard(trial.number)
+            self.progress.trial_changed(trial)
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def _housekeeping(
+        self, lock: CoordinatorLock, epoch: str, latest: dict[int, Trial], pending: set[int]
+    ) -> None:
+        self.store.renew(lock, epoch)
+        for requeued in self.store.reap(lock, epoch):
+            log.warning("trial %d: lease expired; %s", requeued.trial, requeued.outcome)
+        run_id = self._redis_run_id()
+        queued = [latest[n] for n in sorted(pending) if latest[n].status is TrialStatus.QUEUED]
+        if run_id != self._run_id:
+            self.progress.note("Redis restarted; re-sending the queued trials of this round")
+            self._run_id = run_id
+            for trial in self.store.trials([t.number for t in queued]):
+                if trial.status is TrialStatus.QUEUED:
+                    self._dispatch(trial)
+        elif queued:
+            self._resend_lost(queued)
+        self._warn_if_idle(bool(queued))
+
+    def _resend_lost(self, queued: list[Trial]) -> None:
+        """Re-send QUEUED trials that waited longer than a lease while the queue is empty:
+        their message was lost (a duplicate, should there be one, is dropped by the store)."""
+        if self.dispatcher.queue_length(self.queue) > 0:
+            return
+        seconds, micros = self.store.client.time()
+        redis_now = float(seconds) + float(micros) / 1e6
+        for trial in queued:
+            waited = redis_now - (trial.queued_at or redis_now)
+            if waited > self.spec.resources.lease:
+                log.warning(
+                    "trial %d waited %.0fs with an empty queue; re-sending it", trial.number, waited
+                )
+                self._dispatch(trial)
+
+    def _warn_if_idle(self, waiting: bool) -> None:
+        now = time.monotonic()
+        quiet = now - max(self._last_start, self._last_idle_note)
+        if waiting and quiet > self.settings.idle_warning:
+            self._last_idle_note = now
+            self.progress.note(
+                f"no worker has started a trial for {now - self._last_start:.0f}s: are workers "
+                f"consuming the queue {self.queue!r}? (worker start --queues "
+                f"{self.spec.resources.queue})"
+            )
+
+    def _survive(self, action: Callable[..., Any], *args: Any) -> Any:
+        """Run `action(*args)`; ride out a Redis outage up to `outage_limit`, then give up."""
+        try:
+            result = action(*args)
+        except (BrokerError, redis.ConnectionError, redis.TimeoutError) as exc:
+            now = time.monotonic()
+            if self._outage_since is None:
+                self._outage_since = now
+                self.progress.note(f"lost Redis, retrying: {exc}")
+            if now - self._outage_since > self.settings.outage_limit:
+                raise BrokerError(
+                    f"Redis unreachable for {now - self._outage_since:.0f}s; giving up: {exc}"
+                ) from exc
+            return None
+        if self._outage_since is not None:
+            self.progress.note("Redis is back")
+            self._outage_since = None
+        return result
+
+    def _redis_run_id(self) -> str:
+        try:
+            return str(self.store.client.info("server").get("run_id", ""))
+        except Exception:  # INFO may be forbidden by an ACL: restarts are then found by waiting
+            return self._run_id
+
+    def _dispatch(self, trial: Trial) -> None:
+        message = TrialMessage(
+            study=self.spec.name,
+            trial=trial.number,
+            attempt=trial.attempt,
+            objective=self.spec.objective.name,
+            params=dict(trial.params),
+        )
+        try:
+            self.dispatcher.send(message, self.queue, self.spec.resources.timeout)
+        except Exception as exc:  # kombu raises its own errors; the trial stays QUEUED
+            log.warning("could not send trial %d (it will be re-sent): %s", trial.number, exc)
+
+
+def _score(trial: Trial) -> float | None:
+    return trial.score if trial.status is TrialStatus.COMPLETE else None
