@@ -1,0 +1,181 @@
+"""The whole path, for real: a redis-server, `worker start` daemons and `coordinator start`,
+each a separate process, talking only through Redis."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.space import Box
+from common.store import StudyStore, connect
+from common.trial import TrialStatus
+from coordinator.embedded import RedisServer
+from tests.harness import (
+    CoordinatorProcess,
+    WorkerProcess,
+    objective_option,
+    study_toml,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Two single-process workers registering the test objectives (the --objective path)."""
+    started = [
+        WorkerProcess(
+            redis_server.url,
+            tmp_path / f"worker{i}.log",
+            objectives=[objective_option("sleepy"), objective_option("reports_curve")],
+        ).start()
+        for i in range(2)
+    ]
+    try:
+        for worker in started:
+            worker.wait_ready()
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def run_study(tmp_path: Path, url: str | None, toml: str, timeout: float = 120) -> Path:
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(toml)
+    run_dir = tmp_path / "run"
+    coordinator = CoordinatorProcess(study_file, run_dir, url, tmp_path / "coordinator.log")
+    code = coordinator.start().wait(timeout)
+    assert code == 0, coordinator.log()[-4000:]
+    return run_dir
+
+
+def test_a_study_runs_every_trial_of_every_round_exactly_once(
+    redis_server: RedisServer, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    # Given two workers and a study of 3 rounds x 6 trials
+    toml = study_toml(rounds=3, trials_per_round=6, options="{ duration = 0.3 }")
+
+    # When the coordinator runs it against the same Redis
+    run_dir = run_study(tmp_path, redis_server.url, toml)
+
+    # Then every trial is recorded once, complete, in its round, on one of the two workers
+    store = StudyStore(connect(redis_server.url), "zoomtune:", "demo")
+    trials = store.trials()
+    assert [t.number for t in trials] == list(range(18))
+    assert [t.round for t in trials] == [1] * 6 + [2] * 6 + [3] * 6
+    assert all(t.status is TrialStatus.COMPLETE and t.attempt == 1 for t in trials)
+    assert len({t.worker for t in trials}) == 2
+    assert store.meta()["state"] == "complete"
+    assert sum(store.counters().values()) == 0
+
+    # And each later round's box lies inside the whole space of round 1
+    rounds = store.rounds()
+    first, second = Box.from_dict(rounds[0].box), Box.from_dict(rounds[1].box)
+    for name in ("x", "y"):
+        outer, inner = first[name], second[name]
+        assert outer.low <= inner.low <= inner.high <= outer.high  # type: ignore[union-attr]
+
+    # And the run folder holds the same record
+    with (run_dir / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:11] == [
+        "trial",
+        "round",
+        "status",
+        "score",
+        "attempts",
+        "worker",
+        "started_at",
+        "finished_at",
+        "duration",
+        "params_x",
+        "params_y",
+    ]
+    assert [int(r["trial"]) for r in rows] == list(range(18))
+    study = json.loads((run_dir / "study.json").read_text())
+    assert study["state"] == "complete"
+    assert len(study["rounds"]) == 3
+    best = min((t for t in trials), key=lambda t: t.score or 0.0)
+    assert study["best"]["trial"] == best.number
+
+
+def test_intermediate_values_reach_the_store(
+    redis_server: RedisServer, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    run_study(tmp_path, redis_server.url, study_toml(objective="reports_curve", rounds=1))
+    store = StudyStore(connect(redis_server.url), "zoomtune:", "demo")
+    for trial in store.trials():
+        assert [step for step, _ in store.reports(trial.number)] == [1, 2, 3]
+        assert store.reports(trial.number)[-1][1] == pytest.approx(trial.score)
+
+
+def test_the_cli_reads_a_finished_study_from_the_broker_and_from_the_run_folder(
+    redis_server: RedisServer, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    run_dir = run_study(tmp_path, redis_server.url, study_toml(rounds=1))
+    env_broker = ["--broker", redis_server.url]
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "coordinator.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "demo" in cli("list", *env_broker)
+    assert "complete" in cli("status", "demo", *env_broker)
+    from_broker = cli("export", "demo", "--format", "csv", *env_broker)
+    assert from_broker == (run_dir / "trials.csv").read_text()
+    assert json.loads(cli("export", "--format", "json", "--run-dir", str(run_dir)))["best"]
+    assert redis_server.password is None or redis_server.password not in from_broker
+
+
+def test_the_embedded_default_needs_nothing_but_the_study_file(tmp_path: Path) -> None:
+    # Given no broker at all
+    toml = study_toml(
+        objective="branin",
+        rounds=2,
+        trials_per_round=4,
+        space='x1 = { type = "float", low = -5.0, high = 10.0 }\n'
+        'x2 = { type = "float", low = 0.0, high = 15.0 }',
+    )
+
+    # When `coordinator start study.toml` runs alone
+    run_dir = run_study(tmp_path, None, toml)
+
+    # Then it ran the study with a private Redis and local workers, and stopped them all
+    study = json.loads((run_dir / "study.json").read_text())
+    assert study["state"] == "complete"
+    assert [t["status"] for t in study["trials"]] == ["complete"] * 8
+    assert (run_dir / "redis" / "appendonly.aof").exists()
+    assert "Warm shutdown" in (run_dir / "workers.log").read_text()
+    leftovers = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(run_dir / "redis") not in leftovers.stdout
+
+
+def test_an_embedded_study_can_register_its_own_objective_file(tmp_path: Path) -> None:
+    (tmp_path / "my_objective.py").write_text(
+        "def score(params, trial):\n    return (params['x'] - 0.25) ** 2\n"
+    )
+    toml = study_toml(objective="mine", rounds=1, space='x = { type = "float", low = 0, high = 1 }')
+    toml = toml.replace('name = "mine"', 'name = "mine"\nentrypoint = "my_objective.py:score"')
+    run_dir = run_study(tmp_path, None, toml)
+    study = json.loads((run_dir / "study.json").read_text())
+    assert all(t["status"] == "complete" for t in study["trials"])
+
+
+def test_wait_until_reports_what_it_waited_for() -> None:
+    with pytest.raises(AssertionError, match="the moon"):
+        wait_until(lambda: False, timeout=0.05, what="the moon")
