@@ -1,0 +1,167 @@
+"""What a worker does with one delivered message (in-process, on fakeredis)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import fakeredis
+import pytest
+
+from common.settings import Settings
+from common.store import StudyStore
+from common.study import StudySpec
+from common.trial import TrialMessage, TrialStatus
+from tests.harness import study_toml
+from workers.execute import WorkerRuntime, execute, score_result
+from workers.registry import ObjectiveRegistry
+
+SPACE = 'x = { type = "float", low = 0.0, high = 1.0 }\ny = { type = "int", low = 1, high = 8 }'
+
+
+def make_runtime(objective: Callable[..., Any], *, retry_failed: bool = False) -> WorkerRuntime:
+    """A worker runtime with `objective` registered as "obj" and one study with 2 trials."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    resources = 'heartbeat = "0.5s"\nlease = "3s"\nmax_attempts = 2'
+    if retry_failed:
+        resources += "\nretry_failed = true"
+    spec = StudySpec.from_toml(
+        study_toml(objective="obj", space=SPACE, resources=resources, options="{ alpha = 2 }")
+    )
+    store = StudyStore(client, "zoomtune:", spec.name)
+    lock = store.acquire(30)
+    epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
+    store.write_round(lock, epoch, 1, {}, [{"x": 0.5, "y": 2}, {"x": 0.25, "y": 7}])
+    registry = ObjectiveRegistry(targets={"obj": "unused:obj"})
+    registry._loaded["obj"] = objective
+    return WorkerRuntime(Settings(broker_url="redis://unused"), registry, "w1@host", _client=client)
+
+
+def message(trial: int = 0, attempt: int = 1, **changes: Any) -> dict[str, Any]:
+    params = {0: {"x": 0.5, "y": 2}, 1: {"x": 0.25, "y": 7}}.get(trial, {"x": 0.5, "y": 2})
+    body = TrialMessage("demo", trial, attempt, "obj", params).to_dict()
+    body.update(changes)
+    return body
+
+
+def trial_of(runtime: WorkerRuntime, number: int = 0) -> Any:
+    return runtime.store("demo").trial(number)
+
+
+def test_a_valid_message_runs_the_objective_with_params_and_options() -> None:
+    seen: dict[str, Any] = {}
+
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        seen.update(params=params, options=dict(trial.options), device=trial.device)
+        return params["x"] * 2
+
+    runtime = make_runtime(objective)
+    assert execute(message(), runtime) == "ok"
+    assert seen == {"params": {"x": 0.5, "y": 2}, "options": {"alpha": 2}, "device": "cpu"}
+    trial = trial_of(runtime)
+    assert (trial.status, trial.score, trial.worker) == (TrialStatus.COMPLETE, 1.0, "w1@host")
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("not a dict", "malformed"),
+        ({"study": "demo"}, "malformed"),
+        (message(objective="os:system"), "malformed"),
+        (message(objective="other"), "unknown_objective"),
+        (message(params={"x": 5.0, "y": 2}), "bad_params"),
+        (message(params={"x": 0.5, "y": 2, "z": 1}), "bad_params"),
+        (message(params={"x": 0.5}), "bad_params"),
+        (message(study="nosuch"), "unknown_study"),
+        (message(trial=99), "unknown_trial"),
+        (message(attempt=5), "ahead"),
+        (message(params={"x": "a" * 70_000, "y": 2}), "malformed"),
+    ],
+)
+def test_a_bad_message_is_dropped_without_running_anything(body: Any, why: str) -> None:
+    ran: list[bool] = []
+    runtime = make_runtime(lambda params, trial: ran.append(True) or 0.0)
+    assert execute(body, runtime) == why
+    assert ran == []
+    assert trial_of(runtime).status is TrialStatus.QUEUED
+
+
+def test_a_second_delivery_of_a_finished_trial_does_not_run_again() -> None:
+    calls: list[int] = []
+    runtime = make_runtime(lambda params, trial: calls.append(1) or 1.0)
+    assert execute(message(), runtime) == "ok"
+    assert execute(message(), runtime) == "finished"
+    assert calls == [1]
+    assert runtime.store("demo").counters()["duplicate_deliveries"] == 1
+
+
+@pytest.mark.parametrize(
+    ("returned", "reason"),
+    [
+        (math.nan, "objective returned NaN"),
+        (math.inf, "objective returned inf"),
+        (-math.inf, "objective returned -inf"),
+        ("0.9", "objective returned str '0.9', expected a number"),
+        (None, "objective returned NoneType None, expected a number"),
+        (True, "objective returned bool True, expected a number"),
+        ({"accuracy": 0.9}, "objective returned a mapping without a 'score' key"),
+        ("x" * 10_000_000, "objective returned str 'xxxx"),
+    ],
+)
+def test_a_bad_return_value_fails_the_trial_with_the_reason(returned: Any, reason: str) -> None:
+    runtime = make_runtime(lambda params, trial: returned)
+    execute(message(), runtime)
+    trial = trial_of(runtime)
+    assert trial.status is TrialStatus.FAILED
+    assert trial.score is None
+    assert trial.error.startswith(reason)
+    assert len(trial.error) < 200
+
+
+def test_a_mapping_with_a_score_and_numpy_numbers_are_accepted() -> None:
+    import numpy as np
+
+    assert score_result({"score": np.float32(0.5), "extra": 1}).score == 0.5
+    assert score_result(np.int64(3)).score == 3.0
+
+
+def test_an_exception_fails_the_trial_naming_it_and_where() -> None:
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        raise ValueError("learning rate too high")
+
+    runtime = make_runtime(objective)
+    execute(message(), runtime)
+    error = trial_of(runtime).error
+    assert error.startswith("ValueError: learning rate too high (at ")
+    assert "test_execute.py" in error
+
+
+def test_a_failure_is_retried_as_a_new_attempt_only_when_the_study_asks() -> None:
+    runtime = make_runtime(lambda params, trial: math.nan, retry_failed=True)
+    assert execute(message(), runtime) == "requeued"
+    trial = trial_of(runtime)
+    assert (trial.status, trial.attempt, trial.last_error) == (
+        TrialStatus.QUEUED,
+        2,
+        "objective returned NaN",
+    )
+    assert execute(message(attempt=2), runtime) == "ok"  # the last attempt is not retried
+    assert trial_of(runtime).status is TrialStatus.FAILED
+
+
+def test_intermediate_values_are_recorded() -> None:
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        trial.report(1, 0.5)
+        trial.report(2, 0.25)
+        return 0.25
+
+    runtime = make_runtime(objective)
+    execute(message(), runtime)
+    assert runtime.store("demo").reports(0) == [(1, 0.5), (2, 0.25)]
+
+
+def test_reporting_a_non_finite_value_fails_the_trial() -> None:
+    runtime = make_runtime(lambda params, trial: trial.report(1, math.nan))
+    execute(message(), runtime)
+    assert "reported values must be finite" in trial_of(runtime).error

@@ -1,0 +1,229 @@
+"""The round loop on fakeredis, with workers simulated in a thread that runs `execute`."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fakeredis
+import pytest
+
+from common.errors import StudyExists, StudyLocked
+from common.settings import Settings
+from common.store import StudyStore
+from common.study import StudySpec
+from common.trial import TrialMessage, TrialStatus
+from coordinator.progress import LogProgress
+from coordinator.rounds import LoopSettings, RoundLoop
+from tests.harness import study_toml
+from tests.objectives import deterministic_score
+from workers.execute import WorkerRuntime, execute
+from workers.registry import ObjectiveRegistry
+
+FAST = LoopSettings(tick=0.05, lock_ttl=5.0, idle_warning=60.0, outage_limit=5.0)
+RESOURCES = 'heartbeat = "0.05s"\nlease = "0.3s"\nmax_attempts = 3'
+
+
+class ThreadWorkers:
+    """A dispatcher whose messages a background thread executes, in a shuffled order."""
+
+    def __init__(
+        self,
+        server: fakeredis.FakeServer,
+        objective: Callable[..., Any],
+        order_seed: int = 0,
+        drop: Callable[[TrialMessage], bool] | None = None,
+    ) -> None:
+        registry = ObjectiveRegistry(targets={"obj": "unused:obj"})
+        registry._loaded["obj"] = objective
+        client = fakeredis.FakeRedis(server=server, decode_responses=True)
+        self.runtime = WorkerRuntime(
+            Settings(broker_url="redis://unused"), registry, "thread", _client=client
+        )
+        self.sent: list[TrialMessage] = []
+        self._queue: list[TrialMessage] = []
+        self._lock = threading.Lock()
+        self._random = random.Random(order_seed)
+        self._drop = drop or (lambda message: False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+        self.sent.append(message)
+        if self._drop(message):
+            return
+        with self._lock:
+            self._queue.append(message)
+
+    def queue_length(self, queue: str) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                batch, self._queue = self._queue, []
+            self._random.shuffle(batch)
+            for message in batch:
+                execute(message.to_dict(), self.runtime)
+            time.sleep(0.01)
+
+    def __enter__(self) -> ThreadWorkers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def spec_for(rounds: int = 3, trials: int = 5, seed: int = 11) -> StudySpec:
+    return StudySpec.from_toml(
+        study_toml(
+            objective="obj", rounds=rounds, trials_per_round=trials, seed=seed, resources=RESOURCES
+        )
+    )
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+def store_on(server: fakeredis.FakeServer, name: str = "demo") -> StudyStore:
+    return StudyStore(fakeredis.FakeRedis(server=server, decode_responses=True), "zoomtune:", name)
+
+
+def run(
+    server: fakeredis.FakeServer,
+    spec: StudySpec,
+    workers: ThreadWorkers,
+    on_round: Callable[[], None] | None = None,
+) -> Any:
+    loop = RoundLoop(spec, store_on(server), workers, LogProgress(), FAST, on_round=on_round)
+    with workers:
+        return loop.run()
+
+
+def score(params: dict[str, Any], trial: Any) -> float:
+    return deterministic_score(params)
+
+
+def snapshot(server: fakeredis.FakeServer) -> list[tuple[int, int, dict[str, Any], float | None]]:
+    return [(t.number, t.round, dict(t.params), t.score) for t in store_on(server).trials()]
+
+
+def test_a_study_runs_to_the_end_and_records_every_trial_once(
+    server: fakeredis.FakeServer,
+) -> None:
+    outcome = run(server, spec_for(), ThreadWorkers(server, score))
+    store = store_on(server)
+    trials = store.trials()
+    assert outcome.state == "complete"
+    assert [t.number for t in trials] == list(range(15))
+    assert all(t.status is TrialStatus.COMPLETE for t in trials)
+    assert store.meta()["state"] == "complete"
+    best_score = min(t.score for t in trials if t.score is not None)
+    assert outcome.best is not None
+    assert outcome.best[1] == best_score
+
+
+def test_the_finish_order_does_not_change_the_study(server: fakeredis.FakeServer) -> None:
+    run(server, spec_for(), ThreadWorkers(server, score, order_seed=1))
+    other = fakeredis.FakeServer()
+    run(other, spec_for(), ThreadWorkers(other, score, order_seed=2))
+    assert snapshot(server) == snapshot(other)
+    assert [r.box for r in store_on(server).rounds()] == [r.box for r in store_on(other).rounds()]
+
+
+def test_a_stopped_coordinator_resumes_without_resampling(server: fakeredis.FakeServer) -> None:
+    # Given a reference run
+    reference = fakeredis.FakeServer()
+    run(reference, spec_for(), ThreadWorkers(reference, score))
+
+    # When a coordinator stops after round 1 and another starts on the same store
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(server, spec_for(), ThreadWorkers(server, score), on_round=stop)
+    assert [r.number for r in store_on(server).rounds()] == [1]
+    first_round = snapshot(server)
+    outcome = run(server, spec_for(), ThreadWorkers(server, score))
+
+    # Then round 1 was kept as written and the whole study equals the uninterrupted run
+    assert outcome.state == "complete"
+    assert snapshot(server)[:5] == first_round
+    assert snapshot(server) == snapshot(reference)
+
+
+def test_a_round_without_a_completed_trial_fails_the_study(server: fakeredis.FakeServer) -> None:
+    def broken(params: dict[str, Any], trial: Any) -> float:
+        raise RuntimeError("no")
+
+    outcome = run(server, spec_for(), ThreadWorkers(server, broken))
+    assert (outcome.state, outcome.message) == ("failed", "round 1: 0 completed trials")
+    assert store_on(server).meta()["state"] == "failed"
+    assert [r.number for r in store_on(server).rounds()] == [1]
+
+
+def test_a_handed_back_trial_is_sent_again_as_the_next_attempt(
+    server: fakeredis.FakeServer,
+) -> None:
+    # Given a worker whose process dies while running trial 2's first attempt
+    def dies_once(params: dict[str, Any], trial: Any) -> float:
+        if trial.number == 2 and trial.attempt == 1:
+            store = store_on(server)
+            store.abandon(
+                2,
+                1,
+                store.trial(2).host or "",
+                int(store.client.hget(store.keys.trial(2), "pid") or 0),
+                "worker lost (signal 9)",
+            )
+            return 0.0  # this late result is dropped: the attempt no longer owns the trial
+        return score(params, trial)
+
+    workers = ThreadWorkers(server, dies_once)
+    run(server, spec_for(rounds=1), workers)
+    trial = store_on(server).trial(2)
+    assert (trial.status, trial.attempt) == (TrialStatus.COMPLETE, 2)
+    assert trial.score == pytest.approx(score(dict(trial.params), None))
+    assert [(m.trial, m.attempt) for m in workers.sent if m.trial == 2] == [(2, 1), (2, 2)]
+
+
+def test_a_lost_message_is_sent_again(server: fakeredis.FakeServer) -> None:
+    lost: list[int] = []
+
+    def lose_trial_3_once(message: TrialMessage) -> bool:
+        if message.trial == 3 and not lost:
+            lost.append(3)
+            return True
+        return False
+
+    workers = ThreadWorkers(server, score, drop=lose_trial_3_once)
+    outcome = run(server, spec_for(rounds=1), workers)
+    assert outcome.state == "complete"
+    assert [m.attempt for m in workers.sent if m.trial == 3] == [1, 1]
+
+
+def test_a_second_coordinator_on_a_running_study_is_refused(
+    server: fakeredis.FakeServer,
+) -> None:
+    store_on(server).acquire(ttl=30, owner="node-a:1")
+    loop = RoundLoop(
+        spec_for(), store_on(server), ThreadWorkers(server, score), LogProgress(), FAST
+    )
+    with pytest.raises(StudyLocked, match="node-a:1"):
+        loop.run()
+
+
+def test_a_changed_study_file_under_the_same_name_is_refused(
+    server: fakeredis.FakeServer,
+) -> None:
+    run(server, spec_for(rounds=1), ThreadWorkers(server, score))
+    with pytest.raises(StudyExists):
+        run(server, spec_for(rounds=1, seed=99), ThreadWorkers(server, score))
