@@ -48,6 +48,7 @@ class WorkerRuntime:
     host: str = field(default_factory=socket.gethostname)
     _client: redis.Redis | None = field(default=None, repr=False)
     _specs: dict[str, tuple[float, StudySpec]] = field(default_factory=dict, repr=False)
+    _stores: dict[str, StudyStore] = field(default_factory=dict, repr=False)
 
     @property
     def client(self) -> redis.Redis:
@@ -59,7 +60,9 @@ class WorkerRuntime:
         return self._client
 
     def store(self, study: str) -> StudyStore:
-        return StudyStore(self.client, self.settings.prefix, study)
+        if study not in self._stores:
+            self._stores[study] = StudyStore(self.client, self.settings.prefix, study)
+        return self._stores[study]
 
     def spec(self, study: str) -> StudySpec:
         cached = self._specs.get(study)

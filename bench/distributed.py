@@ -1,0 +1,230 @@
+"""Distributed benchmark: zoomtune's whole trial path against raw Celery on the same Redis.
+
+    python -m bench.distributed [--trials 600] [--repeats 3]
+
+Two measurements, each a ratio against a baseline measured in the same run, on the same
+freshly started redis-server, with the same Celery settings (common/celery_app.py):
+
+1. Throughput with a no-op objective: trials per second through zoomtune (the coordinator
+   writes the round to the study store, sends one task per trial; workers take a lease, run the
+   objective, record a fenced result; the coordinator follows the event stream) divided by
+   tasks per second through raw Celery (send N tasks; each INCRs a counter).
+2. Worker utilization with 50 ms trials on 8 slots: useful work (N x 50 ms) over the slot time
+   available (8 x wall time from the first send to the last result), for zoomtune and for raw
+   Celery.
+
+Both sides use `worker start`-equivalent prefork workers that are started (and warm) before the
+clock starts; the coordinator side runs in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from bench.raw_celery import DONE_KEY, make_app
+from common.settings import Settings
+from common.store import StudyStore, connect
+from common.study import StudySpec
+from coordinator.embedded import LocalWorkers, RedisServer
+from coordinator.progress import LogProgress
+from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop
+from common.celery_app import make_celery
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Measurement:
+    trials: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.trials / self.seconds
+
+    def utilization(self, duration: float, slots: int) -> float:
+        return self.trials * duration / (slots * self.seconds)
+
+
+def wait_for_workers(url: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while " ready." not in log.read_text(errors="replace") if log.exists() else True:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers not ready:\n{log.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def run_raw(url: str, trials: int, duration: float, slots: int, workdir: Path) -> Measurement:
+    log = workdir / f"raw-{slots}.log"
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bench.raw_celery", url, str(slots)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        app = make_app(url)
+        client = redis.Redis.from_url(url)
+        # A warm-up task, so that both sides start with connected, forked workers.
+        client.delete(DONE_KEY)
+        app.send_task("bench.sleep", args=[0.0], queue="trials.cpu")
+        _wait(lambda: int(client.get(DONE_KEY) or 0) >= 1, 60)
+        client.delete(DONE_KEY)
+        start = time.perf_counter()
+        for _ in range(trials):
+            app.send_task("bench.sleep", args=[duration], queue="trials.cpu")
+        _wait(lambda: int(client.get(DONE_KEY) or 0) >= trials, 600)
+        seconds = time.perf_counter() - start
+        app.close()
+        return Measurement(trials, seconds)
+    finally:
+        _stop(worker)
+
+
+def run_zoomtune(url: str, trials: int, duration: float, slots: int, workdir: Path,
+                 name: str) -> Measurement:  # fmt: skip
+    log = workdir / f"zoomtune-{name}.log"
+    workers = LocalWorkers(broker_url=url, concurrency=slots, log_path=log).start()
+    try:
+        wait_for_workers(url, log)
+        settings = Settings(broker_url=url)
+        client = connect(url)
+        warm = _spec(f"{name}-warmup", slots, 0.0)
+        _run_loop(warm, settings, client)
+        spec = _spec(name, trials, duration)
+        start = time.perf_counter()
+        _run_loop(spec, settings, client)
+        seconds = time.perf_counter() - start
+        client.close()
+        return Measurement(trials, seconds)
+    finally:
+        workers.stop()
+
+
+def _spec(name: str, trials: int, duration: float) -> StudySpec:
+    return StudySpec.from_toml(
+        f"""
+[study]
+name = "{name}"
+direction = "minimize"
+[objective]
+name = "sleep"
+options = {{ duration = {duration} }}
+[search]
+sampler = "random"
+rounds = 1
+trials_per_round = {trials}
+[resources]
+timeout = "10m"
+[space]
+x = {{ type = "float", low = 0.0, high = 1.0 }}
+"""
+    )
+
+
+def _run_loop(spec: StudySpec, settings: Settings, client: redis.Redis) -> None:
+    store = StudyStore(client, settings.prefix, spec.name)
+    app = make_celery(settings)
+    loop = RoundLoop(spec, store, CeleryDispatcher(app, store, settings.prefix),
+                     LogProgress(open(os.devnull, "w")), LoopSettings(tick=0.5))  # fmt: skip
+    outcome = loop.run()
+    app.close()
+    if outcome.state != "complete":
+        raise RuntimeError(f"benchmark study failed: {outcome.message}")
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("benchmark timed out")
+        time.sleep(0.002)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=600, help="trials per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--throughput-slots", type=int, default=2)
+    parser.add_argument("--utilization-slots", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=0.05)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "distributed.json")
+    args = parser.parse_args()
+
+    results: dict[str, list[float]] = {k: [] for k in
+                                       ("raw_tps", "zt_tps", "raw_util", "zt_util")}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for repeat in range(args.repeats):
+            server = RedisServer(workdir / f"redis-{repeat}").start()
+            try:
+                # Alternate which side goes first, so warm caches favour neither.
+                sides = ["raw", "zoomtune"] if repeat % 2 == 0 else ["zoomtune", "raw"]
+                for side in sides:
+                    if side == "raw":
+                        tps = run_raw(server.url, args.trials, 0.0, args.throughput_slots, workdir)
+                        util = run_raw(server.url, args.trials, args.duration,
+                                       args.utilization_slots, workdir)  # fmt: skip
+                        results["raw_tps"].append(tps.per_second)
+                        results["raw_util"].append(util.utilization(args.duration,
+                                                                    args.utilization_slots))
+                    else:
+                        tps = run_zoomtune(server.url, args.trials, 0.0, args.throughput_slots,
+                                           workdir, f"tps{repeat}")  # fmt: skip
+                        util = run_zoomtune(server.url, args.trials, args.duration,
+                                            args.utilization_slots, workdir, f"util{repeat}")
+                        results["zt_tps"].append(tps.per_second)
+                        results["zt_util"].append(util.utilization(args.duration,
+                                                                   args.utilization_slots))
+                    print(f"repeat {repeat + 1}/{args.repeats} {side}: done", flush=True)
+            finally:
+                server.stop()
+
+    median = {k: statistics.median(v) for k, v in results.items()}
+    summary = {
+        "trials": args.trials,
+        "repeats": args.repeats,
+        "throughput_slots": args.throughput_slots,
+        "utilization_slots": args.utilization_slots,
+        "duration": args.duration,
+        "runs": results,
+        "median": median,
+        "throughput_ratio": median["zt_tps"] / median["raw_tps"],
+        "utilization_ratio": median["zt_util"] / median["raw_util"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(
+        f"\n| measure | raw Celery | zoomtune | ratio |\n|---|---|---|---|\n"
+        f"| trials/s, no-op, {args.throughput_slots} slots | {median['raw_tps']:.0f} | "
+        f"{median['zt_tps']:.0f} | {summary['throughput_ratio']:.2f} |\n"
+        f"| utilization, {args.duration * 1000:.0f} ms trials, {args.utilization_slots} slots | "
+        f"{median['raw_util']:.3f} | {median['zt_util']:.3f} | "
+        f"{summary['utilization_ratio']:.2f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The invariants every fault scenario checks (FAULTS.md I1-I4)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import redis
+
+from common.store import StudyStore
+from common.trial import TrialStatus
+from tests.harness import CoordinatorProcess, WorkerProcess
+
+
+def finished_events(store: StudyStore) -> Counter[int]:
+    """How many 'finished' events each trial has in the event stream."""
+    counts: Counter[int] = Counter()
+    for _, fields in store.client.xrange(store.keys.events):
+        if fields.get("type") == "finished":
+            counts[int(fields["trial"])] += 1
+    return counts
+
+
+def check_invariants(
+    store: StudyStore,
+    expected_trials: int,
+    max_attempts: int,
+    processes: list[WorkerProcess | CoordinatorProcess] = (),  # type: ignore[assignment]
+    prefix: str = "zoomtune:",
+) -> None:
+    """I1: exactly N trial records, each terminal exactly once.
+    I2: no score counted twice: each COMPLETE trial has one score and one 'finished' event.
+    I3: attempts <= max_attempts.
+    I4: no key outside the prefix; the processes given are stopped (call after stopping them).
+    """
+    trials = store.trials()
+    # I1
+    assert [t.number for t in trials] == list(range(expected_trials)), "I1: trial records"
+    assert all(t.status.is_finished() for t in trials), (
+        f"I1: unfinished trials {[(t.number, t.status.value) for t in trials if not t.status.is_finished()]}"
+    )
+    events = finished_events(store)
+    assert all(events[t.number] == 1 for t in trials), f"I1: finished events {dict(events)}"
+    # I2
+    complete = [t for t in trials if t.status is TrialStatus.COMPLETE]
+    assert all(t.score is not None and t.error is None for t in complete), "I2: scores"
+    # I3
+    assert all(1 <= t.attempt <= max_attempts for t in trials), (
+        f"I3: attempts {[(t.number, t.attempt) for t in trials]}"
+    )
+    # I4
+    client: redis.Redis = store.client
+    outside = [k for k in client.scan_iter(count=1000) if not str(k).startswith(prefix)]
+    assert outside == [], f"I4: keys outside {prefix!r}: {outside[:5]}"
+    alive = [p.pid for p in processes if p.process is not None and p.process.poll() is None]
+    assert alive == [], f"I4: processes still running: {alive}"
