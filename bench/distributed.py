@@ -20,6 +20,7 @@ clock starts; the coordinator side runs in this process.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -34,13 +35,13 @@ from pathlib import Path
 import redis
 
 from bench.raw_celery import DONE_KEY, make_app
+from common.celery_app import make_celery
 from common.settings import Settings
 from common.store import StudyStore, connect
 from common.study import StudySpec
 from coordinator.embedded import LocalWorkers, RedisServer
 from coordinator.progress import LogProgress
 from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop
-from common.celery_app import make_celery
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,8 +72,11 @@ def run_raw(url: str, trials: int, duration: float, slots: int, workdir: Path) -
     with log.open("ab") as out:
         worker = subprocess.Popen(
             [sys.executable, "-m", "bench.raw_celery", url, str(slots)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         time.sleep(0.5)
         app = make_app(url)
@@ -93,8 +97,9 @@ def run_raw(url: str, trials: int, duration: float, slots: int, workdir: Path) -
         _stop(worker)
 
 
-def run_zoomtune(url: str, trials: int, duration: float, slots: int, workdir: Path,
-                 name: str) -> Measurement:  # fmt: skip
+def run_zoomtune(
+    url: str, trials: int, duration: float, slots: int, workdir: Path, name: str
+) -> Measurement:
     log = workdir / f"zoomtune-{name}.log"
     workers = LocalWorkers(broker_url=url, concurrency=slots, log_path=log).start()
     try:
@@ -137,8 +142,14 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
 def _run_loop(spec: StudySpec, settings: Settings, client: redis.Redis) -> None:
     store = StudyStore(client, settings.prefix, spec.name)
     app = make_celery(settings)
-    loop = RoundLoop(spec, store, CeleryDispatcher(app, store, settings.prefix),
-                     LogProgress(open(os.devnull, "w")), LoopSettings(tick=0.5))  # fmt: skip
+    quiet = io.StringIO()
+    loop = RoundLoop(
+        spec,
+        store,
+        CeleryDispatcher(app, store, settings.prefix),
+        LogProgress(quiet),
+        LoopSettings(tick=0.5),
+    )
     outcome = loop.run()
     app.close()
     if outcome.state != "complete":
@@ -172,8 +183,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "distributed.json")
     args = parser.parse_args()
 
-    results: dict[str, list[float]] = {k: [] for k in
-                                       ("raw_tps", "zt_tps", "raw_util", "zt_util")}  # fmt: skip
+    results: dict[str, list[float]] = {k: [] for k in ("raw_tps", "zt_tps", "raw_util", "zt_util")}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for repeat in range(args.repeats):
@@ -184,19 +194,34 @@ def main() -> None:
                 for side in sides:
                     if side == "raw":
                         tps = run_raw(server.url, args.trials, 0.0, args.throughput_slots, workdir)
-                        util = run_raw(server.url, args.trials, args.duration,
-                                       args.utilization_slots, workdir)  # fmt: skip
+                        util = run_raw(
+                            server.url, args.trials, args.duration, args.utilization_slots, workdir
+                        )
                         results["raw_tps"].append(tps.per_second)
-                        results["raw_util"].append(util.utilization(args.duration,
-                                                                    args.utilization_slots))
+                        results["raw_util"].append(
+                            util.utilization(args.duration, args.utilization_slots)
+                        )
                     else:
-                        tps = run_zoomtune(server.url, args.trials, 0.0, args.throughput_slots,
-                                           workdir, f"tps{repeat}")  # fmt: skip
-                        util = run_zoomtune(server.url, args.trials, args.duration,
-                                            args.utilization_slots, workdir, f"util{repeat}")
+                        tps = run_zoomtune(
+                            server.url,
+                            args.trials,
+                            0.0,
+                            args.throughput_slots,
+                            workdir,
+                            f"tps{repeat}",
+                        )
+                        util = run_zoomtune(
+                            server.url,
+                            args.trials,
+                            args.duration,
+                            args.utilization_slots,
+                            workdir,
+                            f"util{repeat}",
+                        )
                         results["zt_tps"].append(tps.per_second)
-                        results["zt_util"].append(util.utilization(args.duration,
-                                                                   args.utilization_slots))
+                        results["zt_util"].append(
+                            util.utilization(args.duration, args.utilization_slots)
+                        )
                     print(f"repeat {repeat + 1}/{args.repeats} {side}: done", flush=True)
             finally:
                 server.stop()

@@ -35,9 +35,8 @@ def check_invariants(
     trials = store.trials()
     # I1
     assert [t.number for t in trials] == list(range(expected_trials)), "I1: trial records"
-    assert all(t.status.is_finished() for t in trials), (
-        f"I1: unfinished trials {[(t.number, t.status.value) for t in trials if not t.status.is_finished()]}"
-    )
+    unfinished = [(t.number, t.status.value) for t in trials if not t.status.is_finished()]
+    assert unfinished == [], f"I1: unfinished trials {unfinished}"
     events = finished_events(store)
     assert all(events[t.number] == 1 for t in trials), f"I1: finished events {dict(events)}"
     # I2
