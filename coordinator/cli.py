@@ -63,6 +63,8 @@ def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
         try:
             client.ping()
             return
+        except redis.AuthenticationError as exc:
+            raise BrokerError(f"the broker refused the credentials: {exc}") from exc
         except (redis.ConnectionError, redis.TimeoutError, BrokerError) as exc:
             if time.monotonic() >= deadline:
                 parts = urlsplit(url)
@@ -71,8 +73,6 @@ def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
                     f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
                 ) from exc
             time.sleep(0.5)
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"the broker refused the credentials: {exc}") from exc
 
 
 def persistence_warnings(client: redis.Redis) -> list[str]:
