@@ -6,6 +6,7 @@ ZoomtuneError
 ├── MessageError           a task message or stored record does not decode (bad shape or values)
 ├── ObjectiveError         an objective name is not in the worker's allow-list, or cannot load
 ├── BrokerError            Redis cannot be reached, or is configured to lose data
+├── GpuError               `--gpus` names no usable GPU (none found, an unknown id, a bad value)
 └── StoreError             the study store refused an operation
     ├── StudyNotFound      no study of that name in the store
     ├── StudyExists        a different study of that name is already stored
@@ -47,6 +48,10 @@ class ObjectiveError(ZoomtuneError):
 
 class BrokerError(ZoomtuneError):
     """Redis cannot be reached, or is set up in a way that would lose the study."""
+
+
+class GpuError(ZoomtuneError):
+    """The GPUs a worker was asked to use cannot be found or pinned."""
 
 
 class StoreError(ZoomtuneError):

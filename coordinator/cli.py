@@ -32,7 +32,7 @@ from common.settings import Settings, redact_url
 from common.store import StudyStore, connect, list_studies
 from common.study import StudySpec
 from common.trial import TrialStatus
-from coordinator.embedded import LocalWorkers, embedded_broker
+from coordinator.embedded import LocalWorkers, embedded_broker, local_gpus
 from coordinator.export import StudyRecord, study_json, trials_csv, write_run_dir
 from coordinator.progress import StudyProgress, make_progress
 from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop, StudyOutcome
@@ -230,11 +230,17 @@ def _run_embedded(
     objectives = objective_options(spec, study_file)
     with embedded_broker(run_dir / "redis") as server:
         progress.note(f"embedded Redis on 127.0.0.1:{server.port} (data in {run_dir / 'redis'})")
+        gpus, why_none = local_gpus() if spec.resources.queue == "gpu" else ([], "")
+        if gpus:
+            progress.note(f"local GPU workers, one per GPU: {'; '.join(gpus)}")
+        elif why_none:
+            progress.note(f"{why_none}; the gpu study's trials run on local CPU processes")
         local = LocalWorkers(
             broker_url=server.url,
             concurrency=workers or os.cpu_count() or 1,
             queues=(spec.resources.queue,),
             objectives=objectives,
+            gpus="all" if gpus else None,
             log_path=run_dir / "workers.log",
         ).start()
         try:

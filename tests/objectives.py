@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -43,3 +45,18 @@ def kills_itself(params: Mapping[str, Any], trial: Any) -> float:
     """Dies like a process hit by the OOM killer."""
     os.kill(os.getpid(), 9)
     return 0.0
+
+
+def records_device(params: Mapping[str, Any], trial: Any) -> float:
+    """Writes what the trial sees of its device to `options.out/<trial>-<attempt>.json`, sleeps
+    `options.duration` seconds (default 0.3), then returns a deterministic score."""
+    seen = {
+        "device": trial.device,
+        "cuda_visible_devices": trial.cuda_visible_devices,
+        "cuda_device_order": os.environ.get("CUDA_DEVICE_ORDER"),
+        "pid": os.getpid(),
+    }
+    out = Path(trial.options["out"])
+    (out / f"{trial.number}-{trial.attempt}.json").write_text(json.dumps(seen))
+    time.sleep(float(trial.options.get("duration", 0.3)))
+    return deterministic_score(params)

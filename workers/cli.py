@@ -1,9 +1,13 @@
-"""`worker start`: a Celery worker daemon that runs zoomtune trials.
+"""`worker start`: a Celery worker daemon that runs zoomtune trials; `worker gpus`: its GPUs.
 
 It runs in the foreground and logs to stdout, as systemd, Kubernetes and compose expect.
 SIGTERM is a warm shutdown (the running trials finish and are recorded, then it exits 0);
 SIGQUIT is a cold shutdown (running trials are handed back to the queue at once). Set
 REMAP_SIGTERM=SIGQUIT where SIGTERM means preemption (spot instances).
+
+Without `--gpus` it is one Celery worker (`--concurrency` processes on `--queues`). With GPUs it
+supervises one such worker per slot (see `workers.supervisor`): each GPU slot pinned to one GPU
+with concurrency 1 on `trials.gpu`, plus a CPU slot on `trials.cpu` when `--queues` has cpu.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import sys
 import click
 
 from common.celery_app import describe_broker, make_celery
-from common.errors import ZoomtuneError
+from common.errors import GpuError, ZoomtuneError
 from common.settings import QUEUES, Settings
 from workers.execute import WorkerRuntime
+from workers.gpus import GpuRequest, discover_gpus, pinned_env, resolve_gpus
 from workers.registry import ObjectiveRegistry
+from workers.supervisor import Slot, Supervisor, plan_slots
 from workers.tasks import register_tasks
 
 log = logging.getLogger("zoomtune.worker")
@@ -57,15 +63,28 @@ def main() -> None:
 )
 @click.option(
     "--queues",
-    default="cpu",
-    show_default=True,
-    help="Comma-separated resource queues to consume: cpu, gpu.",
+    default=None,
+    help="Comma-separated resource queues to consume: cpu, gpu "
+    "(default: gpu with --gpus, else cpu).",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1024),
     default=None,
-    help="Trial processes (default: the number of cores).",
+    help="CPU trial processes (default: the cores, less one per GPU slot).",
+)
+@click.option(
+    "--gpus",
+    default=None,
+    metavar="all|none|IDS",
+    help="One pinned process per GPU, consuming trials.gpu: all (nvidia-smi, or the "
+    "CUDA_VISIBLE_DEVICES already set), none (default), or ids such as 0,1,3.",
+)
+@click.option(
+    "--trials-per-gpu",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Slots per GPU, each running one trial at a time (default 1).",
 )
 @click.option(
     "--objective",
@@ -90,8 +109,10 @@ def main() -> None:
 )
 def start(
     broker: str | None,
-    queues: str,
+    queues: str | None,
     concurrency: int | None,
+    gpus: str | None,
+    trials_per_gpu: int | None,
     objectives: tuple[str, ...],
     name: str | None,
     device: str,
@@ -99,14 +120,57 @@ def start(
 ) -> None:
     """Consume trials from the broker and run them until stopped."""
     configure_logging(loglevel)
-    queue_kinds = parse_queues(queues)
     try:
+        request = GpuRequest.parse(gpus or "none")
+        queue_kinds = parse_queues(queues or ("gpu" if request.wants_gpus else "cpu"))
+        check_gpu_options(request, queue_kinds, concurrency, trials_per_gpu)
         settings = Settings.from_env().with_broker(broker)
         if settings.broker_url is None:
             raise click.UsageError("no broker: pass --broker URL or set ZOOMTUNE_BROKER_URL")
         extra = dict(ObjectiveRegistry.parse_option(o) for o in objectives)
         registry = ObjectiveRegistry.build(extra)
         node = name or f"zoomtune-{os.getpid()}@{socket.gethostname()}"
+        gpu_ids = gpus_to_pin(request, queue_kinds)
+    except ZoomtuneError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if gpu_ids:
+        slots_on_gpus = len(gpu_ids) * (trials_per_gpu or 1)
+        cpu_processes = 0
+        if "cpu" in queue_kinds:
+            cpu_processes = concurrency or max(1, (os.cpu_count() or 1) - slots_on_gpus)
+        slots = plan_slots(gpu_ids, trials_per_gpu or 1, cpu_processes)
+        log.info(
+            "worker %s: broker %s, %d GPU slot(s) on GPUs %s, %d CPU process(es)",
+            node,
+            describe_broker(settings),
+            slots_on_gpus,
+            ",".join(gpu_ids),
+            cpu_processes,
+        )
+        supervisor = Supervisor(
+            slots,
+            command=lambda slot: slot_command(slot, node, objectives, loglevel),
+            env=lambda slot: slot_env(slot, settings.broker_url or ""),
+        )
+        sys.exit(supervisor.run())
+    if request.wants_gpus:
+        queue_kinds = ["cpu"]  # --gpus all found no GPU, and the CPU queue was asked for too
+    sys.exit(
+        run_celery_worker(settings, registry, node, device, queue_kinds, concurrency, loglevel)
+    )
+
+
+def run_celery_worker(
+    settings: Settings,
+    registry: ObjectiveRegistry,
+    node: str,
+    device: str,
+    queue_kinds: list[str],
+    concurrency: int | None,
+    loglevel: str,
+) -> int:
+    """One Celery worker in this process: `concurrency` pool processes on `queue_kinds`."""
+    try:
         runtime = WorkerRuntime(
             settings=settings, registry=registry, worker_name=node, device=device
         )
@@ -116,11 +180,12 @@ def start(
         raise click.ClickException(str(exc)) from exc
     processes = concurrency or os.cpu_count() or 1
     log.info(
-        "worker %s: broker %s, queues %s, %d processes, objectives %s",
+        "worker %s: broker %s, queues %s, %d processes, device %s, objectives %s",
         node,
         describe_broker(settings),
         [QUEUES[q] for q in queue_kinds],
         processes,
+        device,
         registry.names(),
     )
     worker = app.Worker(
@@ -134,7 +199,95 @@ def start(
         optimization="fair",
     )
     worker.start()
-    sys.exit(worker.exitcode or 0)
+    return int(worker.exitcode or 0)
+
+
+def check_gpu_options(
+    request: GpuRequest,
+    queue_kinds: list[str],
+    concurrency: int | None,
+    trials_per_gpu: int | None,
+) -> None:
+    """Refuse option combinations that cannot mean what they say."""
+    if trials_per_gpu is not None and not request.wants_gpus:
+        raise click.UsageError("--trials-per-gpu needs --gpus (all or ids)")
+    if request.wants_gpus and "gpu" not in queue_kinds:
+        raise click.UsageError(
+            "--gpus gives GPU slots, which consume trials.gpu, but --queues "
+            f"{','.join(queue_kinds)} leaves gpu out; use --queues gpu or gpu,cpu"
+        )
+    if request.wants_gpus and concurrency is not None and "cpu" not in queue_kinds:
+        raise click.UsageError(
+            "with --gpus, --concurrency sizes the CPU slot, which consumes trials.cpu; "
+            "add cpu to --queues (--queues gpu,cpu)"
+        )
+
+
+def gpus_to_pin(request: GpuRequest, queue_kinds: list[str]) -> list[str]:
+    """The GPU ids to run one slot each on; [] when `--gpus all` finds none but CPU work
+    was asked for too (a GPU-only worker on a machine without GPUs is an error)."""
+    try:
+        return resolve_gpus(request, os.environ)
+    except GpuError as exc:
+        if request.mode != "all" or "cpu" not in queue_kinds:
+            hint = (
+                "; this worker consumes only trials.gpu: run it on a GPU node, or start a CPU "
+                "worker (--queues cpu)"
+                if request.mode == "all"
+                else ""
+            )
+            raise GpuError(f"{exc}{hint}") from exc
+        log.warning("--gpus all: %s; running the CPU slot only (trials.cpu)", exc)
+        return []
+
+
+def slot_command(slot: Slot, node: str, objectives: tuple[str, ...], loglevel: str) -> list[str]:
+    """The `worker start` command line of one slot: a plain Celery worker, no GPU search."""
+    left, at, right = node.partition("@")
+    command = [
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "start",
+        "--gpus",
+        "none",
+        "--queues",
+        slot.queue,
+        "--concurrency",
+        str(slot.concurrency),
+        "--device",
+        slot.device,
+        "--name",
+        f"{left}-{slot.name}{at}{right}",
+        "--loglevel",
+        loglevel,
+    ]
+    for objective in objectives:
+        command += ["--objective", objective]
+    return command
+
+
+def slot_env(slot: Slot, broker_url: str) -> dict[str, str]:
+    """The slot's environment: pinned to its GPU (or to none); the broker URL, which may hold
+    a password, travels here rather than on the command line."""
+    env = pinned_env(os.environ, slot.gpu)
+    env["ZOOMTUNE_BROKER_URL"] = broker_url
+    return env
+
+
+@main.command()
+def gpus() -> None:
+    """List the GPUs `worker start --gpus all` would use (exit code 1 when there are none)."""
+    try:
+        if "CUDA_VISIBLE_DEVICES" in os.environ:
+            ids = resolve_gpus(GpuRequest("all"), os.environ)
+            lines = [f"GPU {gpu_id} (from CUDA_VISIBLE_DEVICES)" for gpu_id in ids]
+        else:
+            lines = [gpu.describe() for gpu in discover_gpus()]
+    except GpuError as exc:
+        click.echo(f"no GPU: {exc}", err=True)
+        sys.exit(1)
+    click.echo("\n".join(lines))
 
 
 if __name__ == "__main__":
