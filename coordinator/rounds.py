@@ -279,10 +279,10 @@ class RoundLoop:
         quiet = now - max(self._last_start, self._last_idle_note)
         if waiting and quiet > self.settings.idle_warning:
             self._last_idle_note = now
+            hint = "--gpus all" if self.spec.resources.queue == "gpu" else "--queues cpu"
             self.progress.note(
                 f"no worker has started a trial for {now - self._last_start:.0f}s: are workers "
-                f"consuming the queue {self.queue!r}? (worker start --queues "
-                f"{self.spec.resources.queue})"
+                f"consuming the queue {self.queue!r}? (worker start {hint})"
             )
 
     def _survive(self, action: Callable[..., Any], *args: Any) -> Any:
