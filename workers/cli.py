@@ -4,6 +4,10 @@ It runs in the foreground and logs to stdout, as systemd, Kubernetes and compose
 SIGTERM is a warm shutdown (the running trials finish and are recorded, then it exits 0);
 SIGQUIT is a cold shutdown (running trials are handed back to the queue at once). Set
 REMAP_SIGTERM=SIGQUIT where SIGTERM means preemption (spot instances).
+
+`--health-file` makes the worker touch a file whenever its consumer sends a heartbeat (every 2 s
+while it is connected and consuming); `worker health FILE` is the liveness probe that checks it
+is fresh, for Kubernetes, compose and systemd watchdogs.
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ import logging
 import os
 import socket
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import click
+from celery import signals
 
 from common.celery_app import describe_broker, make_celery
 from common.errors import ZoomtuneError
@@ -41,6 +49,18 @@ def parse_queues(value: str) -> list[str]:
             f"expected a comma-separated list of {sorted(QUEUES)}, got {value!r}"
         )
     return queues
+
+
+def touch_on_heartbeat(path: Path) -> None:
+    """Touch `path` when the worker is ready and at every heartbeat its consumer sends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def touch(**_: Any) -> None:
+        path.touch()
+
+    # Celery only emits heartbeat_sent if a receiver is connected before the worker starts.
+    signals.worker_ready.connect(touch, weak=False)
+    signals.heartbeat_sent.connect(touch, weak=False)
 
 
 @click.group()
@@ -88,6 +108,12 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--health-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Touch this file at every heartbeat (for `worker health`).",
+)
 def start(
     broker: str | None,
     queues: str,
@@ -96,6 +122,7 @@ def start(
     name: str | None,
     device: str,
     loglevel: str,
+    health_file: Path | None,
 ) -> None:
     """Consume trials from the broker and run them until stopped."""
     configure_logging(loglevel)
@@ -115,6 +142,8 @@ def start(
     except ZoomtuneError as exc:
         raise click.ClickException(str(exc)) from exc
     processes = concurrency or os.cpu_count() or 1
+    if health_file is not None:
+        touch_on_heartbeat(health_file)
     log.info(
         "worker %s: broker %s, queues %s, %d processes, objectives %s",
         node,
@@ -135,6 +164,31 @@ def start(
     )
     worker.start()
     sys.exit(worker.exitcode or 0)
+
+
+@main.command()
+@click.argument("health_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds since the last heartbeat after which the worker counts as stuck.",
+)
+def health(health_file: Path, max_age: float) -> None:
+    """Exit 0 if the worker that writes HEALTH_FILE sent a heartbeat within --max-age seconds.
+
+    A liveness probe: the file is touched by `worker start --health-file HEALTH_FILE`.
+    """
+    try:
+        age = time.time() - health_file.stat().st_mtime
+    except FileNotFoundError:
+        click.echo(f"unhealthy: {health_file} does not exist (worker not ready yet?)", err=True)
+        sys.exit(1)
+    if age > max_age:
+        click.echo(f"unhealthy: last heartbeat {age:.0f}s ago (limit {max_age:g}s)", err=True)
+        sys.exit(1)
+    click.echo(f"healthy: last heartbeat {age:.1f}s ago")
 
 
 if __name__ == "__main__":
