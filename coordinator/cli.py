@@ -30,7 +30,7 @@ from rich.table import Table
 from common.celery_app import check_visibility_timeout, make_celery
 from common.errors import BrokerError, ConfigError, StudyNotFound, ZoomtuneError
 from common.settings import Settings, redact_url
-from common.store import StudyStore, connect, list_studies
+from common.store import StudyStore, connect, is_refused, list_studies
 from common.study import StudySpec
 from common.trial import TrialStatus
 from coordinator.embedded import LocalWorkers, embedded_broker
@@ -64,7 +64,11 @@ def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
         try:
             client.ping()
             return
+        except redis.AuthenticationError as exc:
+            raise BrokerError(f"the broker refused the credentials: {exc}") from exc
         except (redis.ConnectionError, redis.TimeoutError, BrokerError) as exc:
+            if is_refused(exc):
+                raise BrokerError(f"cannot connect to the broker: {exc}") from exc
             if time.monotonic() >= deadline:
                 parts = urlsplit(url)
                 where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
@@ -72,8 +76,6 @@ def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
                     f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
                 ) from exc
             time.sleep(0.5)
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"the broker refused the credentials: {exc}") from exc
 
 
 def persistence_warnings(client: redis.Redis) -> list[str]:
