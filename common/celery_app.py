@@ -44,6 +44,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return {
         "visibility_timeout": visibility,
         "global_keyprefix": settings.prefix,
+        # Broadcast channels (remote control, events) without kombu's "/<db>." in their names,
+        # so the ACL can name them exactly: see `redis_acl_rules`.
+        "fanout_prefix": False,
         "unacked_restore_interval": restore_interval,
         "unacked_restore_throttle": 1,
         "socket_timeout": 30,

@@ -174,13 +174,17 @@ def redis_acl_rules(prefix: str) -> str:
     """The Redis ACL rules a zoomtune user needs: its own keys and channels, nothing dangerous.
 
     Every key and pub/sub channel zoomtune and Celery use starts with the prefix (Celery's
-    `global_keyprefix`). INFO is added back so that the coordinator notices a Redis restart at
-    once; CONFIG stays forbidden (the coordinator then only warns that it cannot check AOF).
-    `resetchannels` comes first because Redis 6.2 grants every channel to a new user.
+    `global_keyprefix`). Celery subscribes to its two broadcast channels with PSUBSCRIBE, which
+    an ACL allows only for patterns it lists word for word: remote control (`celery.pidbox`,
+    for `inspect` and Flower) and events (`celeryev/*`, for Flower). INFO is added back so that
+    the coordinator notices a Redis restart at once; CONFIG stays forbidden (the coordinator
+    then only warns that it cannot check AOF). `resetchannels` comes first because Redis 6.2
+    grants every channel to a new user.
 
-        user zoomtune on >PASSWORD resetchannels ~zoomtune:* &zoomtune:* +@all -@dangerous +info
+        user zoomtune on >PASSWORD resetchannels ~zoomtune:* &zoomtune:* ...
     """
-    return f"resetchannels ~{prefix}* &{prefix}* +@all -@dangerous +info"
+    channels = f"&{prefix}* &{prefix}celery.pidbox &{prefix}celeryev/*"
+    return f"resetchannels ~{prefix}* {channels} +@all -@dangerous +info"
 
 
 def redact_url(url: str) -> str:
