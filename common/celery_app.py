@@ -14,6 +14,8 @@ below buy:
 - Every Redis key (queues, unacked messages, bindings, event channels) under the same prefix as
   the study store, so one ACL pattern (`~zoomtune:*`, `&zoomtune:*`) covers everything.
 - Publishing retries, and the worker keeps running trials when its connection drops.
+- TLS: for a rediss:// broker the certificate is verified (`Settings.tls_options`); Celery
+  alone would accept any certificate. Remote control can be turned off (`Settings`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return {
         "visibility_timeout": visibility,
         "global_keyprefix": settings.prefix,
+        # Broadcast channels (remote control, events) without kombu's "/<db>." in their names,
+        # so the ACL can name them exactly: see `redis_acl_rules`.
+        "fanout_prefix": False,
         "unacked_restore_interval": restore_interval,
         "unacked_restore_throttle": 1,
         "socket_timeout": 30,
@@ -86,6 +91,10 @@ def make_celery(settings: Settings, *, events: bool = True) -> Celery:
         task_default_queue=QUEUES["cpu"],
         task_create_missing_queues=True,
         task_routes={TASK_NAME: {"queue": QUEUES["cpu"]}},
+        # Security: TLS verified for rediss:// (None for redis://); broadcast commands
+        # (inspect, ping, shutdown from Flower) only where the site wants them.
+        broker_use_ssl=settings.tls_options(),
+        worker_enable_remote_control=settings.remote_control,
         # Observability (Flower reads these events).
         worker_send_task_events=events,
         task_send_sent_event=events,

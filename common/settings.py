@@ -1,11 +1,27 @@
 """Process-wide settings, read once from the environment and passed around explicitly.
 
-| variable                    | meaning                                             | default    |
-|-----------------------------|-----------------------------------------------------|------------|
-| ZOOMTUNE_BROKER_URL         | redis:// or rediss:// URL of the broker and store   | (embedded) |
-| ZOOMTUNE_PREFIX             | prefix of every Redis key zoomtune and Celery write | zoomtune:  |
-| ZOOMTUNE_VISIBILITY_TIMEOUT | seconds before Redis redelivers an unacked message  | 86400      |
-| ZOOMTUNE_TEST_CLOCK_OFFSET  | seconds added to this process's clock (tests only)  | 0          |
+| variable                      | meaning                                             | default    |
+|-------------------------------|-----------------------------------------------------|------------|
+| ZOOMTUNE_BROKER_URL           | redis:// or rediss:// URL of the broker and store   | (embedded) |
+| ZOOMTUNE_PREFIX               | prefix of every Redis key zoomtune and Celery write | zoomtune:  |
+| ZOOMTUNE_VISIBILITY_TIMEOUT   | seconds before Redis redelivers an unacked message  | 86400      |
+| ZOOMTUNE_REMOTE_CONTROL       | 0: workers ignore Celery remote control             | 1          |
+| ZOOMTUNE_TLS_ALLOW_UNVERIFIED | 1: accept a rediss:// URL that skips verification   | 0          |
+| ZOOMTUNE_TEST_CLOCK_OFFSET    | seconds added to this process's clock (tests only)  | 0          |
+
+Security lives in the broker URL, so that one secret carries it everywhere:
+
+- a password, or an ACL user and its password: `redis://USER:PASSWORD@HOST:6379/0`. zoomtune
+  needs only the keys and channels under its prefix (`redis_acl_rules` gives the ACL rules);
+- TLS: `rediss://USER:PASSWORD@HOST:6380/0?ssl_ca_certs=/etc/zoomtune/ca.pem` (and
+  `ssl_certfile`, `ssl_keyfile` for client certificates). The server's certificate is always
+  verified, by redis-py and by Celery alike; a URL that turns that off (`ssl_cert_reqs=none` or
+  `optional`, `ssl_check_hostname=false`) is refused unless ZOOMTUNE_TLS_ALLOW_UNVERIFIED=1.
+
+Remote control (Celery's `inspect`/`control`, which Flower uses) travels on a pub/sub channel
+under the same prefix, so the ACL above grants it; ZOOMTUNE_REMOTE_CONTROL=0 turns it off on
+the workers for sites that want no broadcast commands at all (Flower then shows events only).
+Credentials never reach a log or an output: print URLs through `redact_url`.
 
 The visibility timeout is only the transport's last resort: zoomtune recovers a lost trial
 from its own lease within seconds, so the timeout is set long enough never to redeliver a trial
@@ -17,10 +33,12 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from common.errors import ConfigError
 
@@ -35,6 +53,11 @@ VISIBILITY_MARGIN = 300.0
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}:$")
 
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+"""A URL's `ssl_cert_reqs` values (also spelled CERT_REQUIRED etc.), as redis-py reads them."""
+
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -42,6 +65,10 @@ class Settings:
     prefix: str = "zoomtune:"
     visibility_timeout: float = 86400.0
     clock_offset: float = 0.0
+    remote_control: bool = True
+    """Workers answer Celery's broadcast commands (inspect, ping; Flower's worker pages)."""
+    allow_unverified_tls: bool = False
+    """Accept a rediss:// URL that turns certificate or host name checks off."""
 
     def __post_init__(self) -> None:
         if not _PREFIX.match(self.prefix):
@@ -61,6 +88,15 @@ class Settings:
                     f"the broker URL must start with redis://, rediss:// or unix://, "
                     f"got {redact_url(self.broker_url)!r}"
                 )
+            if scheme == "rediss" and not self.allow_unverified_tls:
+                weakened = unverified_tls(self.broker_url)
+                if weakened:
+                    raise ConfigError(
+                        f"the broker URL {redact_url(self.broker_url)!r} turns off TLS "
+                        f"verification ({weakened}): anyone on the path could read the "
+                        "credentials and forge trials. Give the CA with ssl_ca_certs=PATH "
+                        "instead, or set ZOOMTUNE_TLS_ALLOW_UNVERIFIED=1 to accept the risk"
+                    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +111,8 @@ class Settings:
             prefix=env.get("ZOOMTUNE_PREFIX", "zoomtune:"),
             visibility_timeout=visibility,
             clock_offset=offset,
+            remote_control=_flag(env, "ZOOMTUNE_REMOTE_CONTROL", default=True),
+            allow_unverified_tls=_flag(env, "ZOOMTUNE_TLS_ALLOW_UNVERIFIED", default=False),
         )
 
     def with_broker(self, url: str | None) -> Settings:
@@ -85,12 +123,79 @@ class Settings:
         """This process's clock. Only logs use it: leases and timestamps use Redis's clock."""
         return time.time() + self.clock_offset
 
+    def tls_options(self) -> dict[str, Any] | None:
+        """For a rediss:// broker, the TLS options Celery must use (`broker_use_ssl`).
+
+        Celery's Redis transport does not verify certificates unless told to, even for a
+        rediss:// URL, so the options are always spelled out: verification on (unless the URL
+        turns it off and ZOOMTUNE_TLS_ALLOW_UNVERIFIED allows it), plus the URL's files.
+        """
+        if self.broker_url is None or urlsplit(self.broker_url).scheme != "rediss":
+            return None
+        query = dict(parse_qsl(urlsplit(self.broker_url).query))
+        options: dict[str, Any] = {
+            "ssl_cert_reqs": _CERT_REQS[_cert_reqs_name(query.get("ssl_cert_reqs", "required"))],
+            "ssl_check_hostname": query.get("ssl_check_hostname", "true").lower() != "false",
+        }
+        options.update({name: query[name] for name in _TLS_FILES if name in query})
+        return options
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {value!r}")
+
+
+def _cert_reqs_name(value: str) -> str:
+    name = value.lower().removeprefix("cert_")
+    if name not in _CERT_REQS:
+        raise ConfigError(f"ssl_cert_reqs in the broker URL must be required, got {value!r}")
+    return name
+
+
+def unverified_tls(url: str) -> str:
+    """How `url` weakens TLS verification ('' when it does not), e.g. 'ssl_cert_reqs=none'."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    reqs = query.get("ssl_cert_reqs", "required")
+    if _cert_reqs_name(reqs) != "required":
+        return f"ssl_cert_reqs={reqs}"
+    if query.get("ssl_check_hostname", "true").lower() == "false":
+        return "ssl_check_hostname=false"
+    return ""
+
+
+def redis_acl_rules(prefix: str) -> str:
+    """The Redis ACL rules a zoomtune user needs: its own keys and channels, nothing dangerous.
+
+    Every key and pub/sub channel zoomtune and Celery use starts with the prefix (Celery's
+    `global_keyprefix`). Celery subscribes to its two broadcast channels with PSUBSCRIBE, which
+    an ACL allows only for patterns it lists word for word: remote control (`celery.pidbox`,
+    for `inspect` and Flower) and events (`celeryev/*`, for Flower). INFO is added back so that
+    the coordinator notices a Redis restart at once; CONFIG stays forbidden (the coordinator
+    then only warns that it cannot check AOF). `resetchannels` comes first because Redis 6.2
+    grants every channel to a new user.
+
+        user zoomtune on >PASSWORD resetchannels ~zoomtune:* &zoomtune:* ...
+    """
+    channels = f"&{prefix}* &{prefix}celery.pidbox &{prefix}celeryev/*"
+    return f"resetchannels ~{prefix}* {channels} +@all -@dangerous +info"
+
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced by `**`, safe to print or log."""
     parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in query):
+        query = [(name, "**" if name == "password" else value) for name, value in query]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     user = parts.username or ""
     host = parts.hostname or ""
     if parts.port is not None:

@@ -82,11 +82,57 @@ def connect(url: str) -> redis.Redis:
             socket_timeout=30,
             socket_keepalive=True,
             health_check_interval=15,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+            retry=TransientRetry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     except ValueError as exc:
         raise BrokerError(f"bad broker URL {redact_url(url)!r}: {exc}") from exc
+
+
+def is_refused(exc: BaseException) -> bool:
+    """True for connection errors that trying again cannot fix: Redis refused the credentials,
+    or its TLS certificate failed verification (redis-py reports both as ConnectionError)."""
+    return isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError) or (
+        isinstance(exc, redis.ConnectionError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    )
+
+
+class _Refused(Exception):
+    def __init__(self, error: redis.ConnectionError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class TransientRetry(Retry):
+    """redis-py's Retry, except that refused connections (`is_refused`) fail at once."""
+
+    def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        def once() -> Any:
+            try:
+                return do()
+            except redis.ConnectionError as exc:
+                if is_refused(exc):
+                    raise _Refused(exc) from exc
+                raise
+
+        try:
+            return super().call_with_retry(once, fail, *args, **kwargs)
+        except _Refused as refused:
+            raise refused.error from None
+
+
+def call_redis(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """`function(*args, **kwargs)`, with Redis's refusals and outages as BrokerError."""
+    try:
+        return function(*args, **kwargs)
+    except redis.AuthenticationError as exc:
+        raise BrokerError(f"Redis refused the credentials: {exc}") from exc
+    except redis.ConnectionError as exc:
+        raise BrokerError(f"cannot reach Redis: {exc}") from exc
+    except redis.ResponseError as exc:
+        if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
+            raise BrokerError(f"Redis refused the command: {exc}") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -876,16 +922,7 @@ class StudyStore:
         return self._call(script, keys=keys, args=args)
 
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"Redis refused the credentials: {exc}") from exc
-        except redis.ConnectionError as exc:
-            raise BrokerError(f"cannot reach Redis: {exc}") from exc
-        except redis.ResponseError as exc:
-            if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
-                raise BrokerError(f"Redis refused the command: {exc}") from exc
-            raise
+        return call_redis(function, *args, **kwargs)
 
 
 def canonical_json(data: Any) -> str:
@@ -894,7 +931,7 @@ def canonical_json(data: Any) -> str:
 
 
 def list_studies(client: redis.Redis, prefix: str) -> list[str]:
-    return sorted(client.smembers(Keys.studies(prefix)))  # type: ignore[arg-type]
+    return sorted(call_redis(client.smembers, Keys.studies(prefix)))
 
 
 def _ms(seconds: float) -> str:
@@ -929,7 +966,9 @@ __all__ = [
     "StartOutcome",
     "StudyStore",
     "TrialStatus",
+    "call_redis",
     "canonical_json",
     "connect",
+    "is_refused",
     "list_studies",
 ]

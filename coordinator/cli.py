@@ -5,6 +5,7 @@
     coordinator export STUDY --format csv|json [-o FILE] [--broker URL | --run-dir DIR]
     coordinator list [--broker URL]
     coordinator delete STUDY --yes [--broker URL]
+    coordinator flower [--port 5555] [--address 127.0.0.1] [-- FLOWER OPTIONS]
 
 Without a broker URL (`--broker` or ZOOMTUNE_BROKER_URL), `start` runs the embedded default: a
 private redis-server and local workers, the same code path as a cluster.
@@ -29,7 +30,7 @@ from rich.table import Table
 from common.celery_app import check_visibility_timeout, make_celery
 from common.errors import BrokerError, ConfigError, StudyNotFound, ZoomtuneError
 from common.settings import Settings, redact_url
-from common.store import StudyStore, connect, list_studies
+from common.store import StudyStore, connect, is_refused, list_studies
 from common.study import StudySpec
 from common.trial import TrialStatus
 from coordinator.embedded import LocalWorkers, embedded_broker, local_gpus
@@ -66,6 +67,8 @@ def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
         except redis.AuthenticationError as exc:
             raise BrokerError(f"the broker refused the credentials: {exc}") from exc
         except (redis.ConnectionError, redis.TimeoutError, BrokerError) as exc:
+            if is_refused(exc):
+                raise BrokerError(f"cannot connect to the broker: {exc}") from exc
             if time.monotonic() >= deadline:
                 parts = urlsplit(url)
                 where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
@@ -416,6 +419,39 @@ def delete(study: str, yes: bool, broker: str | None) -> None:
     except ZoomtuneError as exc:
         fail(exc)
     click.echo(f"deleted study {study!r} ({removed} keys)")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@broker_option
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0 in a container; put it behind authentication).",
+)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(broker: str | None, port: int, address: str, flower_args: tuple[str, ...]) -> None:
+    """Run the Flower dashboard on the broker, configured exactly as the workers are.
+
+    Flower must share the workers' key prefix, TLS and serializer settings to see their events,
+    so it runs with zoomtune's own Celery configuration (needs `pip install zoomtune[flower]`).
+    Further Flower options follow, e.g. `--basic-auth=USER:PASSWORD`.
+    """
+    try:
+        settings = Settings.from_env().with_broker(broker)
+        if settings.broker_url is None:
+            raise ConfigError("no broker: pass --broker URL or set ZOOMTUNE_BROKER_URL")
+        try:
+            import flower as _flower  # noqa: F401  (only to give a clear error)
+        except ImportError as exc:
+            raise ConfigError("Flower is not installed: pip install 'zoomtune[flower]'") from exc
+        app = make_celery(settings)
+    except ZoomtuneError as exc:
+        fail(exc)
+    click.echo(f"Flower on http://{address}:{port} for broker {redact_url(settings.broker_url)}")
+    code = app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ class RedisServer:
     directory: Path
     port: int = 0
     password: str | None = None
+    username: str | None = None
+    """The ACL user that `url` and the readiness check log in as; `extra_args` must declare it
+    (`--user NAME on >PASSWORD ...`). None: `password` is the default user's (requirepass)."""
     appendonly: bool = True
     appendfsync: str = "everysec"
     extra_args: Sequence[str] = ()
@@ -75,7 +78,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
@@ -130,7 +133,7 @@ class RedisServer:
             "--maxmemory-policy",
             "noeviction",
         ]
-        if self.password:
+        if self.password and self.username is None:
             command += ["--requirepass", self.password]
         return command + list(self.extra_args)
 
@@ -142,7 +145,11 @@ class RedisServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         client = redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
+            host="127.0.0.1",
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            socket_timeout=1,
         )
         try:
             while time.monotonic() < deadline:

@@ -8,6 +8,10 @@ REMAP_SIGTERM=SIGQUIT where SIGTERM means preemption (spot instances).
 Without `--gpus` it is one Celery worker (`--concurrency` processes on `--queues`). With GPUs it
 supervises one such worker per slot (see `workers.supervisor`): each GPU slot pinned to one GPU
 with concurrency 1 on `trials.gpu`, plus a CPU slot on `trials.cpu` when `--queues` has cpu.
+
+`--health-file` makes the worker touch a file whenever its consumer sends a heartbeat (every 2 s
+while it is connected and consuming); `worker health FILE` is the liveness probe that checks it
+is fresh, for Kubernetes, compose and systemd watchdogs.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ import logging
 import os
 import socket
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import click
+from celery import signals
 
 from common.celery_app import describe_broker, make_celery
 from common.errors import GpuError, ZoomtuneError
@@ -47,6 +55,18 @@ def parse_queues(value: str) -> list[str]:
             f"expected a comma-separated list of {sorted(QUEUES)}, got {value!r}"
         )
     return queues
+
+
+def touch_on_heartbeat(path: Path) -> None:
+    """Touch `path` when the worker is ready and at every heartbeat its consumer sends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def touch(**_: Any) -> None:
+        path.touch()
+
+    # Celery only emits heartbeat_sent if a receiver is connected before the worker starts.
+    signals.worker_ready.connect(touch, weak=False)
+    signals.heartbeat_sent.connect(touch, weak=False)
 
 
 @click.group()
@@ -107,6 +127,12 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--health-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Touch this file at every heartbeat (for `worker health`).",
+)
 def start(
     broker: str | None,
     queues: str | None,
@@ -117,6 +143,7 @@ def start(
     name: str | None,
     device: str,
     loglevel: str,
+    health_file: Path | None,
 ) -> None:
     """Consume trials from the broker and run them until stopped."""
     configure_logging(loglevel)
@@ -149,14 +176,16 @@ def start(
         )
         supervisor = Supervisor(
             slots,
-            command=lambda slot: slot_command(slot, node, objectives, loglevel),
+            command=lambda slot: slot_command(slot, node, objectives, loglevel, health_file),
             env=lambda slot: slot_env(slot, settings.broker_url or ""),
         )
         sys.exit(supervisor.run())
     if request.wants_gpus:
         queue_kinds = ["cpu"]  # --gpus all found no GPU, and the CPU queue was asked for too
     sys.exit(
-        run_celery_worker(settings, registry, node, device, queue_kinds, concurrency, loglevel)
+        run_celery_worker(
+            settings, registry, node, device, queue_kinds, concurrency, loglevel, health_file
+        )
     )
 
 
@@ -168,6 +197,7 @@ def run_celery_worker(
     queue_kinds: list[str],
     concurrency: int | None,
     loglevel: str,
+    health_file: Path | None = None,
 ) -> int:
     """One Celery worker in this process: `concurrency` pool processes on `queue_kinds`."""
     try:
@@ -179,6 +209,8 @@ def run_celery_worker(
     except ZoomtuneError as exc:
         raise click.ClickException(str(exc)) from exc
     processes = concurrency or os.cpu_count() or 1
+    if health_file is not None:
+        touch_on_heartbeat(health_file)
     log.info(
         "worker %s: broker %s, queues %s, %d processes, device %s, objectives %s",
         node,
@@ -241,8 +273,17 @@ def gpus_to_pin(request: GpuRequest, queue_kinds: list[str]) -> list[str]:
         return []
 
 
-def slot_command(slot: Slot, node: str, objectives: tuple[str, ...], loglevel: str) -> list[str]:
-    """The `worker start` command line of one slot: a plain Celery worker, no GPU search."""
+def slot_command(
+    slot: Slot,
+    node: str,
+    objectives: tuple[str, ...],
+    loglevel: str,
+    health_file: Path | None = None,
+) -> list[str]:
+    """The `worker start` command line of one slot: a plain Celery worker, no GPU search.
+
+    Every slot touches the same health file, so it stays fresh while any slot is consuming
+    (the supervisor restarts slots that die)."""
     left, at, right = node.partition("@")
     command = [
         sys.executable,
@@ -264,6 +305,8 @@ def slot_command(slot: Slot, node: str, objectives: tuple[str, ...], loglevel: s
     ]
     for objective in objectives:
         command += ["--objective", objective]
+    if health_file is not None:
+        command += ["--health-file", str(health_file)]
     return command
 
 
@@ -288,6 +331,31 @@ def gpus() -> None:
         click.echo(f"no GPU: {exc}", err=True)
         sys.exit(1)
     click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("health_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--max-age",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds since the last heartbeat after which the worker counts as stuck.",
+)
+def health(health_file: Path, max_age: float) -> None:
+    """Exit 0 if the worker that writes HEALTH_FILE sent a heartbeat within --max-age seconds.
+
+    A liveness probe: the file is touched by `worker start --health-file HEALTH_FILE`.
+    """
+    try:
+        age = time.time() - health_file.stat().st_mtime
+    except FileNotFoundError:
+        click.echo(f"unhealthy: {health_file} does not exist (worker not ready yet?)", err=True)
+        sys.exit(1)
+    if age > max_age:
+        click.echo(f"unhealthy: last heartbeat {age:.0f}s ago (limit {max_age:g}s)", err=True)
+        sys.exit(1)
+    click.echo(f"healthy: last heartbeat {age:.1f}s ago")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,395 @@
+"""Whoever can write to Redis must not be able to run code on a worker or change a study's
+record (FAULTS.md S16, S17). Messages carry data only (JSON), name an objective from the
+worker's allow-list, and are checked against the study's space; results are fenced by attempt
+and lease token; nothing read from Redis is unpickled or imported.
+
+The attacks are made with raw redis-py against a real redis-server and real worker processes.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import os
+import pickle
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from common.celery_app import make_celery
+from common.settings import QUEUES, TASK_NAME, Settings
+from common.store import Keys, StudyStore
+from common.study import StudySpec
+from common.trial import TrialResult, TrialStatus
+from coordinator.embedded import RedisServer
+from tests.harness import (
+    CoordinatorProcess,
+    WorkerProcess,
+    objective_option,
+    study_toml,
+    wait_until,
+)
+from tests.objectives import deterministic_score
+
+PREFIX = "zoomtune:"
+QUEUE_KEY = f"{PREFIX}{QUEUES['cpu']}"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class TouchOnUnpickle:
+    """A pickle that runs a shell command when it is loaded: what an attacker would send."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def kombu_envelope(
+    body: bytes,
+    *,
+    task: str = TASK_NAME,
+    content_type: str = "application/json",
+    content_encoding: str = "utf-8",
+) -> str:
+    """A message as kombu stores it in a Redis list, for Celery's task protocol 2."""
+    task_id = str(uuid.uuid4())
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": content_encoding,
+            "content-type": content_type,
+            "headers": {
+                "lang": "py",
+                "task": task,
+                "id": task_id,
+                "root_id": task_id,
+                "parent_id": None,
+                "group": None,
+                "retries": 0,
+                "eta": None,
+                "expires": None,
+                "timelimit": [None, None],
+                "argsrepr": "",
+                "kwargsrepr": "",
+                "origin": "attacker@nowhere",
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": QUEUES["cpu"]},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
+
+
+def task_body(*args: object) -> bytes:
+    """A JSON protocol-2 body: (args, kwargs, embed)."""
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    return json.dumps([list(args), {}, embed]).encode()
+
+
+def trial_message(trial: int = 0, **changes: object) -> dict[str, object]:
+    message: dict[str, object] = {
+        "study": "demo",
+        "trial": trial,
+        "attempt": 1,
+        "objective": "sleepy",
+        "params": {"x": 0.5, "y": 3},
+    }
+    message.update(changes)
+    return message
+
+
+@pytest.fixture
+def study(real_client: redis.Redis) -> StudyStore:
+    """Study "demo" with one round of two QUEUED trials, written as a coordinator would."""
+    spec = StudySpec.from_toml(study_toml(rounds=1, trials_per_round=2), source="test")
+    store = StudyStore(real_client, PREFIX, "demo")
+    lock = store.acquire(ttl=600)
+    epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
+    store.write_round(lock, epoch, 1, {}, [{"x": 0.25, "y": 2}, {"x": 0.75, "y": 6}])
+    return store
+
+
+@pytest.fixture
+def worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[WorkerProcess]:
+    started = WorkerProcess(
+        redis_server.url, tmp_path / "worker.log", objectives=[objective_option("sleepy")]
+    ).start()
+    try:
+        yield started.wait_ready()
+    finally:
+        started.stop()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_s16_a_worker_drops_malicious_messages_without_running_code_or_dying(
+    real_client: redis.Redis, study: StudyStore, worker: WorkerProcess, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    exploit = pickle.dumps(TouchOnUnpickle(marker))
+    # The exploit is real: loading it in a throwaway process creates its marker file.
+    control = tmp_path / "control"
+    subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
+        input=pickle.dumps(TouchOnUnpickle(control)),
+        check=True,
+        timeout=30,
+    )
+    assert control.exists()
+
+    # Given crafted messages pushed straight into the worker's queue with raw redis-py
+    attacks = {
+        "pickle": kombu_envelope(
+            exploit, content_type="application/x-python-serialize", content_encoding="binary"
+        ),
+        "unknown task": kombu_envelope(task_body(f"touch {marker}"), task="os.system"),
+        "module:function objective": kombu_envelope(
+            task_body(trial_message(objective="os:system"))
+        ),
+        "unregistered objective": kombu_envelope(task_body(trial_message(objective="os.system"))),
+        "params out of bounds": kombu_envelope(task_body(trial_message(params={"x": 5.0, "y": 3}))),
+        "unknown param": kombu_envelope(
+            task_body(trial_message(params={"x": 0.5, "y": 3, "__class__": "os"}))
+        ),
+        "oversized": kombu_envelope(task_body(trial_message(params={"x": "A" * 200_000, "y": 3}))),
+        "not a trial": kombu_envelope(task_body(f"rm -rf {tmp_path}")),
+    }
+    for envelope in attacks.values():
+        real_client.lpush(QUEUE_KEY, envelope)
+
+    # When the worker has taken them all
+    expected_log = [
+        "ContentDisallowed",  # the pickle is refused before anything decodes it
+        "unregistered task of type 'os.system'",
+        "bad objective name 'os:system'",
+        "objective 'os.system' is not registered on this worker",
+        "params outside the study's space",
+        "__class__",
+        "exceeds 65536 bytes",
+        "a trial message must be a JSON object",
+    ]
+    wait_until(
+        lambda: all(text in worker.log() for text in expected_log),
+        timeout=60,
+        what="the worker to log every dropped message",
+    )
+
+    # Then no code ran, the worker is alive, and the study did not change
+    assert not marker.exists()
+    assert tmp_path.exists()
+    assert worker.alive()
+    assert [t.status for t in study.trials()] == [TrialStatus.QUEUED, TrialStatus.QUEUED]
+    assert study.meta()["trials"] == "2"
+    assert real_client.llen(QUEUE_KEY) == 0
+
+    # And the same worker still runs an honest trial sent the same way
+    honest = trial_message(trial=0, params={"x": 0.25, "y": 2})
+    real_client.lpush(QUEUE_KEY, kombu_envelope(task_body(honest)))
+    trial = wait_until(
+        lambda: (t := study.trial(0)).status.is_finished() and t,
+        timeout=60,
+        what="the honest trial to finish",
+    )
+    assert trial.status is TrialStatus.COMPLETE
+    assert trial.score == pytest.approx(deterministic_score(honest["params"]))  # type: ignore[arg-type]
+    assert study.trial(1).status is TrialStatus.QUEUED
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_s17_forged_and_stale_results_written_during_a_round_are_ignored(
+    redis_server: RedisServer, real_client: redis.Redis, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    workers = [
+        WorkerProcess(
+            redis_server.url, tmp_path / f"worker{i}.log", objectives=[objective_option("sleepy")]
+        ).start()
+        for i in range(2)
+    ]
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(study_toml(rounds=2, trials_per_round=4, options="{ duration = 0.8 }"))
+    coordinator = CoordinatorProcess(
+        study_file, tmp_path / "run", redis_server.url, tmp_path / "coordinator.log"
+    )
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        coordinator.start()
+        store = StudyStore(real_client, PREFIX, "demo")
+        keys = Keys(PREFIX, "demo")
+        running = wait_until(
+            lambda: (
+                store.exists() and [t for t in store.trials() if t.status is TrialStatus.RUNNING]
+            ),
+            timeout=60,
+            what="a running trial",
+        )
+        victim = running[0]
+
+        # Given forged writes with raw redis-py while the round runs:
+        # a "finished" event for every trial, claiming a winning score (events are only hints),
+        for number in [*range(4), 999]:
+            real_client.xadd(
+                keys.events,
+                {"type": "finished", "trial": number, "attempt": 1, "status": "complete"},
+            )
+        # results through the fenced script with a guessed token, a future attempt and for an
+        # unknown trial,
+        forged = TrialResult.complete(-1000.0)
+        assert store.finish(victim.number, 1, "guessed-token", forged) == "forged"
+        assert store.finish(victim.number, 2, "guessed-token", forged) == "stale"
+        assert store.finish(999, 1, "guessed-token", forged) == "unknown_trial"
+        # Celery result records with an exc_module payload and a pickle (there is no result
+        # backend: nothing may read them),
+        payload = {
+            "status": "FAILURE",
+            "result": {
+                "exc_type": "system",
+                "exc_module": "os",
+                "exc_message": [f"touch {marker}"],
+            },
+            "task_id": "x",
+        }
+        real_client.set(f"{PREFIX}celery-task-meta-x", json.dumps(payload))
+        real_client.set(f"{PREFIX}celery-task-meta-y", pickle.dumps(TouchOnUnpickle(marker)))
+        # and a second delivery of the victim's message, straight into the queue.
+        duplicate = trial_message(victim.number, params=dict(victim.params))
+        real_client.lpush(QUEUE_KEY, kombu_envelope(task_body(duplicate)))
+
+        # When the study runs to its end
+        assert coordinator.wait(180) == 0, coordinator.log()[-3000:]
+
+        # A result for a trial that is already finished is dropped too
+        assert store.finish(victim.number, 1, "guessed-token", forged) == "finished"
+    finally:
+        coordinator.stop()
+        for worker in workers:
+            worker.stop()
+
+    # Then every trial finished once, with the score of its own params (I1, I2)
+    trials = store.trials()
+    assert [t.number for t in trials] == list(range(8))
+    for trial in trials:
+        assert trial.status is TrialStatus.COMPLETE
+        assert trial.attempt == 1
+        assert trial.score == pytest.approx(deterministic_score(trial.params))
+    study = json.loads((tmp_path / "run" / "study.json").read_text())
+    assert study["best"]["score"] == pytest.approx(min(t.score for t in trials if t.score))
+    # And the forgeries were counted, and none ran code
+    counters = store.counters()
+    assert counters["forged_results"] >= 2  # the guessed token and the unknown trial
+    assert counters["stale_results"] >= 1
+    assert counters["late_results"] >= 1
+    assert counters["duplicate_deliveries"] >= 1
+    assert not marker.exists()
+
+
+def test_both_sides_accept_json_only() -> None:
+    app = make_celery(Settings(broker_url="redis://127.0.0.1:1/0"))
+    conf = app.conf
+    assert conf.accept_content == ["json"]
+    assert conf.result_accept_content == ["json"]
+    assert (conf.task_serializer, conf.result_serializer, conf.event_serializer) == ("json",) * 3
+    assert app.control.mailbox.accept == ["json"]  # remote control messages too
+
+
+# What may turn bytes from Redis into code. Only the registry imports, and only targets the
+# operator gave when the worker started (never a name from a message).
+UNPICKLERS = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle"}
+IMPORTERS = {"importlib"}
+BUILTIN_CALLS = {"eval", "exec", "compile", "__import__"}  # as bare names (not re.compile)
+DYNAMIC_CALLS = {"symbol_by_name", "instantiate"}  # celery's and kombu's name -> object
+IMPORTER_CALLS = {"import_module", "spec_from_file_location", "load_target"}
+REGISTRY = "workers/registry.py"
+
+
+def dangerous_uses(tree: ast.AST, *, may_import: bool) -> list[str]:
+    """Modules and calls in `tree` that could turn data into code."""
+    found = []
+    for node in ast.walk(tree):
+        modules: list[str] = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module]
+        for module in modules:
+            root = module.split(".")[0]
+            if root in UNPICKLERS or (root in IMPORTERS and not may_import):
+                found.append(f"line {node.lineno}: imports {module}")
+        if isinstance(node, ast.Call):
+            function = node.func
+            name = function.id if isinstance(function, ast.Name) else None
+            if isinstance(function, ast.Attribute):
+                name = function.attr
+                if function.attr in ("load", "unsafe_load") and (
+                    isinstance(function.value, ast.Name) and function.value.id == "yaml"
+                ):
+                    found.append(f"line {node.lineno}: calls yaml.{function.attr}")
+            if isinstance(function, ast.Name) and name in BUILTIN_CALLS:
+                found.append(f"line {node.lineno}: calls {name}")
+            if name in DYNAMIC_CALLS or (name in IMPORTER_CALLS and not may_import):
+                found.append(f"line {node.lineno}: calls {name}")
+        if isinstance(node, ast.Constant) and node.value in (
+            "pickle",
+            "application/x-python-serialize",
+        ):
+            found.append(f"line {node.lineno}: names the pickle serializer")
+    return found
+
+
+def test_nothing_read_from_redis_is_unpickled_or_imported() -> None:
+    sources = [
+        path
+        for package in ("common", "coordinator", "workers")
+        for path in sorted((REPO / package).rglob("*.py"))
+    ]
+    assert len(sources) > 15
+    problems = []
+    for path in sources:
+        relative = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(), filename=relative)
+        problems += [
+            f"{relative} {use}" for use in dangerous_uses(tree, may_import=relative == REGISTRY)
+        ]
+    assert not problems, problems
+
+    # The registry imports only what `build` was given; a lookup by name never imports a name
+    # that is not already an allow-listed target.
+    registry = (REPO / REGISTRY).read_text()
+    get = registry[registry.index("    def get(") :]
+    assert "if name not in self.targets:" in get
+    assert "load_target(self.targets[name])" in get
+
+
+def test_the_scan_finds_what_it_looks_for() -> None:
+    bad = ast.parse(
+        "import pickle\nfrom importlib import import_module\nimport yaml\n"
+        "pickle.loads(b'')\nimport_module('os')\neval('1')\nyaml.load('')\n"
+        "app.conf.accept_content = ['pickle']\n"
+    )
+    found = dangerous_uses(bad, may_import=False)
+    assert [use.split(": ")[1] for use in found] == [
+        "imports pickle",
+        "imports importlib",
+        "calls import_module",
+        "calls eval",
+        "calls yaml.load",
+        "names the pickle serializer",
+    ], found
+    assert dangerous_uses(ast.parse("import re\nre.compile('x')"), may_import=False) == []
