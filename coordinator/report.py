@@ -56,9 +56,10 @@ class Findings:
     def of(cls, record: StudyRecord) -> Findings:
         completed = record.completed()
         results = [(t.params, float(t.score or 0.0)) for t in completed]
+        importance = parameter_importance(record.spec.space, results)
         return cls(
-            importance=tuple(parameter_importance(record.spec.space, results)),
-            warnings=tuple(edge_warnings(record.spec, record.trials)),
+            importance=tuple(importance),
+            warnings=tuple(edge_warnings(record.spec, record.trials, importance)),
             completed=len(completed),
         )
 
@@ -490,7 +491,7 @@ def _rounds_table(record: StudyRecord) -> str:
         rows.append(
             f"<tr><td>{s.number}</td><td>{len(s.trials)}</td>"
             f"<td>{s.count(TrialStatus.COMPLETE)}</td><td>{s.count(TrialStatus.FAILED)}</td>"
-            f"<td>{best}</td><td>{s.volume:.3g}</td>{ranges}</tr>"
+            f"<td>{best}</td><td>{share_text(s.volume)}</td>{ranges}</tr>"
         )
     return (
         "<table><tr><th>round</th><th>trials</th><th>complete</th><th>failed</th><th>best</th>"
@@ -505,6 +506,11 @@ def box_text(entry: Any) -> str:
     if "values" in entry:
         return ", ".join(_value(v) for v in entry["values"])
     return f"{_value(entry.get('low'))} .. {_value(entry.get('high'))}"
+
+
+def share_text(share: float) -> str:
+    """A share of the search space as a percentage: `100%`, `12.5%`, `0.0312%`."""
+    return f"{share * 100:.3g}%"
 
 
 def _value(value: object) -> str:
