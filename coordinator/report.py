@@ -444,7 +444,7 @@ def report_html(record: StudyRecord, report: Report) -> str:
         parts.append(f'<div class="warn"><b>Warnings</b><ul>{items}</ul></div>')
     if best is not None:
         rows = "".join(
-            f"<tr><td>{e(name)}</td><td>{e(_value(value))}</td></tr>"
+            f"<tr><td>{e(name)}</td><td>{e(repr(value))}</td></tr>"  # in full, to copy
             for name, value in best.params.items()
         )
         parts.append(
