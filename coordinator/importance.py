@@ -42,8 +42,8 @@ def parameter_importance(
     results: Sequence[tuple[Mapping[str, ParamValue], float]],
     *,
     seed: int = 0,
-    trees: int = 64,
-    repeats: int = 8,
+    trees: int = 32,
+    repeats: int = 5,
 ) -> list[ParameterImportance]:
     """Importance of every parameter of `space`, most important first.
 
