@@ -12,7 +12,8 @@ ZoomtuneError
     ├── StudyExists        a different study of that name is already stored
     ├── StudyLocked        another coordinator holds the study's lease
     ├── LeaseLost          this coordinator's lease was taken or expired: it must stop writing
-    └── StudyWiped         the study's records vanished (Redis restarted without persistence)
+    ├── StudyWiped         the study's records vanished (Redis restarted without persistence)
+    └── StudyCancelled     the study was cancelled (`coordinator cancel`): it dispatches no more
 ```
 """
 
@@ -76,3 +77,7 @@ class LeaseLost(StoreError):
 
 class StudyWiped(StoreError):
     """The study's records disappeared from Redis while it ran."""
+
+
+class StudyCancelled(StoreError):
+    """The study was cancelled: no trial of it is dispatched or started any more."""

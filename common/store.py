@@ -9,7 +9,9 @@ Every state change here is one Lua script, so it is an atomic compare-and-set:
   random token; a result counts only if it comes with the current attempt and token while the
   trial is still RUNNING. Late, duplicate and forged results are dropped and counted;
 - a lease that expired (on Redis's clock) sends the trial back to QUEUED as attempt + 1, up to
-  the study's `max_attempts`, then FAILED. A finished trial never changes again.
+  the study's `max_attempts`, then FAILED. A finished trial never changes again;
+- a cancelled study (`cancel`, from any process) stays cancelled: its QUEUED trials fail, no
+  round, attempt or requeue of it starts again, and only running attempts may still finish.
 
 Every key zoomtune writes for a study (`Keys`), under the configurable prefix; `{study}` is a
 Redis Cluster hash tag, so one study's keys live on one node and a script may touch several:
@@ -23,7 +25,7 @@ Redis Cluster hash tag, so one study's keys live on one node and a script may to
     {prefix}{study}:lease:<n>       string  the token of the attempt running trial n, with a TTL
     {prefix}{study}:running         set     numbers of the RUNNING trials (what the reaper scans)
     {prefix}{study}:reports:<n>     list    intermediate values [step, value] as JSON
-    {prefix}{study}:events          stream  started / finished / requeued / round events
+    {prefix}{study}:events          stream  started / finished / requeued / round / study events
     {prefix}{study}:counters        hash    dropped deliveries and results, by reason
 """
 
@@ -46,6 +48,7 @@ from common.errors import (
     BrokerError,
     LeaseLost,
     StoreError,
+    StudyCancelled,
     StudyExists,
     StudyLocked,
     StudyNotFound,
@@ -208,14 +211,17 @@ local function now()
 end
 """
 
-# Send a running trial back to the queue as the next attempt, or fail it when attempts ran out.
+# Send a running trial back to the queue as the next attempt, or fail it when attempts ran out
+# or the study was cancelled (nobody would dispatch it again).
 _REQUEUE_OR_FAIL = """
-local function requeue_or_fail(trial_key, lease_key, running_key, events_key, n, attempt,
-                               max_attempts, reason)
+local function requeue_or_fail(trial_key, lease_key, running_key, events_key, meta_key, n,
+                               attempt, max_attempts, reason)
   local t = now()
   redis.call('DEL', lease_key)
   redis.call('SREM', running_key, n)
-  if attempt < max_attempts then
+  if redis.call('HGET', meta_key, 'state') == 'cancelled' then
+    reason = 'cancelled: the study was cancelled (' .. reason .. ')'
+  elseif attempt < max_attempts then
     redis.call('HSET', trial_key, 'status', 'queued', 'attempt', attempt + 1,
                'last_error', reason, 'queued_at', t)
     redis.call('HDEL', trial_key, 'token', 'started_at', 'pid')
@@ -244,6 +250,7 @@ _RENEW = """
 -- KEYS: lock, meta. ARGV: value, ttl_ms, epoch.
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'wiped' end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[3] then return 'wiped' end
+if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return 'cancelled' end
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return 'lost' end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -283,6 +290,7 @@ _WRITE_ROUND = (
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'wiped' end
 if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 'wiped' end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease_lost' end
+if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return 'cancelled' end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'exists' end
 local first = tonumber(redis.call('HGET', KEYS[2], 'trials') or '0')
 local t = now()
@@ -317,6 +325,7 @@ if h[1] == 'running' and h[3] == ARGV[3] and attempt == stored then
   return {'ok', redis.call('HGET', KEYS[1], 'started_at')}
 end
 if h[1] == 'complete' or h[1] == 'failed' or h[1] == 'pruned' then
+  if state == 'cancelled' then return {'study_cancelled'} end
   redis.call('HINCRBY', KEYS[6], 'duplicate_deliveries', 1)
   return {'finished'}
 end
@@ -382,8 +391,8 @@ end
 if ARGV[4] == 'failed' and ARGV[7] == '1' then
   local max_attempts = tonumber(redis.call('HGET', KEYS[5], 'max_attempts') or '1')
   if attempt < max_attempts then
-    return requeue_or_fail(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], attempt, max_attempts,
-                           ARGV[6])
+    return requeue_or_fail(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], attempt,
+                           max_attempts, ARGV[6])
   end
 end
 local t = now()
@@ -411,8 +420,8 @@ if h[1] ~= 'running' or tonumber(h[2]) ~= tonumber(ARGV[2]) or h[3] ~= ARGV[3]
 end
 redis.call('HINCRBY', KEYS[6], 'workers_lost', 1)
 local max_attempts = tonumber(redis.call('HGET', KEYS[5], 'max_attempts') or '1')
-return requeue_or_fail(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-                       max_attempts, ARGV[5])
+return requeue_or_fail(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1],
+                       tonumber(ARGV[2]), max_attempts, ARGV[5])
 """
 )
 
@@ -453,8 +462,8 @@ for _, n in ipairs(redis.call('SMEMBERS', KEYS[3])) do
     if h[1] == 'running' then
       redis.call('HINCRBY', KEYS[5], 'leases_expired', 1)
       local attempt = tonumber(h[2])
-      local outcome = requeue_or_fail(trial_key, ARGV[4] .. n, KEYS[3], KEYS[4], n, attempt,
-                                      max_attempts, 'lease expired (worker lost)')
+      local outcome = requeue_or_fail(trial_key, ARGV[4] .. n, KEYS[3], KEYS[4], KEYS[2], n,
+                                      attempt, max_attempts, 'lease expired (worker lost)')
       table.insert(out, n)
       table.insert(out, outcome)
       table.insert(out, attempt + 1)
@@ -484,9 +493,47 @@ _SET_STATE = (
 -- KEYS: lock, meta, events. ARGV: lock value ('' to skip the check), epoch, state, message.
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'wiped' end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease_lost' end
+if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return 'cancelled' end
 redis.call('HSET', KEYS[2], 'state', ARGV[3], 'message', ARGV[4], 'finished_at', now())
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'study', 'state', ARGV[3])
 return 'ok'
+"""
+)
+
+_CANCEL = (
+    _NOW
+    + """
+-- Stop a study for good. Any process may run it (no lock): `coordinator cancel`.
+-- KEYS: meta, events, running. ARGV: trial prefix, lease prefix, reason.
+-- The study event goes first, so a coordinator reading the stream learns of the cancel before
+-- it sees the trials finish. QUEUED trials fail with the reason (workers then drop their
+-- messages); RUNNING trials finish normally, except those whose lease already expired.
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'unknown_study'} end
+if state ~= 'running' and state ~= 'cancelled' then return {'finished', state} end
+local t = now()
+if state == 'running' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'message', ARGV[3], 'finished_at', t)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'study',
+             'state', 'cancelled')
+end
+local cancelled, running = 0, 0
+local total = tonumber(redis.call('HGET', KEYS[1], 'trials') or '0')
+for n = 0, total - 1 do
+  local key = ARGV[1] .. n
+  local h = redis.call('HMGET', key, 'status', 'attempt')
+  local expired = h[1] == 'running' and redis.call('EXISTS', ARGV[2] .. n) == 0
+  if h[1] == 'queued' or expired then
+    redis.call('SREM', KEYS[3], n)
+    redis.call('HSET', key, 'status', 'failed', 'error', ARGV[3], 'finished_at', t)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'finished',
+               'trial', n, 'attempt', h[2], 'status', 'failed')
+    cancelled = cancelled + 1
+  elseif h[1] == 'running' then
+    running = running + 1
+  end
+end
+return {state == 'running' and 'ok' or 'again', cancelled, running}
 """
 )
 
@@ -536,6 +583,16 @@ class Requeued:
     trial: int
     outcome: str  # "requeued" or "failed"
     attempt: int
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What `StudyStore.cancel` did: the QUEUED trials it failed, the RUNNING ones it left."""
+
+    trials_cancelled: int
+    trials_running: int
+    already: bool
+    """The study had been cancelled before (this call only cleaned up)."""
 
 
 @dataclass(frozen=True)
@@ -592,6 +649,7 @@ class StudyStore:
         self._reap = register(_REAP)
         self._report = register(_REPORT)
         self._set_state = register(_SET_STATE)
+        self._cancel = register(_CANCEL)
 
     # -- coordinator: the lock ----------------------------------------------------------------
 
@@ -706,6 +764,33 @@ class StudyStore:
             ["" if lock is None else lock.value, "", state, message],
         )
         self._check(str(outcome))
+
+    def cancel(self, reason: str) -> Cancelled:
+        """Cancel the study: no round or attempt of it starts any more.
+
+        Its QUEUED trials become FAILED with `reason` (workers drop their messages), and so do
+        RUNNING trials whose lease has already expired. Other RUNNING trials may finish and
+        their results are recorded; a running trial handed back later fails instead of going
+        back to the queue. The coordinator notices within a tick and stops. Calling it again
+        on a cancelled study only cleans up trials whose lease expired since.
+        """
+        result = self._run(
+            self._cancel,
+            [self.keys.meta, self.keys.events, self.keys.running],
+            [self.keys.trial_prefix, self.keys.lease_prefix, reason],
+        )
+        status = str(result[0])
+        if status == "unknown_study":
+            raise StudyNotFound(f"no study named {self.study!r} in this broker")
+        if status == "finished":
+            raise StoreError(
+                f"study {self.study!r} is already {result[1]}; there is nothing to cancel"
+            )
+        return Cancelled(
+            trials_cancelled=int(result[1]),
+            trials_running=int(result[2]),
+            already=status == "again",
+        )
 
     # -- worker: attempts ------------------------------------------------------------------------
 
@@ -906,6 +991,9 @@ class StudyStore:
     def _check(self, status: str) -> None:
         if status in ("ok", "created", "exists"):
             return
+        if status == "cancelled":
+            reason = self.meta().get("message") or "no reason given"
+            raise StudyCancelled(f"study {self.study!r} was cancelled: {reason}")
         if status == "wiped":
             raise StudyWiped(
                 f"the records of study {self.study!r} vanished from Redis while it ran (was "
@@ -958,6 +1046,7 @@ def _is_dead_local(owner: str) -> bool:
 
 __all__ = [
     "COUNTERS",
+    "Cancelled",
     "CoordinatorLock",
     "Event",
     "Keys",

@@ -1,14 +1,20 @@
 """`coordinator`: start a study, and look at the studies in a broker.
 
+    coordinator plan STUDY_FILE [--workers N]
     coordinator start STUDY_FILE [--broker URL] [--workers N] [--run-dir DIR]
     coordinator status [STUDY] [--broker URL | --run-dir DIR]
+    coordinator report [STUDY] [-o DIR] [--broker URL | --run-dir DIR]
     coordinator export STUDY --format csv|json [-o FILE] [--broker URL | --run-dir DIR]
     coordinator list [--broker URL]
+    coordinator cancel STUDY [--reason TEXT] [--broker URL]
     coordinator delete STUDY --yes [--broker URL]
     coordinator flower [--port 5555] [--address 127.0.0.1] [-- FLOWER OPTIONS]
 
 Without a broker URL (`--broker` or ZOOMTUNE_BROKER_URL), `start` runs the embedded default: a
 private redis-server and local workers, the same code path as a cluster.
+
+Exit codes: 0 done, 1 failed (or an error), 2 bad input, 3 the study was cancelled,
+130 interrupted (run `start` again to resume).
 """
 
 from __future__ import annotations
@@ -25,26 +31,32 @@ from urllib.parse import urlsplit
 import click
 import redis
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from common.celery_app import check_visibility_timeout, make_celery
 from common.errors import BrokerError, ConfigError, StudyNotFound, ZoomtuneError
 from common.settings import Settings, redact_url
-from common.store import StudyStore, connect, is_refused, list_studies
+from common.store import StudyStore, connect, is_refused, list_studies, owner_id
 from common.study import StudySpec
-from common.trial import TrialStatus
 from coordinator.embedded import LocalWorkers, embedded_broker, local_gpus
 from coordinator.export import StudyRecord, study_json, trials_csv, write_run_dir
+from coordinator.plan import StudyPlan
 from coordinator.progress import StudyProgress, make_progress
+from coordinator.report import Findings, write_report
 from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop, StudyOutcome
+from coordinator.views import findings_view, plan_view, status_view, studies_table
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES = {"complete": 0, "failed": 1, "cancelled": 3}
+"""`coordinator start`'s exit code for each way a study ends."""
 
 
 def fail(exc: ZoomtuneError) -> NoReturn:
     """Print a zoomtune error for people and exit: 2 for bad input, 1 for everything else."""
     console = Console(stderr=True)
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    # Messages quote the file's [section] names: escape them, or rich takes them for markup.
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
@@ -201,7 +213,7 @@ def start(
         if not force:
             check_visibility_timeout(settings, spec.resources.timeout)
         run_dir = run_dir or Path("runs") / spec.name
-        progress = make_progress()
+        progress = make_progress(maximize=spec.maximize)
         try:
             if settings.broker_url is None:
                 outcome = _run_embedded(
@@ -218,7 +230,7 @@ def start(
         click.echo("interrupted; run the same command again to resume the study", err=True)
         sys.exit(130)
     _print_outcome(spec, outcome, run_dir)
-    sys.exit(0 if outcome.state == "complete" else 1)
+    sys.exit(EXIT_CODES.get(outcome.state, 1))
 
 
 def _run_embedded(
@@ -256,16 +268,21 @@ def _run_embedded(
 
 def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path) -> None:
     console = Console()
-    if outcome.state != "complete":
+    if outcome.state == "cancelled":
+        console.print(f"[bold yellow]stopped:[/] {outcome.message}", highlight=False)
+    elif outcome.state != "complete":
         console.print(f"[bold red]study {spec.name!r} failed:[/] {outcome.message}")
-    elif outcome.best is None:
-        console.print(f"study {spec.name!r} finished without a completed trial")
+    if outcome.best is None:
+        if outcome.state == "complete":
+            console.print(f"study {spec.name!r} finished without a completed trial")
     else:
         params, score = outcome.best
-        console.print(f"[bold]best score[/] {score:.6g} ({spec.direction})")
+        so_far = "" if outcome.state == "complete" else " so far"
+        console.print(f"[bold]best score{so_far}[/] {score:.6g} ({spec.direction})")
         for name, value in params.items():
             console.print(f"  {name} = {value!r}")
     console.print(f"results in {run_dir}/ (trials.csv, study.json)")
+    console.print(f"plots and importance: coordinator report --run-dir {run_dir}")
 
 
 @contextmanager
@@ -313,43 +330,40 @@ def run_dir_option(function: F) -> F:
 @broker_option
 @run_dir_option
 def status(study: str | None, broker: str | None, run_dir: Path | None) -> None:
-    """Rounds, trials by state and the best trial of STUDY."""
+    """Rounds, the search box by round, running trials, the best trial and which
+    hyperparameters matter, for STUDY (or the only study in the broker)."""
     try:
         record = _record(study, broker, run_dir)
     except ZoomtuneError as exc:
         fail(exc)
+    Console().print(status_view(record, Findings.of(record)))
+
+
+@main.command()
+@click.argument("study", required=False)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the plots and report.html (default: the run folder's report/).",
+)
+@broker_option
+@run_dir_option
+def report(
+    study: str | None, output: Path | None, broker: str | None, run_dir: Path | None
+) -> None:
+    """Plots (history, the funnel of every parameter, importance) and report.html for STUDY."""
+    try:
+        record = _record(study, broker, run_dir)
+        directory = output or (run_dir or Path("runs") / record.spec.name) / "report"
+        written = write_report(record, directory)
+    except ZoomtuneError as exc:
+        fail(exc)
     console = Console()
-    console.print(f"[bold]study {record.spec.name}[/] ({record.spec.direction}): {record.state}")
-    table = Table("round", "trials", "complete", "running", "queued", "failed", "best")
-    for round_record in record.rounds:
-        trials = [t for t in record.trials if t.round == round_record.number]
-        counts = {s: sum(1 for t in trials if t.status is s) for s in TrialStatus}
-        scores = [
-            t.score for t in trials if t.status is TrialStatus.COMPLETE and t.score is not None
-        ]
-        best = (max if record.spec.maximize else min)(scores) if scores else None
-        table.add_row(
-            str(round_record.number),
-            str(len(trials)),
-            str(counts[TrialStatus.COMPLETE]),
-            str(counts[TrialStatus.RUNNING]),
-            str(counts[TrialStatus.QUEUED]),
-            str(counts[TrialStatus.FAILED]),
-            "-" if best is None else f"{best:.6g}",
-        )
-    console.print(table)
-    running = [t for t in record.trials if t.status is TrialStatus.RUNNING]
-    for trial in running:
-        console.print(
-            f"running: trial {trial.number} attempt {trial.attempt} on {trial.worker} "
-            f"({trial.device})"
-        )
-    best_trial = record.best()
-    if best_trial is not None:
-        console.print(
-            f"[bold]best[/]: trial {best_trial.number}, score {best_trial.score:.6g}, "
-            f"params {dict(best_trial.params)}"
-        )
+    console.print(findings_view(written.findings))
+    console.print(f"wrote {', '.join(p.name for p in written.files)} in {directory}/")
+    console.print(f"open {written.html}")
 
 
 @main.command()
@@ -390,16 +404,67 @@ def list_command(broker: str | None) -> None:
         if settings.broker_url is None:
             raise ConfigError("no broker: pass --broker URL or set ZOOMTUNE_BROKER_URL")
         client = connect(settings.broker_url)
-        table = Table("study", "state", "rounds", "trials")
-        for name in list_studies(client, settings.prefix):
-            meta = StudyStore(client, settings.prefix, name).meta()
-            table.add_row(
-                name, meta.get("state", "?"), meta.get("rounds", "0"), meta.get("trials", "0")
-            )
-        client.close()
+        try:
+            rows = [
+                {**StudyStore(client, settings.prefix, name).meta(), "name": name}
+                for name in list_studies(client, settings.prefix)
+            ]
+        finally:
+            client.close()
     except ZoomtuneError as exc:
         fail(exc)
-    Console().print(table)
+    Console().print(studies_table(rows))
+
+
+@main.command()
+@click.argument("study")
+@click.option("--reason", default=None, help="Why; stored with the study and its trials.")
+@broker_option
+def cancel(study: str, reason: str | None, broker: str | None) -> None:
+    """Stop STUDY for good: no more rounds, its queued trials never run.
+
+    Running trials may finish and their results are recorded (a running trial whose worker is
+    lost fails instead of going back to the queue). The coordinator running the study stops
+    within a second with exit code 3. A cancelled study does not start again.
+    """
+    text = f"cancelled by `coordinator cancel` on {owner_id()}"
+    if reason:
+        text += f": {reason}"
+    try:
+        with _broker_store(broker, study) as store:
+            done = store.cancel(text)
+    except ZoomtuneError as exc:
+        fail(exc)
+    verb = "was already cancelled" if done.already else "cancelled"
+    click.echo(
+        f"study {study!r} {verb}: {done.trials_cancelled} queued trials will not run; "
+        f"{done.trials_running} running trials may finish (their results are recorded)"
+    )
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Worker processes to project the time for (default: the cores, like `start`).",
+)
+def plan(study_file: Path, workers: int | None) -> None:
+    """Validate STUDY_FILE and show what `start` would run; writes nothing, connects nowhere."""
+    try:
+        spec = StudySpec.from_file(study_file)
+        objective_options(spec, study_file)  # the entry point file must exist
+        study_plan = StudyPlan.from_spec(spec)
+        settings = Settings.from_env()
+    except ZoomtuneError as exc:
+        fail(exc)
+    console = Console()
+    console.print(plan_view(study_plan, workers or os.cpu_count() or 1))
+    try:
+        check_visibility_timeout(settings, spec.resources.timeout)
+    except ConfigError as exc:
+        console.print(f"[yellow]warning: `start` will refuse this study:[/] {exc}", highlight=False)
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 `StudyRecord` is everything known about a study at one moment, read from the study store or
 back from a `study.json`; `coordinator status`, `export` and `report` all start from one.
+`RoundSummary` is one round of it as `status` and `report.html` show it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.space import Box
+from common.space import Box, ChoiceParameter, Interval, SearchSpace
 from common.store import RoundRecord, StudyStore
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus
@@ -39,22 +40,55 @@ EXTRA_COLUMNS = ("device", "host", "error")
 
 
 @dataclass(frozen=True)
+class RoundSummary:
+    """One round: its trials by state, its best trial and the box it sampled."""
+
+    number: int
+    trials: tuple[Trial, ...]
+    box: Box
+    box_values: Mapping[str, Mapping[str, Any]]
+    """The box as stored: per parameter `low`/`high` values, or the `values` kept."""
+    best: Trial | None
+    volume: float
+    """The share of the whole search space (in unit coordinates) the box covers."""
+
+    def count(self, status: TrialStatus) -> int:
+        return sum(1 for t in self.trials if t.status is status)
+
+
+def box_volume(space: SearchSpace, box: Box) -> float:
+    """The share of the unit cube of `space` that `box` covers (choices count by value)."""
+    volume = 1.0
+    for param in space:
+        region = box[param.name]
+        if isinstance(region, Interval):
+            volume *= region.width
+        elif isinstance(param, ChoiceParameter):
+            volume *= len(region) / len(param.values)
+    return volume
+
+
+@dataclass(frozen=True)
 class StudyRecord:
     spec: StudySpec
     state: str
     rounds: tuple[RoundRecord, ...]
     trials: tuple[Trial, ...]
     counters: Mapping[str, int] = field(default_factory=dict)
+    message: str = ""
+    """Why the study failed or was cancelled (empty otherwise)."""
 
     @classmethod
     def from_store(cls, store: StudyStore) -> StudyRecord:
         spec = StudySpec.from_dict(store.spec(), source=f"study {store.study!r} in Redis")
+        meta = store.meta()
         return cls(
             spec=spec,
-            state=store.meta().get("state", "unknown"),
+            state=meta.get("state", "unknown"),
             rounds=tuple(store.rounds()),
             trials=tuple(store.trials()),
             counters=store.counters(),
+            message=meta.get("message", ""),
         )
 
     @classmethod
@@ -76,7 +110,12 @@ class StudyRecord:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: not a readable study.json ({exc})") from exc
         return cls(
-            spec, str(data.get("state", "unknown")), rounds, trials, dict(data.get("counters", {}))
+            spec,
+            str(data.get("state", "unknown")),
+            rounds,
+            trials,
+            dict(data.get("counters", {})),
+            str(data.get("message", "")),
         )
 
     def best(self) -> Trial | None:
@@ -90,11 +129,35 @@ class StudyRecord:
     def box(self, round_record: RoundRecord) -> Box:
         return Box.from_dict(round_record.box)
 
+    def completed(self) -> list[Trial]:
+        """The COMPLETE trials with a score, in trial order."""
+        return [t for t in self.trials if t.status is TrialStatus.COMPLETE and t.score is not None]
+
+    def round_summaries(self) -> list[RoundSummary]:
+        """Every round written so far, in order."""
+        summaries = []
+        for round_record in self.rounds:
+            trials = tuple(t for t in self.trials if t.round == round_record.number)
+            sub = StudyRecord(self.spec, self.state, (round_record,), trials)
+            box = self.box(round_record)
+            summaries.append(
+                RoundSummary(
+                    number=round_record.number,
+                    trials=trials,
+                    box=box,
+                    box_values=round_record.box,
+                    best=sub.best(),
+                    volume=box_volume(self.spec.space, box),
+                )
+            )
+        return summaries
+
     def to_json(self) -> dict[str, Any]:
         best = self.best()
         return {
             "spec": self.spec.to_dict(),
             "state": self.state,
+            "message": self.message,
             "rounds": [
                 {
                     "round": r.number,

@@ -1,20 +1,30 @@
 """What `coordinator start` shows while a study runs.
 
-`LiveProgress` draws a rich display on a terminal: round r of R, trials done / running / failed
-in this round, the best score so far, elapsed time and an estimate of the time left. When stdout
-is not a terminal, `LogProgress` writes one plain line per event instead, so logs stay readable.
-Both receive the same calls from the round loop (`coordinator.rounds`).
+`LiveProgress` draws a rich display on a terminal:
+
+```
+study mlp-digits  ━━━━━━━━━━━━━━━╺━━━━━━━━━━━━━━━━━━━━━━━━  19/48
+round 2/4         ━━━━━━━━━━━━━━━━━━━━━━━╺━━━━━━━━━━━━━━━━━  7/12  4 running, 1 failed
+best so far 0.9685 (maximize)   elapsed 1:12   left ~2:55
+```
+
+Elapsed and estimated time left tick every second; the estimate is the trials left divided by
+the pace of the trials finished since this coordinator started (so a resumed study does not
+count the trials finished before). Notes (warnings, retries) are printed above the display and
+stay in the scrollback. When stdout is not a terminal, `LogProgress` writes one plain,
+timestamped line per event instead, so logs stay readable. Both receive the same calls from the
+round loop (`coordinator.rounds`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -53,26 +63,59 @@ class RoundTally:
 
 
 @dataclass
-class _Clock:
-    """Elapsed time, and time left estimated from the pace of finished trials so far."""
+class StudyClock:
+    """Elapsed time, and the time left estimated from the pace of this run.
+
+    `finished` counts every finished trial of the study, including those finished before a
+    resume (`already_finished`); only the ones finished since `started` set the pace.
+    """
 
     total_trials: int
-    started: float = field(default_factory=time.monotonic)
-    done_before: int = 0
-    done: int = 0
+    now: Callable[[], float] = time.monotonic
+    started: float = 0.0
+    already_finished: int | None = None
+    finished: int = 0
+
+    def __post_init__(self) -> None:
+        self.started = self.now()
+
+    def baseline(self, already_finished: int) -> None:
+        """Trials that were finished when this run started (set once, at the first round)."""
+        if self.already_finished is None:
+            self.already_finished = already_finished
+            self.finished = max(self.finished, already_finished)
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return self.now() - self.started
 
     def remaining(self) -> float | None:
-        finished_here = self.done - self.done_before
+        """Seconds left at the pace so far; None until a trial finished in this run."""
+        finished_here = self.finished - (self.already_finished or 0)
         if finished_here <= 0:
             return None
         rate = finished_here / max(self.elapsed(), 1e-9)
-        return max(0, self.total_trials - self.done) / rate
+        return max(0, self.total_trials - self.finished) / rate
 
 
-def _duration(seconds: float | None) -> str:
+@dataclass
+class BestScore:
+    """The best score so far, from the round loop's answer and from every finished trial."""
+
+    maximize: bool
+    score: float | None = None
+
+    def offer(self, score: float | None) -> None:
+        if score is None:
+            return
+        if self.score is None or (score > self.score if self.maximize else score < self.score):
+            self.score = score
+
+    def text(self) -> str:
+        return "-" if self.score is None else f"{self.score:.6g}"
+
+
+def duration_text(seconds: float | None) -> str:
+    """`m:ss`, `h:mm:ss`, or `?` when unknown."""
     if seconds is None:
         return "?"
     seconds = int(seconds)
@@ -81,61 +124,100 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _score(best: tuple[Mapping[str, Any], float] | None) -> str:
-    return "-" if best is None else f"{best[1]:.6g}"
+class _Tracker:
+    """What both displays keep: the round, its tally, the clock and the best score."""
+
+    def __init__(self, maximize: bool) -> None:
+        self.tally = RoundTally()
+        self.clock = StudyClock(0)
+        self.best = BestScore(maximize)
+        self.name = ""
+        self.round = 0
+        self.rounds = 0
+
+    def study_started(self, name: str, rounds: int, total_trials: int) -> None:
+        self.name, self.rounds = name, rounds
+        self.clock = StudyClock(total_trials)
+
+    def round_started(self, number: int, trials: list[Trial]) -> None:
+        self.round = number
+        self.tally = RoundTally()
+        for trial in trials:
+            self.tally.update(trial)
+            if trial.status is TrialStatus.COMPLETE:
+                self.best.offer(trial.score)
+        # Trial numbers run on across rounds, so the first number is what earlier rounds ran.
+        earlier = min((t.number for t in trials), default=0)
+        self.clock.baseline(earlier + self.tally.finished)
+
+    def trial_changed(self, trial: Trial) -> bool:
+        """Record a trial's new state; True when it just finished."""
+        before = self.tally.states.get(trial.number)
+        self.tally.update(trial)
+        if not trial.status.is_finished() or before == trial.status:
+            return False
+        self.clock.finished += 1
+        if trial.status is TrialStatus.COMPLETE:
+            self.best.offer(trial.score)
+        return True
+
+    def round_detail(self) -> str:
+        return (
+            f"{self.tally.count(TrialStatus.RUNNING)} running, "
+            f"{self.tally.count(TrialStatus.FAILED)} failed"
+        )
+
+    def times(self) -> str:
+        return (
+            f"elapsed {duration_text(self.clock.elapsed())}, "
+            f"left ~{duration_text(self.clock.remaining())}"
+        )
 
 
 class LogProgress:
-    """One plain line per event, for logs and pipes."""
+    """One plain, timestamped line per event, for logs and pipes."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, maximize: bool = False) -> None:
         self._stream = stream or sys.stdout
-        self._tally = RoundTally()
-        self._clock = _Clock(0)
-        self._round = 0
-        self._rounds = 0
-        self._best: tuple[Mapping[str, Any], float] | None = None
-        self._maximize = True
+        self._track = _Tracker(maximize)
 
     def _say(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         print(f"{stamp} {text}", file=self._stream, flush=True)
 
     def study_started(self, name: str, rounds: int, total_trials: int, resumed: bool) -> None:
-        self._rounds = rounds
-        self._clock = _Clock(total_trials)
+        self._track.study_started(name, rounds, total_trials)
         verb = "resuming" if resumed else "starting"
         self._say(f"{verb} study {name!r}: {rounds} rounds, {total_trials} trials")
 
     def round_started(self, number: int, trials: list[Trial]) -> None:
-        self._round = number
-        self._tally = RoundTally()
-        for trial in trials:
-            self._tally.update(trial)
-        self._say(f"round {number}/{self._rounds}: {len(trials)} trials")
+        track = self._track
+        track.round_started(number, trials)
+        already = f", {track.tally.finished} already finished" if track.tally.finished else ""
+        self._say(f"round {number}/{track.rounds}: {len(trials)} trials{already}")
 
     def trial_changed(self, trial: Trial) -> None:
-        before = self._tally.states.get(trial.number)
-        self._tally.update(trial)
-        if trial.status.is_finished() and before != trial.status:
-            self._clock.done += 1
-            outcome = (
-                f"score {trial.score:.6g}"
-                if trial.status is TrialStatus.COMPLETE
-                else f"{trial.status.value}: {trial.error}"
-            )
-            self._say(
-                f"round {self._round}: trial {trial.number} {outcome} "
-                f"[{self._tally.finished}/{self._tally.total} done, "
-                f"{self._tally.count(TrialStatus.RUNNING)} running, "
-                f"{self._tally.count(TrialStatus.FAILED)} failed; "
-                f"elapsed {_duration(self._clock.elapsed())}, "
-                f"left ~{_duration(self._clock.remaining())}]"
-            )
+        track = self._track
+        if not track.trial_changed(trial):
+            return
+        outcome = (
+            f"score {trial.score:.6g}"
+            if trial.status is TrialStatus.COMPLETE
+            else f"{trial.status.value}: {trial.error}"
+        )
+        self._say(
+            f"round {track.round}/{track.rounds}: trial {trial.number} {outcome} "
+            f"[{track.tally.finished}/{track.tally.total} done, {track.round_detail()}; "
+            f"best {track.best.text()}; {track.times()}]"
+        )
 
     def round_finished(self, number: int, best: tuple[Mapping[str, Any], float] | None) -> None:
-        self._best = best
-        self._say(f"round {number}/{self._rounds} done; best score so far {_score(best)}")
+        track = self._track
+        track.best.offer(None if best is None else best[1])
+        self._say(
+            f"round {number}/{track.rounds} done; best score so far {track.best.text()} "
+            f"({track.times()})"
+        )
 
     def note(self, text: str) -> None:
         self._say(text)
@@ -144,11 +226,30 @@ class LogProgress:
         return None
 
 
+class _Screen:
+    """The live display; rich renders it again on every refresh, so the clock ticks."""
+
+    def __init__(self, track: _Tracker, bars: Progress) -> None:
+        self._track, self._bars = track, bars
+
+    def __rich__(self) -> RenderableType:
+        track = self._track
+        direction = "maximize" if track.best.maximize else "minimize"
+        line = Table.grid(padding=(0, 3))
+        line.add_row(
+            f"best so far [bold green]{track.best.text()}[/] ({direction})",
+            f"elapsed {duration_text(track.clock.elapsed())}",
+            f"left ~{duration_text(track.clock.remaining())}",
+        )
+        return Group(self._bars, line)
+
+
 class LiveProgress:
     """A live rich display on a terminal."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, *, maximize: bool = False) -> None:
         self._console = console or Console()
+        self._track = _Tracker(maximize)
         self._bars = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -158,42 +259,29 @@ class LiveProgress:
         )
         self._study_task = self._bars.add_task("study", total=1, detail="")
         self._round_task = self._bars.add_task("round", total=1, detail="")
-        self._tally = RoundTally()
-        self._clock = _Clock(0)
-        self._round = 0
-        self._rounds = 0
-        self._best: tuple[Mapping[str, Any], float] | None = None
-        self._notes: list[str] = []
-        self._started = False
-        self._live = Live(self._render(), console=self._console, refresh_per_second=4)
-
-    def _render(self) -> Group:
-        table = Table.grid(padding=(0, 2))
-        table.add_row(
-            f"best so far: [bold green]{_score(self._best)}[/]",
-            f"elapsed {_duration(self._clock.elapsed())}",
-            f"left ~{_duration(self._clock.remaining())}",
+        self._live = Live(
+            _Screen(self._track, self._bars),
+            console=self._console,
+            refresh_per_second=2,
+            transient=False,
         )
-        return Group(self._bars, table, *self._notes[-3:])
+        self._started = False
 
     def _refresh(self) -> None:
-        tally = self._tally
+        track = self._track
         self._bars.update(
             self._round_task,
-            description=f"round {self._round}/{self._rounds}",
-            total=max(1, tally.total),
-            completed=tally.finished,
-            detail=(
-                f"{tally.count(TrialStatus.RUNNING)} running, "
-                f"{tally.count(TrialStatus.FAILED)} failed"
-            ),
+            description=f"round {track.round}/{track.rounds}",
+            total=max(1, track.tally.total),
+            completed=track.tally.finished,
+            detail=track.round_detail(),
         )
-        self._bars.update(self._study_task, completed=self._clock.done)
-        self._live.update(self._render())
+        self._bars.update(self._study_task, completed=track.clock.finished)
+        if self._started:
+            self._live.refresh()
 
     def study_started(self, name: str, rounds: int, total_trials: int, resumed: bool) -> None:
-        self._rounds = rounds
-        self._clock = _Clock(total_trials)
+        self._track.study_started(name, rounds, total_trials)
         self._bars.update(self._study_task, description=f"study {name}", total=total_trials)
         if not self._started:
             self._live.start()
@@ -203,26 +291,20 @@ class LiveProgress:
         self._refresh()
 
     def round_started(self, number: int, trials: list[Trial]) -> None:
-        self._round = number
-        self._tally = RoundTally()
-        for trial in trials:
-            self._tally.update(trial)
+        self._track.round_started(number, trials)
         self._refresh()
 
     def trial_changed(self, trial: Trial) -> None:
-        before = self._tally.states.get(trial.number)
-        self._tally.update(trial)
-        if trial.status.is_finished() and before != trial.status:
-            self._clock.done += 1
+        self._track.trial_changed(trial)
         self._refresh()
 
     def round_finished(self, number: int, best: tuple[Mapping[str, Any], float] | None) -> None:
-        self._best = best
+        self._track.best.offer(None if best is None else best[1])
         self._refresh()
 
     def note(self, text: str) -> None:
-        self._notes.append(text)
-        self._refresh()
+        # Printed above the live display, so notes stay in the scrollback.
+        self._console.print(text, highlight=False, markup=False)
 
     def close(self) -> None:
         if self._started:
@@ -231,9 +313,9 @@ class LiveProgress:
             self._started = False
 
 
-def make_progress(stream: TextIO | None = None) -> StudyProgress:
+def make_progress(stream: TextIO | None = None, *, maximize: bool = False) -> StudyProgress:
     """A live display on a terminal, plain log lines otherwise."""
     stream = stream or sys.stdout
     if stream.isatty():
-        return LiveProgress(Console(file=stream))
-    return LogProgress(stream)
+        return LiveProgress(Console(file=stream), maximize=maximize)
+    return LogProgress(stream, maximize=maximize)

@@ -8,6 +8,7 @@ for each round r:
         re-send trials that were handed back or whose lease expired (the reaper)
         re-send QUEUED trials whose message was lost (Redis restarted, publish failed)
         renew the study lock (stop at once if another coordinator took it)
+        stop at once if the study was cancelled (`coordinator cancel`)
     tell the search every score of round r, in trial order (not finish order)
 ```
 
@@ -29,7 +30,7 @@ import redis
 from celery import Celery
 
 from common.celery_app import PUBLISH_RETRY_POLICY
-from common.errors import BrokerError, StoreError, ZoomtuneError
+from common.errors import BrokerError, StoreError, StudyCancelled, ZoomtuneError
 from common.settings import QUEUES, TASK_NAME
 from common.store import CoordinatorLock, RoundRecord, StudyStore
 from common.study import StudySpec
@@ -93,7 +94,7 @@ class LoopSettings:
 
 @dataclass(frozen=True)
 class StudyOutcome:
-    state: str  # "complete" or "failed"
+    state: str  # "complete", "failed" or "cancelled"
     message: str
     best: tuple[Mapping[str, Any], float] | None
 
@@ -122,16 +123,38 @@ class RoundLoop:
         self._outage_since: float | None = None
         self._last_start = time.monotonic()
         self._last_idle_note = time.monotonic()
+        self._search: CoarseToFine | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> StudyOutcome:
         lock = self.store.acquire(self.settings.lock_ttl)
         try:
+            return self._run(lock)
+        except StudyCancelled as exc:
+            # The store already says "cancelled" and refuses every further write.
+            best = self._search.best if self._search is not None else None
+            return StudyOutcome("cancelled", str(exc), best)
+        finally:
+            try:
+                self.store.release(lock)
+            except ZoomtuneError as exc:
+                log.warning("could not release the study lock: %s", exc)
+
+    def _run(self, lock: CoordinatorLock) -> StudyOutcome:
+        try:
             epoch = self.store.create(lock, self.spec.to_dict(), self.spec.resources.max_attempts)
+            meta = self.store.meta()
+            if meta.get("state") == "cancelled":
+                raise StudyCancelled(
+                    f"study {self.spec.name!r} was cancelled ({meta.get('message') or 'no reason'})"
+                    f" and does not run again; remove it with `coordinator delete "
+                    f"{self.spec.name}` or give the study a new name"
+                )
             self._last_event = self.store.last_event_id()
             self._run_id = self._redis_run_id()
             search, current = self._resume()
+            self._search = search
             self.progress.study_started(
                 self.spec.name,
                 self.spec.search.rounds,
@@ -158,11 +181,6 @@ class RoundLoop:
         except RoundFailed as exc:
             self.store.set_state("failed", str(exc), lock=lock)
             return StudyOutcome("failed", str(exc), None)
-        finally:
-            try:
-                self.store.release(lock)
-            except ZoomtuneError as exc:
-                log.warning("could not release the study lock: %s", exc)
 
     def _resume(self) -> tuple[CoarseToFine, RoundRecord | None]:
         """Replay every finished round into a fresh search; return the round still in flight."""
@@ -213,6 +231,9 @@ class RoundLoop:
             changed: set[int] = set()
             for event in events:
                 self._last_event = event.id
+                if event.type == "study" and event.fields.get("state") == "cancelled":
+                    reason = self.store.meta().get("message") or "no reason given"
+                    raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
                 if event.trial is None or event.trial not in latest:
                     continue
                 changed.add(event.trial)

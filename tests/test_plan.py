@@ -1,0 +1,100 @@
+"""`coordinator plan STUDY_FILE`: a dry run that validates the file and shows the rounds, the
+budget, the first round's trials and the projected time, and writes nothing anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from common.store import connect
+from common.study import StudySpec
+from coordinator.cli import main
+from coordinator.embedded import RedisServer
+from coordinator.plan import StudyPlan
+from coordinator.search import CoarseToFine
+from tests.harness import study_toml
+
+pytestmark = pytest.mark.redis
+
+
+def plan(tmp_path: Path, toml: str, *args: str) -> tuple[int, str]:
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(toml)
+    result = CliRunner().invoke(
+        main, ["plan", str(study_file), *args], env={"COLUMNS": "160"}, catch_exceptions=False
+    )
+    return result.exit_code, result.output
+
+
+def test_plan_shows_rounds_budget_first_round_and_projected_time(tmp_path: Path) -> None:
+    toml = study_toml(
+        rounds=3, trials_per_round=8, options="{ duration = 30 }", extra="explore = 0.25"
+    )
+    code, out = plan(tmp_path, toml, "--workers", "3")
+
+    assert code == 0, out
+    assert "total budget: 24 trials in 3 rounds" in out
+    lines = [line.split() for line in out.splitlines()]
+    # round, trials, in the narrowed box, over the whole space
+    assert ["│", "1", "│", "8", "│", "0", "│", "8", "│"] in lines
+    assert ["│", "2", "│", "8", "│", "6", "│", "2", "│"] in lines
+    # The first round's trials are exactly the ones `start` will send (seeded)
+    first = CoarseToFine(StudySpec.from_toml(toml)).ask()
+    for params in first:
+        assert f"{params['x']:.4g}" in out
+    # 24 trials x 30 s of worker time; 3 workers run each round of 8 in 3 waves
+    assert "24 trials x 30s = 12:00" in out
+    assert "on 3 worker processes at least 4:30" in out
+
+
+def test_plan_without_a_duration_says_the_time_is_unknown(tmp_path: Path) -> None:
+    code, out = plan(tmp_path, study_toml())
+    assert code == 0
+    assert "projected time: unknown (the objective has no `duration` option)" in out
+
+
+def test_a_bad_study_file_is_refused_naming_the_field(tmp_path: Path) -> None:
+    toml = study_toml(space='x = { type = "float", low = 2.0, high = 1.0 }')
+    code, out = plan(tmp_path, toml)
+    assert code == 2
+    assert "[space.x] low <= high must hold, got (low=2.0, high=1.0)" in out
+
+
+def test_a_missing_objective_file_is_refused(tmp_path: Path) -> None:
+    toml = study_toml().replace('name = "sleepy"', 'name = "sleepy"\nentrypoint = "nope.py:f"')
+    code, out = plan(tmp_path, toml)
+    assert code == 2
+    assert "entrypoint: no file" in out
+
+
+def test_plan_writes_nothing_to_the_broker(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a broker that other studies may use, set in the environment
+    monkeypatch.setenv("ZOOMTUNE_BROKER_URL", redis_server.url)
+    client = connect(redis_server.url)
+    client.set("someone-else", "1")
+    before = client.dbsize()
+
+    # When a study is planned
+    code, out = plan(tmp_path, study_toml(rounds=2, trials_per_round=4))
+
+    # Then nothing was written and nothing was queued
+    assert code == 0, out
+    assert client.dbsize() == before
+    assert client.keys("zoomtune:*") == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_projected_wall_time_counts_rounds_as_waves() -> None:
+    spec = StudySpec.from_toml(
+        study_toml(rounds=2, trials_per_round=5, options="{ duration = 2.0 }")
+    )
+    study_plan = StudyPlan.from_spec(spec)
+    assert study_plan.worker_seconds() == 20.0
+    assert study_plan.wall_seconds(workers=2) == 12.0  # 3 waves per round
+    assert study_plan.wall_seconds(workers=100) == 4.0
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        study_plan.wall_seconds(0)
