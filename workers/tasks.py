@@ -30,6 +30,11 @@ from workers.execute import WorkerRuntime, execute
 
 log = logging.getLogger("zoomtune.worker")
 
+POOL_WATCH_INTERVAL = 1.0
+"""Seconds between the main process's checks for dead pool processes. Celery notices a dead
+pool process through its exit pipe, which does not always fire, and otherwise only on a 5 s
+timer; checking every second hands a killed trial back within about a second."""
+
 
 def lost_reason(exc: BaseException) -> str:
     """'worker lost (signal 9)' from billiard's 'Worker exited prematurely: signal 9 (SIGKILL)'."""
@@ -125,5 +130,12 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> Task:
                 )
             )
 
+    def watch_pool(sender: Any = None, **_: Any) -> None:
+        hub = getattr(sender, "hub", None)
+        maintain_pool = getattr(getattr(sender, "pool", None), "maintain_pool", None)
+        if hub is not None and callable(maintain_pool):
+            hub.call_repeatedly(POOL_WATCH_INTERVAL, maintain_pool)
+
     signals.worker_shutting_down.connect(hand_back_on_cold_shutdown, weak=False)
+    signals.worker_ready.connect(watch_pool, weak=False)
     return run_trial
