@@ -14,7 +14,7 @@ import pytest
 
 from common.trial import TrialStatus
 from tests.faults.conftest import FAST_RESOURCES, LEASE, TICK, FaultRig
-from tests.faults.invariants import check_invariants
+from tests.faults.invariants import check_invariants, process_alive
 from tests.harness import study_toml, wait_until
 from tests.objectives import deterministic_score
 
@@ -47,10 +47,14 @@ def test_a_killed_workers_trial_runs_again_as_attempt_2_on_the_other_worker(
     # When the main process of the worker running it is SIGKILLed
     victim = rig.owner(rig.running(store, 0))
     survivor = next(w for w in rig.workers if w is not victim)
+    orphan = rig.child_pid(store, 0)
     killed_at = rig.redis_time()
     victim.signal(signal.SIGKILL)
 
-    # Then the reaper finds the lease expired within lease + tick (+ slack for a loaded machine)
+    # Then its orphaned pool process notices and exits by itself (nobody would ack its work)
+    wait_until(lambda: not process_alive(orphan), 10, what=f"orphan {orphan} to exit")
+
+    # And the reaper finds the lease expired within lease + tick (+ slack for a loaded machine)
     outcome = coordinator.wait(60)
     assert outcome.state == "complete"
     detected = requeue_time(rig, 0) - killed_at
