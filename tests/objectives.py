@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -43,3 +44,30 @@ def kills_itself(params: Mapping[str, Any], trial: Any) -> float:
     """Dies like a process hit by the OOM killer."""
     os.kill(os.getpid(), 9)
     return 0.0
+
+
+def hangs(params: Mapping[str, Any], trial: Any) -> float:
+    """Hangs forever on the trials listed in `options.hang`, else returns the score at once.
+
+    With `options.ignore_soft_limit`, it also swallows Celery's soft time limit exception, as a
+    deadlocked C extension would, so that only the hard time limit can stop it.
+    """
+    if trial.number not in trial.options.get("hang", []):
+        return deterministic_score(params)
+    while True:
+        try:
+            time.sleep(1)
+        except BaseException:
+            if not trial.options.get("ignore_soft_limit", False):
+                raise
+
+
+def stops_heartbeat(params: Mapping[str, Any], trial: Any) -> float:
+    """On its first attempt, stops the heartbeat thread of its own attempt (as if it died) and
+    keeps running for `options.duration` seconds; later attempts just return the score."""
+    if trial.attempt == 1:
+        for thread in threading.enumerate():
+            if thread.name == "zoomtune-heartbeat":
+                thread._target.__self__._stop.set()  # type: ignore[attr-defined]
+        time.sleep(float(trial.options.get("duration", 6)))
+    return deterministic_score(params)

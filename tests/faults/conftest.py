@@ -162,6 +162,9 @@ class FaultRig:
             raise AssertionError(f"trial {number} records no pid")
         return int(str(pid))
 
+    def wait_for_log(self, worker: WorkerProcess, text: str, timeout: float = 30) -> None:
+        wait_until(lambda: text in worker.log(), timeout, 0.1, what=f"{text!r} in the log")
+
     def redis_time(self) -> float:
         seconds, micros = self.client.time()
         return float(seconds) + float(micros) / 1e6
