@@ -71,3 +71,44 @@ def stops_heartbeat(params: Mapping[str, Any], trial: Any) -> float:
                 thread._target.__self__._stop.set()  # type: ignore[attr-defined]
         time.sleep(float(trial.options.get("duration", 6)))
     return deterministic_score(params)
+
+
+BAD_OUTPUTS = (
+    "raises",
+    "nan",
+    "inf",
+    "-inf",
+    "string",
+    "no_score_key",
+    "wrong_type",
+    "huge_return",
+    "huge_error",
+    "good",
+)
+"""What `bad_output` does, by trial number (trial n does BAD_OUTPUTS[n % len]), unless
+`options.kinds` lists other kinds."""
+
+HUGE = 10 * 1024 * 1024
+"""10 MB: far beyond what a result may bring into Redis."""
+
+
+def bad_output(params: Mapping[str, Any], trial: Any) -> object:
+    """Returns (or raises) a different kind of bad output for each trial number."""
+    kinds = trial.options.get("kinds", BAD_OUTPUTS)
+    kind = kinds[trial.number % len(kinds)]
+    outputs: dict[str, object] = {
+        "nan": math.nan,
+        "inf": math.inf,
+        "-inf": -math.inf,
+        "string": "0.5",
+        "no_score_key": {"loss": 0.5},
+        "wrong_type": [0.5],
+        "good": deterministic_score(params),
+    }
+    if kind == "raises":
+        raise RuntimeError("boom: the model diverged")
+    if kind == "huge_return":
+        return "1" * HUGE
+    if kind == "huge_error":
+        raise ValueError("x" * HUGE)
+    return outputs[kind]
