@@ -165,6 +165,14 @@ class FaultRig:
     def wait_for_log(self, worker: WorkerProcess, text: str, timeout: float = 30) -> None:
         wait_until(lambda: text in worker.log(), timeout, 0.1, what=f"{text!r} in the log")
 
+    def requeued_at(self, study: StudyStore, number: int) -> float:
+        """Redis time (s) when trial `number` first went back to the queue (from the event's
+        stream id, which is Redis's clock in ms)."""
+        for entry_id, fields in study.client.xrange(study.keys.events):
+            if fields.get("type") == "requeued" and fields.get("trial") == str(number):
+                return int(str(entry_id).split("-")[0]) / 1000
+        raise AssertionError(f"trial {number} was never requeued")
+
     def redis_time(self) -> float:
         seconds, micros = self.client.time()
         return float(seconds) + float(micros) / 1e6

@@ -24,15 +24,6 @@ VISIBILITY = 10.0
 """Short enough to see Celery redeliver the dead worker's message within the test."""
 
 
-def requeue_time(rig: FaultRig, trial: int) -> float:
-    """Redis time (s) of the event that sent `trial` back to the queue (stream ids are ms)."""
-    store = rig.store()
-    for entry_id, fields in store.client.xrange(store.keys.events):
-        if fields.get("type") == "requeued" and fields.get("trial") == str(trial):
-            return int(str(entry_id).split("-")[0]) / 1000
-    raise AssertionError(f"trial {trial} was never requeued")
-
-
 def test_a_killed_workers_trial_runs_again_as_attempt_2_on_the_other_worker(
     rig: FaultRig,
 ) -> None:
@@ -57,7 +48,7 @@ def test_a_killed_workers_trial_runs_again_as_attempt_2_on_the_other_worker(
     # And the reaper finds the lease expired within lease + tick (+ slack for a loaded machine)
     outcome = coordinator.wait(60)
     assert outcome.state == "complete"
-    detected = requeue_time(rig, 0) - killed_at
+    detected = rig.requeued_at(store, 0) - killed_at
     assert detected < LEASE + TICK + 2.0, f"detected after {detected:.2f}s"
 
     # And the trial ran again, once, as attempt 2 on the other worker, with the right score
