@@ -13,8 +13,8 @@ import signal
 import pytest
 
 from common.trial import TrialStatus
-from tests.faults.conftest import FAST_RESOURCES, LEASE, TICK, FaultRig
 from tests.faults.invariants import check_invariants, process_alive
+from tests.faults.worker_rig import FAST_RESOURCES, LEASE, TICK, WorkerRig
 from tests.harness import study_toml, wait_until
 from tests.objectives import deterministic_score
 
@@ -25,21 +25,21 @@ VISIBILITY = 10.0
 
 
 def test_a_killed_workers_trial_runs_again_as_attempt_2_on_the_other_worker(
-    rig: FaultRig,
+    worker_rig: WorkerRig,
 ) -> None:
     # Given two workers and a study of one 6 s trial
-    rig.start_workers(2, ["sleepy"], visibility_timeout=VISIBILITY)
+    worker_rig.start_workers(2, ["sleepy"], visibility_timeout=VISIBILITY)
     toml = study_toml(
         rounds=1, trials_per_round=1, options="{ duration = 6 }", resources=FAST_RESOURCES
     )
-    coordinator = rig.run_study(toml, visibility_timeout=VISIBILITY)
-    store = rig.store()
+    coordinator = worker_rig.run_study(toml, visibility_timeout=VISIBILITY)
+    store = worker_rig.store()
 
     # When the main process of the worker running it is SIGKILLed
-    victim = rig.owner(rig.running(store, 0))
-    survivor = next(w for w in rig.workers if w is not victim)
-    orphan = rig.child_pid(store, 0)
-    killed_at = rig.redis_time()
+    victim = worker_rig.owner(worker_rig.running(store, 0))
+    survivor = next(w for w in worker_rig.workers if w is not victim)
+    orphan = worker_rig.child_pid(store, 0)
+    killed_at = worker_rig.redis_time()
     victim.signal(signal.SIGKILL)
 
     # Then its orphaned pool process notices and exits by itself (nobody would ack its work)
@@ -48,14 +48,14 @@ def test_a_killed_workers_trial_runs_again_as_attempt_2_on_the_other_worker(
     # And the reaper finds the lease expired within lease + tick (+ slack for a loaded machine)
     outcome = coordinator.wait(60)
     assert outcome.state == "complete"
-    detected = rig.requeued_at(store, 0) - killed_at
+    detected = worker_rig.requeued_at(store, 0) - killed_at
     assert detected < LEASE + TICK + 2.0, f"detected after {detected:.2f}s"
 
     # And the trial ran again, once, as attempt 2 on the other worker, with the right score
     trial = store.trial(0)
     assert trial.status is TrialStatus.COMPLETE
     assert trial.attempt == 2
-    assert rig.owner(trial) is survivor
+    assert worker_rig.owner(trial) is survivor
     assert trial.score == pytest.approx(deterministic_score(trial.params))
     assert trial.last_error == "lease expired (worker lost)"
     assert store.counters()["leases_expired"] == 1
@@ -74,5 +74,5 @@ def test_a_killed_workers_trial_runs_again_as_attempt_2_on_the_other_worker(
     )
     assert store.trial(0) == trial
 
-    rig.stop()
-    check_invariants(store, expected_trials=1, max_attempts=3, processes=list(rig.workers))
+    worker_rig.stop()
+    check_invariants(store, expected_trials=1, max_attempts=3, processes=list(worker_rig.workers))

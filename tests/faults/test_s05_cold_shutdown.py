@@ -12,8 +12,8 @@ import signal
 import pytest
 
 from common.trial import TrialStatus
-from tests.faults.conftest import FAST_RESOURCES, LEASE, FaultRig
 from tests.faults.invariants import check_invariants, process_alive
+from tests.faults.worker_rig import FAST_RESOURCES, LEASE, WorkerRig
 from tests.harness import study_toml
 from tests.objectives import deterministic_score
 
@@ -28,29 +28,29 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
     ],
 )
 def test_a_cold_shutdown_hands_the_running_trial_back_at_once(
-    rig: FaultRig, sig: signal.Signals, env: dict[str, str]
+    worker_rig: WorkerRig, sig: signal.Signals, env: dict[str, str]
 ) -> None:
     # Given two workers and a study of one 6 s trial
-    rig.start_workers(2, ["sleepy"], env=env)
+    worker_rig.start_workers(2, ["sleepy"], env=env)
     toml = study_toml(
         rounds=1, trials_per_round=1, options="{ duration = 6 }", resources=FAST_RESOURCES
     )
-    coordinator = rig.run_study(toml)
-    store = rig.store()
+    coordinator = worker_rig.run_study(toml)
+    store = worker_rig.store()
 
     # When the worker running it is shut down cold
-    stopping = rig.owner(rig.running(store, 0))
-    other = next(w for w in rig.workers if w is not stopping)
-    child = rig.child_pid(store, 0)
-    stopped_at = rig.redis_time()
+    stopping = worker_rig.owner(worker_rig.running(store, 0))
+    other = next(w for w in worker_rig.workers if w is not stopping)
+    child = worker_rig.child_pid(store, 0)
+    stopped_at = worker_rig.redis_time()
     stopping.signal(sig)
 
     # Then the trial is handed back at once (not after the lease) and restarts on the other
     # worker as attempt 2
-    retried = rig.running(store, 0, attempt=2)
+    retried = worker_rig.running(store, 0, attempt=2)
     assert (retried.queued_at or 0) - stopped_at < LEASE
     assert retried.last_error == "worker shut down (cold)"
-    assert rig.owner(retried) is other
+    assert worker_rig.owner(retried) is other
     assert stopping.process is not None
     stopping.process.wait(30)
     assert not process_alive(child)
@@ -64,5 +64,5 @@ def test_a_cold_shutdown_hands_the_running_trial_back_at_once(
     assert store.counters()["workers_lost"] == 1
     assert store.counters()["leases_expired"] == 0
 
-    rig.stop()
-    check_invariants(store, expected_trials=1, max_attempts=3, processes=list(rig.workers))
+    worker_rig.stop()
+    check_invariants(store, expected_trials=1, max_attempts=3, processes=list(worker_rig.workers))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from common.trial import MAX_ERROR_CHARS, TrialStatus
-from tests.faults.conftest import FAST_RESOURCES, FaultRig
 from tests.faults.invariants import check_invariants
+from tests.faults.worker_rig import FAST_RESOURCES, WorkerRig
 from tests.harness import CoordinatorProcess, study_toml
 from tests.objectives import BAD_OUTPUTS, deterministic_score
 
@@ -38,24 +38,26 @@ MEMORY_BOUND = 2 * 1024 * 1024
 """Redis may grow by at most 2 MB over a study that returned two 10 MB payloads."""
 
 
-def used_memory(rig: FaultRig) -> int:
-    return int(rig.client.info("memory")["used_memory"])
+def used_memory(worker_rig: WorkerRig) -> int:
+    return int(worker_rig.client.info("memory")["used_memory"])
 
 
-def test_bad_outputs_fail_their_trials_with_the_reason_and_never_rank(rig: FaultRig) -> None:
+def test_bad_outputs_fail_their_trials_with_the_reason_and_never_rank(
+    worker_rig: WorkerRig,
+) -> None:
     # Given two workers and a study of 2 rounds x 10 trials: in each round one trial of every
     # kind of bad output, and one good trial
-    rig.start_workers(2, ["bad_output"])
+    worker_rig.start_workers(2, ["bad_output"])
     toml = study_toml(
         objective="bad_output", rounds=2, trials_per_round=10, resources=FAST_RESOURCES
     )
-    memory_before = used_memory(rig)
+    memory_before = used_memory(worker_rig)
 
     # When the study runs
-    outcome = rig.run_study(toml).wait(60)
+    outcome = worker_rig.run_study(toml).wait(60)
 
     # Then every bad trial is FAILED after one attempt, with a reason naming what came back
-    store = rig.store()
+    store = worker_rig.store()
     trials = store.trials()
     for trial in trials:
         kind = BAD_OUTPUTS[trial.number % len(BAD_OUTPUTS)]
@@ -81,18 +83,18 @@ def test_bad_outputs_fail_their_trials_with_the_reason_and_never_rank(rig: Fault
         assert second_box[name]["low"] <= value <= second_box[name]["high"], name
 
     # And the 10 MB payloads never reached Redis; the workers are still up
-    assert used_memory(rig) - memory_before < MEMORY_BOUND
-    assert all(worker.alive() for worker in rig.workers)
+    assert used_memory(worker_rig) - memory_before < MEMORY_BOUND
+    assert all(worker.alive() for worker in worker_rig.workers)
 
-    rig.stop()
-    check_invariants(store, expected_trials=20, max_attempts=3, processes=list(rig.workers))
+    worker_rig.stop()
+    check_invariants(store, expected_trials=20, max_attempts=3, processes=list(worker_rig.workers))
 
 
 def test_a_round_without_a_completed_trial_stops_the_study_with_a_clear_exit(
-    rig: FaultRig, tmp_path: Path
+    worker_rig: WorkerRig, tmp_path: Path
 ) -> None:
     # Given two workers and a study whose every trial returns a bad output
-    rig.start_workers(2, ["bad_output"])
+    worker_rig.start_workers(2, ["bad_output"])
     study_file = tmp_path / "study.toml"
     bad_kinds = [kind for kind in BAD_OUTPUTS if kind != "good"]
     kinds = ", ".join(f'"{kind}"' for kind in bad_kinds)
@@ -108,21 +110,21 @@ def test_a_round_without_a_completed_trial_stops_the_study_with_a_clear_exit(
 
     # When `coordinator start` runs it
     coordinator = CoordinatorProcess(
-        study_file, tmp_path / "run", rig.redis.url, tmp_path / "coordinator.log"
+        study_file, tmp_path / "run", worker_rig.redis.url, tmp_path / "coordinator.log"
     ).start()
 
     # Then it stops after round 1 with the reason and exit code 1, and records the study failed
     assert coordinator.wait(60) == 1
     assert "round 1: 0 completed trials" in coordinator.log()
-    store = rig.store()
+    store = worker_rig.store()
     assert store.meta()["state"] == "failed"
     assert store.meta()["rounds"] == "1"
     assert all(t.status is TrialStatus.FAILED for t in store.trials())
 
-    rig.stop()
+    worker_rig.stop()
     check_invariants(
         store,
         expected_trials=len(bad_kinds),
         max_attempts=3,
-        processes=[*rig.workers, coordinator],
+        processes=[*worker_rig.workers, coordinator],
     )

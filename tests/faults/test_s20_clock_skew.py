@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from common.trial import TrialStatus
-from tests.faults.conftest import FAST_RESOURCES, LEASE, TICK, FaultRig
 from tests.faults.invariants import check_invariants
+from tests.faults.worker_rig import FAST_RESOURCES, LEASE, TICK, WorkerRig
 from tests.harness import study_toml
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -57,13 +57,13 @@ def log_clock_offset(log: str) -> float:
 
 
 def test_skewed_worker_clocks_cause_no_false_reaping_and_a_lost_worker_is_recovered(
-    rig: FaultRig, tmp_path: Path
+    worker_rig: WorkerRig, tmp_path: Path
 ) -> None:
     # Given one worker whose clock is an hour ahead and one whose clock is an hour behind
-    ahead = rig.start_workers(
+    ahead = worker_rig.start_workers(
         1, ["sleepy"], visibility_timeout=DEFAULT_VISIBILITY, env=skewed_env(tmp_path, HOUR)
     )[0]
-    behind = rig.start_workers(
+    behind = worker_rig.start_workers(
         1, ["sleepy"], visibility_timeout=DEFAULT_VISIBILITY, env=skewed_env(tmp_path, -HOUR)
     )[0]
     assert log_clock_offset(ahead.log()) == pytest.approx(HOUR, abs=120)
@@ -73,16 +73,16 @@ def test_skewed_worker_clocks_cause_no_false_reaping_and_a_lost_worker_is_recove
     toml = study_toml(
         rounds=1, trials_per_round=3, options="{ duration = 4 }", resources=FAST_RESOURCES
     )
-    coordinator = rig.run_study(toml, visibility_timeout=DEFAULT_VISIBILITY)
-    store = rig.store()
+    coordinator = worker_rig.run_study(toml, visibility_timeout=DEFAULT_VISIBILITY)
+    store = worker_rig.store()
 
     # When the first two trials run on both workers, and the worker that takes the third is
     # SIGKILLed
-    rig.running(store, 0)
-    rig.running(store, 1)
-    victim = rig.owner(rig.running(store, 2))
+    worker_rig.running(store, 0)
+    worker_rig.running(store, 1)
+    victim = worker_rig.owner(worker_rig.running(store, 2))
     survivor = ahead if victim is behind else behind
-    killed_at = rig.redis_time()
+    killed_at = worker_rig.redis_time()
     victim.signal(signal.SIGKILL)
 
     # Then the healthy trials were never reaped (one attempt each), and the lost one was found
@@ -91,10 +91,10 @@ def test_skewed_worker_clocks_cause_no_false_reaping_and_a_lost_worker_is_recove
     trials = store.trials()
     assert [t.status for t in trials] == [TrialStatus.COMPLETE] * 3
     assert [t.attempt for t in trials] == [1, 1, 2]
-    assert rig.owner(trials[2]) is survivor
+    assert worker_rig.owner(trials[2]) is survivor
     assert store.counters()["leases_expired"] == 1
-    detected = rig.requeued_at(store, 2) - killed_at
+    detected = worker_rig.requeued_at(store, 2) - killed_at
     assert detected < LEASE + TICK + 2.0, f"detected after {detected:.2f}s"
 
-    rig.stop()
-    check_invariants(store, expected_trials=3, max_attempts=3, processes=list(rig.workers))
+    worker_rig.stop()
+    check_invariants(store, expected_trials=3, max_attempts=3, processes=list(worker_rig.workers))
