@@ -49,6 +49,7 @@ def test_a_cold_shutdown_hands_the_running_trial_back_at_once(
     # worker as attempt 2
     retried = worker_rig.running(store, 0, attempt=2)
     assert (retried.queued_at or 0) - stopped_at < LEASE
+    assert (retried.started_at or 0) - stopped_at < 5.0
     assert retried.last_error == "worker shut down (cold)"
     assert worker_rig.owner(retried) is other
     assert stopping.process is not None
