@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,3 +61,71 @@ def records_device(params: Mapping[str, Any], trial: Any) -> float:
     (out / f"{trial.number}-{trial.attempt}.json").write_text(json.dumps(seen))
     time.sleep(float(trial.options.get("duration", 0.3)))
     return deterministic_score(params)
+
+
+def hangs(params: Mapping[str, Any], trial: Any) -> float:
+    """Hangs forever on the trials listed in `options.hang`, else returns the score at once.
+
+    With `options.ignore_soft_limit`, it also swallows Celery's soft time limit exception, as a
+    deadlocked C extension would, so that only the hard time limit can stop it.
+    """
+    if trial.number not in trial.options.get("hang", []):
+        return deterministic_score(params)
+    while True:
+        try:
+            time.sleep(1)
+        except BaseException:
+            if not trial.options.get("ignore_soft_limit", False):
+                raise
+
+
+def stops_heartbeat(params: Mapping[str, Any], trial: Any) -> float:
+    """On its first attempt, stops the heartbeat thread of its own attempt (as if it died) and
+    keeps running for `options.duration` seconds; later attempts just return the score."""
+    if trial.attempt == 1:
+        for thread in threading.enumerate():
+            if thread.name == "zoomtune-heartbeat":
+                thread._target.__self__._stop.set()  # type: ignore[attr-defined]
+        time.sleep(float(trial.options.get("duration", 6)))
+    return deterministic_score(params)
+
+
+BAD_OUTPUTS = (
+    "raises",
+    "nan",
+    "inf",
+    "-inf",
+    "string",
+    "no_score_key",
+    "wrong_type",
+    "huge_return",
+    "huge_error",
+    "good",
+)
+"""What `bad_output` does, by trial number (trial n does BAD_OUTPUTS[n % len]), unless
+`options.kinds` lists other kinds."""
+
+HUGE = 10 * 1024 * 1024
+"""10 MB: far beyond what a result may bring into Redis."""
+
+
+def bad_output(params: Mapping[str, Any], trial: Any) -> object:
+    """Returns (or raises) a different kind of bad output for each trial number."""
+    kinds = trial.options.get("kinds", BAD_OUTPUTS)
+    kind = kinds[trial.number % len(kinds)]
+    outputs: dict[str, object] = {
+        "nan": math.nan,
+        "inf": math.inf,
+        "-inf": -math.inf,
+        "string": "0.5",
+        "no_score_key": {"loss": 0.5},
+        "wrong_type": [0.5],
+        "good": deterministic_score(params),
+    }
+    if kind == "raises":
+        raise RuntimeError("boom: the model diverged")
+    if kind == "huge_return":
+        return "1" * HUGE
+    if kind == "huge_error":
+        raise ValueError("x" * HUGE)
+    return outputs[kind]

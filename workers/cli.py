@@ -145,7 +145,13 @@ def start(
     loglevel: str,
     health_file: Path | None,
 ) -> None:
-    """Consume trials from the broker and run them until stopped."""
+    """Consume trials from the broker and run them until stopped.
+
+    \b
+    SIGTERM: warm shutdown; running trials finish and are recorded, then exit 0.
+    SIGQUIT: cold shutdown; running trials go back to the queue at once.
+    Set REMAP_SIGTERM=SIGQUIT where SIGTERM means preemption (spot instances).
+    """
     configure_logging(loglevel)
     try:
         request = GpuRequest.parse(gpus or "none")

@@ -20,7 +20,6 @@ from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import Celery, Task, signals
-from celery.worker import state as worker_state
 from celery.worker.request import Request
 
 from common.errors import MessageError, ZoomtuneError
@@ -29,6 +28,11 @@ from common.trial import TrialMessage
 from workers.execute import WorkerRuntime, execute
 
 log = logging.getLogger("zoomtune.worker")
+
+POOL_WATCH_INTERVAL = 1.0
+"""Seconds between the main process's checks for dead pool processes. Celery notices a dead
+pool process through its exit pipe, which does not always fire, and otherwise only on a 5 s
+timer; checking every second hands a killed trial back within about a second."""
 
 
 def lost_reason(exc: BaseException) -> str:
@@ -84,6 +88,28 @@ def make_request_class(runtime: WorkerRuntime) -> type[Request]:
                 )
             )
 
+        def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+            # Celery cancels the running requests on a cold shutdown (SIGQUIT, or SIGTERM with
+            # REMAP_SIGTERM=SIGQUIT) before it tells anyone: hand the attempt back first, then
+            # let Celery terminate its process.
+            message = _message(self)
+            if message is not None and self.worker_pid is not None:
+                log.warning(
+                    "cold shutdown: handing back trial %d attempt %d",
+                    message.trial,
+                    message.attempt,
+                )
+                _report(
+                    lambda: runtime.store(message.study).abandon(
+                        message.trial,
+                        message.attempt,
+                        runtime.host,
+                        self.worker_pid,
+                        "worker shut down (cold)",
+                    )
+                )
+            super().cancel(pool, signal=signal, emit_retry=emit_retry)
+
     return TrialRequest
 
 
@@ -109,21 +135,11 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> Task:
     def run_trial(self: Task, message: object) -> str:
         return execute(message, runtime)
 
-    def hand_back_on_cold_shutdown(sender: Any = None, how: str = "", **_: Any) -> None:
-        if how != "Cold":
-            return
-        for request in list(worker_state.active_requests):
-            message = _message(request)
-            if message is None or request.worker_pid is None:
-                continue
-            log.warning(
-                "cold shutdown: handing back trial %d attempt %d", message.trial, message.attempt
-            )
-            _report(
-                lambda m=message, r=request: runtime.store(m.study).abandon(
-                    m.trial, m.attempt, runtime.host, r.worker_pid, "worker shut down (cold)"
-                )
-            )
+    def watch_pool(sender: Any = None, **_: Any) -> None:
+        hub = getattr(sender, "hub", None)
+        maintain_pool = getattr(getattr(sender, "pool", None), "maintain_pool", None)
+        if hub is not None and callable(maintain_pool):
+            hub.call_repeatedly(POOL_WATCH_INTERVAL, maintain_pool)
 
-    signals.worker_shutting_down.connect(hand_back_on_cold_shutdown, weak=False)
+    signals.worker_ready.connect(watch_pool, weak=False)
     return run_trial

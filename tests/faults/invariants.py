@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from pathlib import Path
 
 import redis
 
@@ -20,6 +22,31 @@ def finished_events(store: StudyStore) -> Counter[int]:
     return counts
 
 
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`: a daemon started with its own session and the
+    pool processes it forked."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
 def check_invariants(
     store: StudyStore,
     expected_trials: int,
@@ -30,7 +57,8 @@ def check_invariants(
     """I1: exactly N trial records, each terminal exactly once.
     I2: no score counted twice: each COMPLETE trial has one score and one 'finished' event.
     I3: attempts <= max_attempts.
-    I4: no key outside the prefix; the processes given are stopped (call after stopping them).
+    I4: no key outside the prefix; the processes given, and every process of their process
+    groups (pool children), are stopped (call after stopping them).
     """
     trials = store.trials()
     # I1
@@ -52,3 +80,10 @@ def check_invariants(
     assert outside == [], f"I4: keys outside {prefix!r}: {outside[:5]}"
     alive = [p.pid for p in processes if p.process is not None and p.process.poll() is None]
     assert alive == [], f"I4: processes still running: {alive}"
+    groups = [p.pid for p in processes if p.process is not None]
+    deadline = time.monotonic() + 5  # orphans of a killed daemon may take a moment to be reaped
+    while (left := [pid for g in groups for pid in live_group_members(g)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert left == [], f"I4: processes of our daemons still running: {left}"

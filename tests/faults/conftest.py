@@ -1,0 +1,25 @@
+"""Fixtures of the fault tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.store import connect
+from coordinator.embedded import RedisServer
+from tests.faults.worker_rig import WorkerRig
+
+
+@pytest.fixture
+def worker_rig(redis_server: RedisServer, tmp_path: Path) -> Iterator[WorkerRig]:
+    """Worker daemons and the coordinator's round loop around a real redis-server; every
+    process and thread it started is stopped at the end."""
+    client = connect(redis_server.url)
+    rig = WorkerRig(redis_server, tmp_path, client)
+    try:
+        yield rig
+    finally:
+        rig.stop()
+        client.close()
