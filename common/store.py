@@ -294,11 +294,11 @@ _WRITE_ROUND = (
 -- KEYS: lock, meta, round, events.
 -- ARGV: lock value, epoch, round number, box json, trial key prefix, then one params json per
 --       trial. The round is a hash so that the JSON written by Python is stored untouched.
-if redis.call('EXISTS', KEYS[2]) == 0 then return 'wiped' end
-if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 'wiped' end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease_lost' end
-if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return 'cancelled' end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'exists' end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'wiped'} end
+if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return {'wiped'} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lease_lost'} end
+if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return {'cancelled'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'exists'} end
 local first = tonumber(redis.call('HGET', KEYS[2], 'trials') or '0')
 local t = now()
 local count = #ARGV - 5
@@ -310,7 +310,7 @@ redis.call('HSET', KEYS[3], 'round', ARGV[3], 'box', ARGV[4], 'first_trial', fir
            'trials', count, 'written_at', t)
 redis.call('HSET', KEYS[2], 'rounds', ARGV[3], 'trials', first + count)
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'round', 'round', ARGV[3])
-return 'ok'
+return {'ok', first}
 """
 )
 
@@ -376,6 +376,7 @@ _FINISH = (
     + """
 -- KEYS: trial, lease, running, events, meta, counters.
 -- ARGV: number, attempt, token, status, score, error, retry ('1' to retry a failure).
+if redis.call('EXISTS', KEYS[5]) == 0 then return 'unknown_study' end
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'token')
 if not h[1] then
   redis.call('HINCRBY', KEYS[6], 'forged_results', 1)
@@ -729,15 +730,20 @@ class StudyStore:
     ) -> RoundRecord:
         """Write round `number` and its QUEUED trials, once. A round already written is returned
         unchanged (the coordinator never re-samples a round)."""
-        args: list[Any] = [lock.value, epoch, number, canonical_json(box), self.keys.trial_prefix]
+        box_json = canonical_json(box)
+        args: list[Any] = [lock.value, epoch, number, box_json, self.keys.trial_prefix]
         args.extend(canonical_json(p) for p in params)
-        status = self._run(
+        result = self._run(
             self._write_round,
             [self.keys.lock, self.keys.meta, self.keys.round(number), self.keys.events],
             args,
         )
-        self._check(str(status))
-        return self.round(number)
+        status = str(result[0])
+        self._check(status)
+        if status == "exists":
+            return self.round(number)
+        # Not read back: after a Redis crash, a read may no longer see what was just written.
+        return RoundRecord(number, json.loads(box_json), int(result[1]), len(params))
 
     def round(self, number: int) -> RoundRecord:
         row = self._call(self.client.hgetall, self.keys.round(number))
@@ -842,8 +848,8 @@ class StudyStore:
         """Record the attempt's result if it still owns the trial.
 
         Returns "ok", "requeued" (a failure retried as a new attempt), or why it was dropped:
-        "stale", "finished", "forged" or "unknown_trial".
-        """
+        "stale", "finished", "forged", "unknown_trial" or "unknown_study" (nothing is written
+        for a study that does not exist, e.g. after Redis lost it)."""
         score = "" if result.score is None else repr(float(result.score))
         return str(
             self._run(

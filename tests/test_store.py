@@ -209,6 +209,14 @@ class TestAttempts:
         assert store.finish(42, 1, "tok", TrialResult.complete(1.0)) == "unknown_trial"
         assert store.meta()["trials"] == "3"
 
+    def test_a_result_for_a_study_redis_lost_writes_nothing(self, store: StudyStore) -> None:
+        # Given a worker still running a trial of a study that a volatile Redis lost
+        write_round(store)
+        store.client.flushall()
+        # Then its result is refused without creating any key of the study
+        assert store.finish(0, 1, "tok", TrialResult.complete(1.0)) == "unknown_study"
+        assert list(store.client.scan_iter()) == []
+
     def test_intermediate_values_are_kept_only_from_the_owner(self, store: StudyStore) -> None:
         [n, *_] = write_round(store)
         start(store, n, token="tok")
