@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 import click
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rich.console import Console
 from rich.markup import escape
 
@@ -74,25 +76,35 @@ def broker_option(function: F) -> F:
     )(function)
 
 
-def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
-    """Retry until Redis answers, then fail naming the address."""
+def wait_for_broker(url: str, timeout: float) -> None:
+    """Retry until Redis answers PING, for `timeout` seconds, then fail naming the address.
+
+    It probes with a client of its own that does not retry by itself (the store's client
+    retries each command for about 9 s, which would stretch a short timeout).
+    """
+    probe = redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"the broker refused the credentials: {exc}") from exc
-        except (redis.ConnectionError, redis.TimeoutError, BrokerError) as exc:
-            if is_refused(exc):
-                raise BrokerError(f"cannot connect to the broker: {exc}") from exc
-            if time.monotonic() >= deadline:
-                parts = urlsplit(url)
-                where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
-                raise BrokerError(
-                    f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
-                ) from exc
-            time.sleep(0.5)
+    try:
+        while True:
+            try:
+                probe.ping()
+                return
+            except redis.AuthenticationError as exc:
+                raise BrokerError(f"the broker refused the credentials: {exc}") from exc
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if is_refused(exc):
+                    raise BrokerError(f"cannot connect to the broker: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    parts = urlsplit(url)
+                    where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
+                    raise BrokerError(
+                        f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
+                    ) from exc
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    finally:
+        probe.close()
 
 
 def persistence_warnings(client: redis.Redis) -> list[str]:
@@ -146,8 +158,8 @@ def run_study(
     url = settings.broker_url
     if url is None:
         raise ConfigError("no broker URL")
+    wait_for_broker(url, connect_timeout)
     client = connect(url)
-    wait_for_broker(client, url, connect_timeout)
     for warning in persistence_warnings(client):
         progress.note(f"warning: {warning}")
     store = StudyStore(client, settings.prefix, spec.name)
