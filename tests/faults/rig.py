@@ -8,18 +8,23 @@ fault scenario takes seconds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from common.errors import StudyNotFound
-from common.store import StudyStore, connect
+from common.store import StudyStore, canonical_json, connect
+from common.study import StudySpec
 from common.trial import Trial, TrialStatus
 from coordinator.embedded import RedisServer
+from coordinator.search import CoarseToFine
 from tests.faults.invariants import check_invariants
 from tests.harness import CoordinatorProcess, WorkerProcess, objective_option
+from tests.objectives import deterministic_score
 
 PREFIX = "zoomtune:"
 
@@ -126,3 +131,32 @@ class Rig:
         self.stop_all()
         if self._client is not None:
             self._client.close()
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """What a study produced, in order: each round's box, each trial's params and score."""
+
+    boxes: list[dict[str, Any]]
+    trials: list[tuple[dict[str, Any], float | None]]
+
+    @classmethod
+    def reference(cls, toml: str) -> StudyRun:
+        """The study run in this process, without Redis or workers, on `deterministic_score`
+        (the score of the `sleepy` and `jittery` test objectives)."""
+        spec = StudySpec.from_toml(toml)
+        search = CoarseToFine(spec)
+        trials: list[tuple[dict[str, Any], float | None]] = []
+        while batch := search.ask():
+            scored = [(params, deterministic_score(params)) for params in batch]
+            search.tell(scored)
+            trials.extend(scored)
+        boxes = [json.loads(canonical_json(box.to_dict(spec.space))) for box in search.boxes]
+        return cls(boxes, trials)
+
+    @classmethod
+    def from_store(cls, store: StudyStore) -> StudyRun:
+        return cls(
+            [dict(record.box) for record in store.rounds()],
+            [(dict(t.params), t.score) for t in store.trials()],
+        )
