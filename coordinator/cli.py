@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from common.celery_app import check_visibility_timeout, make_celery
-from common.errors import BrokerError, ConfigError, StudyNotFound, ZoomtuneError
+from common.errors import BrokerError, ConfigError, StudyLocked, StudyNotFound, ZoomtuneError
 from common.settings import Settings, redact_url
 from common.store import StudyStore, connect, is_refused, list_studies, owner_id
 from common.study import StudySpec
@@ -170,11 +170,15 @@ def run_study(
     app = make_celery(settings)
     dispatcher = CeleryDispatcher(app, store, settings.prefix)
     loop = RoundLoop(spec, store, dispatcher, progress, loop_settings, on_round=save)
+    refused = False
     try:
         return loop.run()
+    except StudyLocked:
+        refused = True  # the coordinator that holds the study writes its run folder
+        raise
     finally:
         try:
-            if store.exists():
+            if not refused and store.exists():
                 save()
         except ZoomtuneError as exc:
             progress.note(f"could not write {run_dir}: {exc}")
