@@ -64,9 +64,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as "250ms", "30s", "10m", "2h" or "1d"."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a duration such as '30s' or '10m', got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
@@ -176,9 +176,10 @@ class _ResourcesSection(_Section):
     lease: str | float = "30s"
     retry_failed: bool = False
 
-    @field_validator("timeout", "heartbeat", "lease")
+    @field_validator("timeout", "heartbeat", "lease", mode="before")
     @classmethod
-    def _duration(cls, value: str | float) -> float:
+    def _duration(cls, value: object) -> float:
+        # Before pydantic's own checks, so that a bad value gets one message, not one per type.
         return parse_duration(value)
 
 
