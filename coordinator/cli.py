@@ -238,7 +238,7 @@ def start(
         spec = StudySpec.from_file(study_file)
         settings = Settings.from_env().with_broker(broker)
         if not force:
-            check_visibility_timeout(settings, spec.resources.timeout)
+            check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
         run_dir = run_dir or Path("runs") / spec.name
         loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
         progress = make_progress(maximize=spec.maximize)
@@ -298,9 +298,9 @@ def _run_embedded(
 def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path) -> None:
     console = Console()
     if outcome.state == "cancelled":
-        console.print(f"[bold yellow]stopped:[/] {outcome.message}", highlight=False)
+        console.print(f"[bold yellow]stopped:[/] {escape(outcome.message)}", highlight=False)
     elif outcome.state != "complete":
-        console.print(f"[bold red]study {spec.name!r} failed:[/] {outcome.message}")
+        console.print(f"[bold red]study {spec.name!r} failed:[/] {escape(outcome.message)}")
     if outcome.best is None:
         if outcome.state == "complete":
             console.print(f"study {spec.name!r} finished without a completed trial")
