@@ -201,6 +201,14 @@ class RoundLoop:
                 self.spec.search.total_trials,
                 resumed=search.rounds_told > 0 or current is not None,
             )
+        told = search.history
+        empty = sorted({t.round for t in told} - {t.round for t in told if t.score is not None})
+        if empty:  # started again after it failed: it stays failed (a new study is a new name)
+            message = f"round {empty[0]}: 0 completed trials"
+            self.store.set_state("failed", message, lock=lock)
+            return StudyOutcome("failed", message, None)
+        if search.done and current is None and not resync:
+            self.progress.note(f"study {self.spec.name!r} has already finished all its rounds")
         while True:
             if current is None:
                 batch = search.ask()
