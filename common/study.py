@@ -18,7 +18,11 @@ top_k = 8                       # an int, a fraction of the trials so far, or "a
 
 [resources]                     # every key has a default
 queue = "cpu"                   # cpu | gpu
-timeout = "10m"                 # hard time limit of one trial
+timeout = "10m"                 # hard time limit of one trial (default 1h)
+max_attempts = 3                # runs of a trial whose worker was lost, before it is FAILED
+heartbeat = "5s"                # how often a running trial renews its lease
+lease = "30s"                   # a lease not renewed this long has expired: the trial is re-run
+retry_failed = false            # also retry trials whose objective raised or returned NaN
 
 [space]
 learning_rate = { type = "float", low = 1e-5, high = 1e-1, scale = "log" }
@@ -275,6 +279,15 @@ class Resources:
     for `lease` seconds has expired, and the trial goes back to the queue as a new attempt, up to
     `max_attempts`. `retry_failed` also retries trials whose objective raised or returned a bad
     value (off by default: such errors are usually deterministic).
+
+    Detection time: a trial whose process dies while its worker lives is handed back at once.
+    A trial whose whole worker or machine is lost is back in the queue at most `lease` plus the
+    coordinator's housekeeping tick (1 s) after its last heartbeat. A shorter lease recovers
+    sooner but re-runs a healthy trial whose heartbeats stall longer than `lease` (a frozen VM,
+    a Redis outage the worker cannot ride out); `lease` must be at least twice `heartbeat`.
+    After a Redis restart the coordinator waits one `lease` before reaping, so that trials that
+    ran through it can renew their leases. `timeout` is the hard limit of one attempt; Redis's
+    visibility timeout (ZOOMTUNE_VISIBILITY_TIMEOUT, default 1 day) must exceed it by 300 s.
     """
 
     queue: str = "cpu"
