@@ -46,13 +46,17 @@ from common.errors import (
     ZoomtuneError,
 )
 from common.settings import QUEUES, TASK_NAME
-from common.store import CoordinatorLock, RoundRecord, StudyStore
+from common.store import CoordinatorLock, Event, RoundRecord, StudyStore
 from common.study import StudySpec
 from common.trial import Trial, TrialMessage, TrialStatus
 from coordinator.progress import StudyProgress
 from coordinator.search import CoarseToFine, Told
 
 log = logging.getLogger("zoomtune.coordinator")
+
+
+SLOW_ANSWER_SECONDS = 2.0
+"""A single Redis command that takes this much longer than asked means an outage or a pause."""
 
 
 class _Resync(Exception):
@@ -289,7 +293,7 @@ class RoundLoop:
                 self._survive(self._housekeeping, lock, epoch, latest, pending)
                 next_housekeeping = now + self.settings.tick
             block = max(0.01, min(self.settings.tick, next_housekeeping - time.monotonic()))
-            events = self._survive(self.store.events, self._last_event, block)
+            events = self._survive(self._read_events, block)
             if events is None:
                 time.sleep(min(1.0, self.settings.tick))
                 continue
@@ -327,12 +331,22 @@ class RoundLoop:
 
     # -- housekeeping ----------------------------------------------------------------------------
 
+    def _read_events(self, block: float) -> list[Event]:
+        started = time.monotonic()
+        events = self.store.events(self._last_event, block)
+        _check_answered_in_time(time.monotonic() - started, block)
+        return events
+
     def _housekeeping(
         self, lock: CoordinatorLock, epoch: str, latest: dict[int, Trial], pending: set[int]
     ) -> None:
+        started = time.monotonic()
+        self.store.renew(lock, epoch)
+        _check_answered_in_time(time.monotonic() - started, 0.0)
+        # Only now, with Redis answering: a restart since the last tick means lost writes may
+        # have to be redone and leases renewed, so no reaping before the resync.
         if self._redis_run_id() != self._run_id:
             raise _Resync("Redis restarted")
-        self.store.renew(lock, epoch)
         if time.monotonic() >= self._reap_after:
             for requeued in self.store.reap(lock, epoch):
                 log.warning("trial %d: lease expired; %s", requeued.trial, requeued.outcome)
@@ -409,6 +423,13 @@ class RoundLoop:
             self.dispatcher.send(message, self.queue, self.spec.resources.timeout)
         except Exception as exc:  # kombu raises its own errors; the trial stays QUEUED
             log.warning("could not send trial %d (it will be re-sent): %s", trial.number, exc)
+
+
+def _check_answered_in_time(took: float, asked: float) -> None:
+    """Resync when one Redis command took much longer than asked: Redis was unreachable
+    meanwhile (the client retried until it answered), or this process was paused."""
+    if took > asked + SLOW_ANSWER_SECONDS:
+        raise _Resync(f"Redis did not answer for {took:.0f}s")
 
 
 def _score(trial: Trial) -> float | None:
