@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 HOST = socket.gethostname()
 
 
-@pytest.mark.parametrize("downtime", [0.0, 5.0], ids=["quick", "longer-than-the-lease"])
+@pytest.mark.parametrize("downtime", [0.0, 20.0], ids=["quick", "20s"])
 def test_a_clean_redis_restart_mid_round_loses_no_trial_and_workers_keep_consuming(
     rig: Rig, downtime: float
 ) -> None:
