@@ -46,7 +46,7 @@ from common.errors import (
     ZoomtuneError,
 )
 from common.settings import QUEUES, TASK_NAME
-from common.store import CoordinatorLock, Event, RoundRecord, StudyStore
+from common.store import CoordinatorLock, Event, RoundRecord, StudyStore, is_refused
 from common.study import StudySpec
 from common.trial import Trial, TrialMessage, TrialStatus
 from coordinator.progress import StudyProgress
@@ -244,6 +244,8 @@ class RoundLoop:
                 self._outage_since = None
                 return
             except (BrokerError, redis.ConnectionError, redis.TimeoutError) as error:
+                if is_refused(error):  # credentials or certificate: waiting will not help
+                    raise BrokerError(f"Redis refused this coordinator: {error}") from error
                 exc = error
             if time.monotonic() - since > self.settings.outage_limit:
                 raise BrokerError(
