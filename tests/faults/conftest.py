@@ -9,7 +9,7 @@ import pytest
 
 from common.store import connect
 from coordinator.embedded import RedisServer
-from tests.faults.rig import Rig
+from tests.faults.process_rig import ProcessRig
 from tests.faults.worker_rig import WorkerRig
 
 
@@ -27,9 +27,10 @@ def worker_rig(redis_server: RedisServer, tmp_path: Path) -> Iterator[WorkerRig]
 
 
 @pytest.fixture
-def rig(redis_server: RedisServer, tmp_path: Path) -> Iterator[Rig]:
-    """Processes around a real redis-server with AOF; all stopped by pid at the end."""
-    rig = Rig(redis_server, tmp_path)
+def rig(redis_server: RedisServer, tmp_path: Path) -> Iterator[ProcessRig]:
+    """`worker start` and `coordinator start` processes around a real redis-server with AOF;
+    all stopped by pid at the end."""
+    rig = ProcessRig(redis_server, tmp_path)
     try:
         yield rig
     finally:

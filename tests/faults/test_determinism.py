@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from tests.faults.rig import FAST_RESOURCES, Rig, StudyRun
+from tests.faults.process_rig import FAST_RESOURCES, ProcessRig, StudyRun
 from tests.harness import study_toml, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -32,7 +32,7 @@ def toml(name: str, objective: str, options: str) -> str:
     )
 
 
-def test_one_worker_and_four_workers_give_the_same_study(rig: Rig) -> None:
+def test_one_worker_and_four_workers_give_the_same_study(rig: ProcessRig) -> None:
     reference = StudyRun.reference(toml("demo", "jittery", "{}"))
 
     # Given one worker, a study whose trials each sleep a random 0-0.3 s
@@ -53,7 +53,7 @@ def test_one_worker_and_four_workers_give_the_same_study(rig: Rig) -> None:
     rig.check(expected_trials=18, study="four")
 
 
-def test_the_same_study_after_the_coordinator_and_a_worker_are_sigkilled(rig: Rig) -> None:
+def test_the_same_study_after_the_coordinator_and_a_worker_are_sigkilled(rig: ProcessRig) -> None:
     study = toml("demo", "sleepy", "{ duration = 1.5 }")
     # Given two workers running a study of 3 rounds x 6 trials of 1.5 s
     workers = rig.workers(2)

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from common.trial import TrialStatus
-from tests.faults.rig import FAST_LOOP, FAST_RESOURCES, Rig, StudyRun
+from tests.faults.process_rig import FAST_LOOP, FAST_RESOURCES, ProcessRig, StudyRun
 from tests.harness import REPO, study_toml, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -28,7 +28,7 @@ TOML = study_toml(
 
 
 def test_starting_an_existing_study_resumes_it_and_a_finished_one_is_not_run_again(
-    rig: Rig,
+    rig: ProcessRig,
 ) -> None:
     # Given a study interrupted (Ctrl-C) during round 1
     rig.workers(1)
@@ -58,7 +58,7 @@ def test_starting_an_existing_study_resumes_it_and_a_finished_one_is_not_run_aga
     rig.check(expected_trials=8)
 
 
-def test_a_different_study_under_an_existing_name_is_refused_until_deleted(rig: Rig) -> None:
+def test_a_different_study_under_an_existing_name_is_refused_until_deleted(rig: ProcessRig) -> None:
     # Given a finished study named demo
     rig.workers(1)
     first = rig.coordinator(rig.study_file(TOML))

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from common.trial import TrialStatus
-from tests.faults.rig import FAST_RESOURCES, Rig
+from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import study_toml, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -23,7 +23,7 @@ HOST = socket.gethostname()
 
 @pytest.mark.parametrize("downtime", [0.0, 20.0], ids=["quick", "20s"])
 def test_a_clean_redis_restart_mid_round_loses_no_trial_and_workers_keep_consuming(
-    rig: Rig, downtime: float
+    rig: ProcessRig, downtime: float
 ) -> None:
     # Given two workers and a study of 2 rounds x 4 trials of 2.5 s (lease 3 s)
     workers = rig.workers(2)
@@ -72,7 +72,7 @@ def test_a_clean_redis_restart_mid_round_loses_no_trial_and_workers_keep_consumi
     rig.check(expected_trials=8)
 
 
-def test_idle_workers_consume_again_after_two_redis_restarts(rig: Rig) -> None:
+def test_idle_workers_consume_again_after_two_redis_restarts(rig: ProcessRig) -> None:
     # Given two idle workers (Celery 5.2-5.3 workers reconnected after a Redis restart but
     # never consumed again, some only from the second restart on: celery#8030, celery#9054)
     workers = rig.workers(2)

@@ -22,7 +22,7 @@ import pytest
 
 from common.trial import TrialStatus
 from coordinator.embedded import RedisServer
-from tests.faults.rig import FAST_RESOURCES, Rig
+from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import study_toml, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -45,15 +45,15 @@ def aof_file(redis: RedisServer) -> Path:
     return increments[-1] if increments else redis.directory / "appendonly.aof"
 
 
-def complete(rig: Rig) -> int:
+def complete(rig: ProcessRig) -> int:
     return sum(t.status is TrialStatus.COMPLETE for t in rig.trials())
 
 
-def rounds_written(rig: Rig) -> int:
+def rounds_written(rig: ProcessRig) -> int:
     return int(rig.store().meta().get("rounds", "0")) if rig.trials() else 0
 
 
-Moment = Callable[[Rig], bool]
+Moment = Callable[[ProcessRig], bool]
 CASES: dict[str, tuple[Moment | None, Moment, Moment]] = {
     # name: (when the lost tail starts, or None to lose nothing; when Redis is killed;
     #        what the restarted Redis shows)
@@ -76,7 +76,7 @@ CASES: dict[str, tuple[Moment | None, Moment, Moment]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_redis_crash_still_ends_with_exactly_n_trials(rig: Rig, case: str) -> None:
+def test_a_redis_crash_still_ends_with_exactly_n_trials(rig: ProcessRig, case: str) -> None:
     lost_from, kill_at, restored = CASES[case]
     # Given two workers running a study of 2 rounds x 4 trials against Redis with AOF everysec
     rig.workers(2)
@@ -110,7 +110,7 @@ FINISHED = re.compile(r"finished study 'demo' trial (\d+) attempt (\d+): score (
 
 def test_with_appendfsync_always_no_acknowledged_result_is_lost(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis", appendfsync="always").start()
-    rig = Rig(redis, tmp_path)
+    rig = ProcessRig(redis, tmp_path)
     try:
         # Given a study running against Redis with appendfsync always
         workers = rig.workers(2)

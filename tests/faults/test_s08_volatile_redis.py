@@ -17,17 +17,17 @@ import redis
 from common.store import connect
 from coordinator.cli import persistence_warnings
 from coordinator.embedded import RedisServer
-from tests.faults.rig import FAST_RESOURCES, PREFIX, Rig
+from tests.faults.process_rig import FAST_RESOURCES, PREFIX, ProcessRig
 from tests.harness import study_toml, wait_until
 
 pytestmark = [pytest.mark.redis]
 
 
 @pytest.fixture
-def volatile_rig(tmp_path: Path) -> Iterator[Rig]:
+def volatile_rig(tmp_path: Path) -> Iterator[ProcessRig]:
     """The rig around a redis-server with neither AOF nor snapshots."""
     server = RedisServer(tmp_path / "redis", appendonly=False).start()
-    rig = Rig(server, tmp_path)
+    rig = ProcessRig(server, tmp_path)
     try:
         yield rig
     finally:
@@ -36,7 +36,7 @@ def volatile_rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 @pytest.mark.slow
-def test_a_wiped_redis_stops_the_coordinator_with_a_clear_error(volatile_rig: Rig) -> None:
+def test_a_wiped_redis_stops_the_coordinator_with_a_clear_error(volatile_rig: ProcessRig) -> None:
     rig = volatile_rig
     # Given a study running against a Redis without persistence (the coordinator warns)
     rig.workers(2)

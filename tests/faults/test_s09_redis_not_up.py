@@ -18,7 +18,7 @@ import pytest
 from common.errors import BrokerError
 from coordinator.cli import wait_for_broker
 from coordinator.embedded import RedisServer, free_port
-from tests.faults.rig import FAST_RESOURCES, Rig
+from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import REPO, study_toml
 
 pytestmark = [pytest.mark.redis]
@@ -30,7 +30,7 @@ def test_workers_and_coordinator_started_before_redis_run_the_study_once_it_appe
 ) -> None:
     # Given workers and a coordinator started against a port where Redis is not running yet
     server = RedisServer(tmp_path / "redis", port=free_port())
-    rig = Rig(server, tmp_path)
+    rig = ProcessRig(server, tmp_path)
     try:
         workers = rig.workers(2, wait=False)
         toml = study_toml(rounds=1, trials_per_round=4, resources=FAST_RESOURCES)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import pytest
 
 from common.trial import TrialStatus
-from tests.faults.rig import FAST_RESOURCES, Rig
+from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import study_toml, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("kind", ["normal", "pubsub"])
-def test_dropped_connections_kill_no_trial_and_workers_keep_consuming(rig: Rig, kind: str) -> None:
+def test_dropped_connections_kill_no_trial_and_workers_keep_consuming(
+    rig: ProcessRig, kind: str
+) -> None:
     # Given two workers and a study of 4 trials of 2 s
     workers = rig.workers(2)
     toml = study_toml(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from common.trial import TrialStatus
-from tests.faults.rig import FAST_RESOURCES, Rig, StudyRun
+from tests.faults.process_rig import FAST_RESOURCES, ProcessRig, StudyRun
 from tests.harness import study_toml, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -30,11 +30,11 @@ TOML = study_toml(
 RESTART_ARGS = ("--tick", "0.5")  # the default 15 s lock: a restart must not wait for it
 
 
-def complete(rig: Rig) -> int:
+def complete(rig: ProcessRig) -> int:
     return sum(t.status is TrialStatus.COMPLETE for t in rig.trials())
 
 
-KILL_AT: dict[str, Callable[[Rig], bool]] = {
+KILL_AT: dict[str, Callable[[ProcessRig], bool]] = {
     # mid-round 2: some of its results in, some of its trials running
     "mid-round": lambda rig: complete(rig) >= 5 and len(rig.running()) >= 1,
     # round 2 just written, none of its trials finished
@@ -43,7 +43,7 @@ KILL_AT: dict[str, Callable[[Rig], bool]] = {
 
 
 @pytest.mark.parametrize("moment", list(KILL_AT))
-def test_a_killed_coordinator_resumes_where_it_was(rig: Rig, moment: str) -> None:
+def test_a_killed_coordinator_resumes_where_it_was(rig: ProcessRig, moment: str) -> None:
     # Given two workers and a study of 3 rounds x 4 trials, top_k 2
     rig.workers(2)
     study = rig.study_file(TOML)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from common.trial import TrialStatus
 from coordinator.cli import main
-from tests.faults.rig import FAST_RESOURCES, Rig, StudyRun
+from tests.faults.process_rig import FAST_RESOURCES, ProcessRig, StudyRun
 from tests.harness import study_toml, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -27,7 +27,7 @@ TOML = study_toml(
 )
 
 
-def test_a_second_coordinator_is_refused_at_once_naming_the_first(rig: Rig) -> None:
+def test_a_second_coordinator_is_refused_at_once_naming_the_first(rig: ProcessRig) -> None:
     # Given a coordinator running a study
     rig.workers(1)
     study = rig.study_file(TOML)
@@ -53,7 +53,7 @@ def test_a_second_coordinator_is_refused_at_once_naming_the_first(rig: Rig) -> N
     rig.check(expected_trials=8)
 
 
-def test_a_coordinator_paused_past_its_lock_stops_without_writing(rig: Rig) -> None:
+def test_a_coordinator_paused_past_its_lock_stops_without_writing(rig: ProcessRig) -> None:
     # Given two workers and a coordinator with a 2 s study lock
     rig.workers(2)
     study = rig.study_file(TOML)

@@ -1,9 +1,10 @@
-"""The fault-test rig of FAULTS.md around one real redis-server.
+"""The fault-test rig of FAULTS.md for the Redis-side scenarios (S6-S11, S14, S19), resume and
+determinism: every part a separate process, the coordinator included.
 
-A `Rig` starts real `worker start` and `coordinator start` processes against the test's
-redis-server, remembers every one it started, and stops them by their own pids (never by name).
-Its coordinators use a fast round loop (`FAST_LOOP`), its studies fast lease timings, so that a
-fault scenario takes seconds.
+Where `worker_rig` runs the round loop in a thread of the test, a `ProcessRig` starts real
+`worker start` and `coordinator start` processes against the test's redis-server, remembers
+every one it started, and stops them by their own pids (never by name). Its coordinators use a
+fast round loop (`FAST_LOOP`), its studies fast lease timings, so that a scenario takes seconds.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ FAST_RESOURCES = 'heartbeat = "0.5s"\nlease = "3s"\ntimeout = "60s"\nmax_attempt
 
 
 @dataclass
-class Rig:
+class ProcessRig:
     """Worker and coordinator processes around one redis-server, all stopped by pid."""
 
     redis: RedisServer
