@@ -104,7 +104,7 @@ def make_celery(settings: Settings, *, events: bool = True) -> Celery:
     return app
 
 
-def check_visibility_timeout(settings: Settings, trial_timeout: float) -> None:
+def check_visibility_timeout(settings: Settings, trial_timeout: float, source: str = "") -> None:
     """Refuse a trial time limit that Redis's visibility timeout would cut short.
 
     Redis redelivers an unacked message once the visibility timeout passes, even while the
@@ -113,8 +113,9 @@ def check_visibility_timeout(settings: Settings, trial_timeout: float) -> None:
     """
     needed = trial_timeout + VISIBILITY_MARGIN
     if settings.visibility_timeout < needed:
+        where = f"{source}: " if source else ""
         raise ConfigError(
-            f"[resources] timeout: trials may run {trial_timeout:g}s, but the broker's "
+            f"{where}[resources] timeout: trials may run {trial_timeout:g}s, but the broker's "
             f"visibility timeout is {settings.visibility_timeout:g}s "
             f"(ZOOMTUNE_VISIBILITY_TIMEOUT); it must be at least the trial time limit plus "
             f"{VISIBILITY_MARGIN:g}s ({needed:g}s), or Redis will hand running trials to a "

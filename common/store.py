@@ -4,7 +4,10 @@ Celery is only the transport (it delivers at least once, sometimes never, someti
 Every state change here is one Lua script, so it is an atomic compare-and-set:
 
 - a coordinator holds the study's *lock* (a key with a TTL it renews); every coordinator write
-  checks it holds the lock (fencing), so a coordinator that lost it cannot write;
+  checks it holds the lock (fencing), so a coordinator that lost it cannot write. The study's
+  meta record names the last coordinator that took the lock, so a coordinator that was paused
+  past its lock's TTL learns that another one ran the study meanwhile, even after that one
+  finished and released the lock;
 - a worker that starts an attempt takes a *lease* (a key with a TTL its heartbeat renews) and a
   random token; a result counts only if it comes with the current attempt and token while the
   trial is still RUNNING. Late, duplicate and forged results are dropped and counted;
@@ -18,7 +21,7 @@ Redis Cluster hash tag, so one study's keys live on one node and a script may to
 
     {prefix}studies                 set     names of all studies
     {prefix}{study}:spec            string  the study file as canonical JSON
-    {prefix}{study}:meta            hash    state, epoch, max_attempts, rounds, trials, times
+    {prefix}{study}:meta            hash    state, epoch, coordinator, max_attempts, rounds, ...
     {prefix}{study}:lock            string  "<token> <host:pid>" of the coordinator, with a TTL
     {prefix}{study}:round:<r>       string  JSON: round number, box, first trial, trial count
     {prefix}{study}:trial:<n>       hash    round, params, status, attempt, token, score, ...
@@ -237,10 +240,11 @@ end
 """
 
 _ACQUIRE = """
--- KEYS: lock. ARGV: value, ttl_ms, previous value that may be taken over ('' for none).
+-- KEYS: lock, meta. ARGV: value, ttl_ms, previous value that may be taken over ('' for none).
 local current = redis.call('GET', KEYS[1])
 if not current or current == ARGV[1] or (ARGV[3] ~= '' and current == ARGV[3]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'coordinator', ARGV[1]) end
   return {'ok'}
 end
 return {'locked', current, redis.call('PTTL', KEYS[1])}
@@ -251,6 +255,8 @@ _RENEW = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'wiped' end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[3] then return 'wiped' end
 if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return 'cancelled' end
+local last = redis.call('HGET', KEYS[2], 'coordinator')
+if last and last ~= ARGV[1] then return 'lost' end
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return 'lost' end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -271,11 +277,12 @@ local existing = redis.call('GET', KEYS[2])
 if existing then
   if redis.call('EXISTS', KEYS[3]) == 0 then return {'corrupt'} end
   if existing ~= ARGV[2] then return {'different'} end
+  redis.call('HSET', KEYS[3], 'coordinator', ARGV[1])
   return {'exists', redis.call('HGET', KEYS[3], 'epoch')}
 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'state', 'running', 'epoch', ARGV[3], 'created_at', now(),
-           'max_attempts', ARGV[5], 'rounds', 0, 'trials', 0)
+           'max_attempts', ARGV[5], 'rounds', 0, 'trials', 0, 'coordinator', ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[4])
 return {'created', ARGV[3]}
 """
@@ -287,11 +294,11 @@ _WRITE_ROUND = (
 -- KEYS: lock, meta, round, events.
 -- ARGV: lock value, epoch, round number, box json, trial key prefix, then one params json per
 --       trial. The round is a hash so that the JSON written by Python is stored untouched.
-if redis.call('EXISTS', KEYS[2]) == 0 then return 'wiped' end
-if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 'wiped' end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lease_lost' end
-if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return 'cancelled' end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'exists' end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'wiped'} end
+if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return {'wiped'} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lease_lost'} end
+if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return {'cancelled'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'exists'} end
 local first = tonumber(redis.call('HGET', KEYS[2], 'trials') or '0')
 local t = now()
 local count = #ARGV - 5
@@ -303,7 +310,7 @@ redis.call('HSET', KEYS[3], 'round', ARGV[3], 'box', ARGV[4], 'first_trial', fir
            'trials', count, 'written_at', t)
 redis.call('HSET', KEYS[2], 'rounds', ARGV[3], 'trials', first + count)
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'round', 'round', ARGV[3])
-return 'ok'
+return {'ok', first}
 """
 )
 
@@ -369,6 +376,7 @@ _FINISH = (
     + """
 -- KEYS: trial, lease, running, events, meta, counters.
 -- ARGV: number, attempt, token, status, score, error, retry ('1' to retry a failure).
+if redis.call('EXISTS', KEYS[5]) == 0 then return 'unknown_study' end
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'token')
 if not h[1] then
   redis.call('HINCRBY', KEYS[6], 'forged_results', 1)
@@ -661,11 +669,12 @@ class StudyStore:
         """
         value = f"{secrets.token_hex(8)} {owner or owner_id()}"
         ttl_ms = str(max(1, int(ttl * 1000)))
-        result = self._run(self._acquire, [self.keys.lock], [value, ttl_ms, ""])
+        keys = [self.keys.lock, self.keys.meta]
+        result = self._run(self._acquire, keys, [value, ttl_ms, ""])
         if result[0] == "locked":
             holder, pttl = str(result[1]), int(result[2])
             if _is_dead_local(holder.split(" ", 1)[-1]):
-                result = self._run(self._acquire, [self.keys.lock], [value, ttl_ms, holder])
+                result = self._run(self._acquire, keys, [value, ttl_ms, holder])
             if result[0] == "locked":
                 raise StudyLocked(
                     f"study {self.study!r} is locked by {holder.split(' ', 1)[-1]} (another "
@@ -675,8 +684,9 @@ class StudyStore:
         return CoordinatorLock(value=value, ttl=ttl)
 
     def renew(self, lock: CoordinatorLock, epoch: str = "") -> None:
-        """Extend the lock; raise LeaseLost if another coordinator took it, StudyWiped if the
-        study's records are gone."""
+        """Extend the lock, or take it again if it expired and nobody took it meanwhile; raise
+        LeaseLost if another coordinator took it (even if it released it since), StudyWiped if
+        the study's records are gone."""
         outcome = self._run(
             self._renew, [self.keys.lock, self.keys.meta], [lock.value, _ms(lock.ttl), epoch]
         )
@@ -720,15 +730,20 @@ class StudyStore:
     ) -> RoundRecord:
         """Write round `number` and its QUEUED trials, once. A round already written is returned
         unchanged (the coordinator never re-samples a round)."""
-        args: list[Any] = [lock.value, epoch, number, canonical_json(box), self.keys.trial_prefix]
+        box_json = canonical_json(box)
+        args: list[Any] = [lock.value, epoch, number, box_json, self.keys.trial_prefix]
         args.extend(canonical_json(p) for p in params)
-        status = self._run(
+        result = self._run(
             self._write_round,
             [self.keys.lock, self.keys.meta, self.keys.round(number), self.keys.events],
             args,
         )
-        self._check(str(status))
-        return self.round(number)
+        status = str(result[0])
+        self._check(status)
+        if status == "exists":
+            return self.round(number)
+        # Not read back: after a Redis crash, a read may no longer see what was just written.
+        return RoundRecord(number, json.loads(box_json), int(result[1]), len(params))
 
     def round(self, number: int) -> RoundRecord:
         row = self._call(self.client.hgetall, self.keys.round(number))
@@ -833,8 +848,8 @@ class StudyStore:
         """Record the attempt's result if it still owns the trial.
 
         Returns "ok", "requeued" (a failure retried as a new attempt), or why it was dropped:
-        "stale", "finished", "forged" or "unknown_trial".
-        """
+        "stale", "finished", "forged", "unknown_trial" or "unknown_study" (nothing is written
+        for a study that does not exist, e.g. after Redis lost it)."""
         score = "" if result.score is None else repr(float(result.score))
         return str(
             self._run(

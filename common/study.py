@@ -18,7 +18,11 @@ top_k = 8                       # an int, a fraction of the trials so far, or "a
 
 [resources]                     # every key has a default
 queue = "cpu"                   # cpu | gpu
-timeout = "10m"                 # hard time limit of one trial
+timeout = "10m"                 # hard time limit of one trial (default 1h)
+max_attempts = 3                # runs of a trial whose worker was lost, before it is FAILED
+heartbeat = "5s"                # how often a running trial renews its lease
+lease = "30s"                   # a lease not renewed this long has expired: the trial is re-run
+retry_failed = false            # also retry trials whose objective raised or returned NaN
 
 [space]
 learning_rate = { type = "float", low = 1e-5, high = 1e-1, scale = "log" }
@@ -64,9 +68,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as "250ms", "30s", "10m", "2h" or "1d"."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a duration such as '30s' or '10m', got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
@@ -176,9 +180,10 @@ class _ResourcesSection(_Section):
     lease: str | float = "30s"
     retry_failed: bool = False
 
-    @field_validator("timeout", "heartbeat", "lease")
+    @field_validator("timeout", "heartbeat", "lease", mode="before")
     @classmethod
-    def _duration(cls, value: str | float) -> float:
+    def _duration(cls, value: object) -> float:
+        # Before pydantic's own checks, so that a bad value gets one message, not one per type.
         return parse_duration(value)
 
 
@@ -274,6 +279,15 @@ class Resources:
     for `lease` seconds has expired, and the trial goes back to the queue as a new attempt, up to
     `max_attempts`. `retry_failed` also retries trials whose objective raised or returned a bad
     value (off by default: such errors are usually deterministic).
+
+    Detection time: a trial whose process dies while its worker lives is handed back at once.
+    A trial whose whole worker or machine is lost is back in the queue at most `lease` plus the
+    coordinator's housekeeping tick (1 s) after its last heartbeat. A shorter lease recovers
+    sooner but re-runs a healthy trial whose heartbeats stall longer than `lease` (a frozen VM,
+    a Redis outage the worker cannot ride out); `lease` must be at least twice `heartbeat`.
+    After a Redis restart the coordinator waits one `lease` before reaping, so that trials that
+    ran through it can renew their leases. `timeout` is the hard limit of one attempt; Redis's
+    visibility timeout (ZOOMTUNE_VISIBILITY_TIMEOUT, default 1 day) must exceed it by 300 s.
     """
 
     queue: str = "cpu"

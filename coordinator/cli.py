@@ -15,6 +15,11 @@ private redis-server and local workers, the same code path as a cluster.
 
 Exit codes: 0 done, 1 failed (or an error), 2 bad input, 3 the study was cancelled,
 130 interrupted (run `start` again to resume).
+
+`start` has hidden options for tests that need a faster round loop (see `LoopSettings`):
+`--tick SECONDS` (housekeeping period, default 1), `--lock-ttl SECONDS` (how long the study lock
+outlives a stopped coordinator, default 15) and `--outage-limit SECONDS` (how long a Redis outage
+is ridden out, default 300).
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from urllib.parse import urlsplit
 
 import click
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rich.console import Console
 from rich.markup import escape
 
 from common.celery_app import check_visibility_timeout, make_celery
-from common.errors import BrokerError, ConfigError, StudyNotFound, ZoomtuneError
+from common.errors import BrokerError, ConfigError, StudyLocked, StudyNotFound, ZoomtuneError
 from common.settings import Settings, redact_url
 from common.store import StudyStore, connect, is_refused, list_studies, owner_id
 from common.study import StudySpec
@@ -69,25 +76,35 @@ def broker_option(function: F) -> F:
     )(function)
 
 
-def wait_for_broker(client: redis.Redis, url: str, timeout: float) -> None:
-    """Retry until Redis answers, then fail naming the address."""
+def wait_for_broker(url: str, timeout: float) -> None:
+    """Retry until Redis answers PING, for `timeout` seconds, then fail naming the address.
+
+    It probes with a client of its own that does not retry by itself (the store's client
+    retries each command for about 9 s, which would stretch a short timeout).
+    """
+    probe = redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"the broker refused the credentials: {exc}") from exc
-        except (redis.ConnectionError, redis.TimeoutError, BrokerError) as exc:
-            if is_refused(exc):
-                raise BrokerError(f"cannot connect to the broker: {exc}") from exc
-            if time.monotonic() >= deadline:
-                parts = urlsplit(url)
-                where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
-                raise BrokerError(
-                    f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
-                ) from exc
-            time.sleep(0.5)
+    try:
+        while True:
+            try:
+                probe.ping()
+                return
+            except redis.AuthenticationError as exc:
+                raise BrokerError(f"the broker refused the credentials: {exc}") from exc
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if is_refused(exc):
+                    raise BrokerError(f"cannot connect to the broker: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    parts = urlsplit(url)
+                    where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
+                    raise BrokerError(
+                        f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
+                    ) from exc
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    finally:
+        probe.close()
 
 
 def persistence_warnings(client: redis.Redis) -> list[str]:
@@ -141,8 +158,8 @@ def run_study(
     url = settings.broker_url
     if url is None:
         raise ConfigError("no broker URL")
+    wait_for_broker(url, connect_timeout)
     client = connect(url)
-    wait_for_broker(client, url, connect_timeout)
     for warning in persistence_warnings(client):
         progress.note(f"warning: {warning}")
     store = StudyStore(client, settings.prefix, spec.name)
@@ -153,11 +170,15 @@ def run_study(
     app = make_celery(settings)
     dispatcher = CeleryDispatcher(app, store, settings.prefix)
     loop = RoundLoop(spec, store, dispatcher, progress, loop_settings, on_round=save)
+    refused = False
     try:
         return loop.run()
+    except StudyLocked:
+        refused = True  # the coordinator that holds the study writes its run folder
+        raise
     finally:
         try:
-            if store.exists():
+            if not refused and store.exists():
                 save()
         except ZoomtuneError as exc:
             progress.note(f"could not write {run_dir}: {exc}")
@@ -198,6 +219,9 @@ def main() -> None:
     show_default=True,
     help="Seconds to keep trying to reach the broker.",
 )
+@click.option("--tick", type=click.FloatRange(min=0.01), default=1.0, hidden=True)
+@click.option("--lock-ttl", type=click.FloatRange(min=0.5), default=15.0, hidden=True)
+@click.option("--outage-limit", type=click.FloatRange(min=0.0), default=300.0, hidden=True)
 def start(
     study_file: Path,
     broker: str | None,
@@ -205,23 +229,27 @@ def start(
     run_dir: Path | None,
     force: bool,
     connect_timeout: float,
+    tick: float,
+    lock_ttl: float,
+    outage_limit: float,
 ) -> None:
     """Run the study in STUDY_FILE to the end (resuming it if it was interrupted)."""
     try:
         spec = StudySpec.from_file(study_file)
         settings = Settings.from_env().with_broker(broker)
         if not force:
-            check_visibility_timeout(settings, spec.resources.timeout)
+            check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
         run_dir = run_dir or Path("runs") / spec.name
+        loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
         progress = make_progress(maximize=spec.maximize)
         try:
             if settings.broker_url is None:
                 outcome = _run_embedded(
-                    spec, study_file, settings, run_dir, workers, progress, connect_timeout
+                    spec, study_file, settings, run_dir, workers, progress, connect_timeout, loop
                 )
             else:
                 progress.note(f"broker {redact_url(settings.broker_url)}")
-                outcome = run_study(spec, settings, run_dir, progress, connect_timeout)
+                outcome = run_study(spec, settings, run_dir, progress, connect_timeout, loop)
         finally:
             progress.close()
     except ZoomtuneError as exc:
@@ -241,6 +269,7 @@ def _run_embedded(
     workers: int | None,
     progress: StudyProgress,
     connect_timeout: float,
+    loop: LoopSettings,
 ) -> StudyOutcome:
     objectives = objective_options(spec, study_file)
     with embedded_broker(run_dir / "redis") as server:
@@ -260,7 +289,7 @@ def _run_embedded(
         ).start()
         try:
             return run_study(
-                spec, settings.with_broker(server.url), run_dir, progress, connect_timeout
+                spec, settings.with_broker(server.url), run_dir, progress, connect_timeout, loop
             )
         finally:
             local.stop()
@@ -269,9 +298,9 @@ def _run_embedded(
 def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path) -> None:
     console = Console()
     if outcome.state == "cancelled":
-        console.print(f"[bold yellow]stopped:[/] {outcome.message}", highlight=False)
+        console.print(f"[bold yellow]stopped:[/] {escape(outcome.message)}", highlight=False)
     elif outcome.state != "complete":
-        console.print(f"[bold red]study {spec.name!r} failed:[/] {outcome.message}")
+        console.print(f"[bold red]study {spec.name!r} failed:[/] {escape(outcome.message)}")
     if outcome.best is None:
         if outcome.state == "complete":
             console.print(f"study {spec.name!r} finished without a completed trial")

@@ -6,7 +6,7 @@ for each round r:
     send one Celery task per QUEUED trial
     wait on the store's event stream until every trial of round r is finished, meanwhile:
         re-send trials that were handed back or whose lease expired (the reaper)
-        re-send QUEUED trials whose message was lost (Redis restarted, publish failed)
+        re-send QUEUED trials whose message was lost (publish failed, queue lost)
         renew the study lock (stop at once if another coordinator took it)
         stop at once if the study was cancelled (`coordinator cancel`)
     tell the search every score of round r, in trial order (not finish order)
@@ -16,6 +16,13 @@ The loop keeps no state that the store does not have: killed at any moment and s
 it replays the finished rounds into a fresh `CoarseToFine`, re-attaches to the round in flight
 and carries on. Because the search is a pure function of the seed and the scores, the study is
 the same whether it ran with 1 worker or 40, in any finish order, with or without crashes.
+
+It does the same without being killed whenever Redis restarted (its run_id changed) or was
+unreachable: a Redis that crashed may come back from its AOF without its last second of writes
+(a result, a round), so what the loop holds in memory may be ahead of the store. It throws its
+state away and resumes from the store, which redoes whatever was lost: a lost round is written
+again with the same trials, a lost result is run again. For one lease after such a resync the
+reaper waits, so that workers whose trials ran through the outage can renew their leases.
 """
 
 from __future__ import annotations
@@ -30,9 +37,16 @@ import redis
 from celery import Celery
 
 from common.celery_app import PUBLISH_RETRY_POLICY
-from common.errors import BrokerError, StoreError, StudyCancelled, ZoomtuneError
+from common.errors import (
+    BrokerError,
+    LeaseLost,
+    StoreError,
+    StudyCancelled,
+    StudyWiped,
+    ZoomtuneError,
+)
 from common.settings import QUEUES, TASK_NAME
-from common.store import CoordinatorLock, RoundRecord, StudyStore
+from common.store import CoordinatorLock, Event, RoundRecord, StudyStore, is_refused
 from common.study import StudySpec
 from common.trial import Trial, TrialMessage, TrialStatus
 from coordinator.progress import StudyProgress
@@ -41,8 +55,12 @@ from coordinator.search import CoarseToFine, Told
 log = logging.getLogger("zoomtune.coordinator")
 
 
-class RoundFailed(ZoomtuneError):
-    """A round ended without a single completed trial, so there is nothing to narrow around."""
+SLOW_ANSWER_SECONDS = 2.0
+"""A single Redis command that takes this much longer than asked means an outage or a pause."""
+
+
+class _Resync(Exception):
+    """Redis restarted or was unreachable: what the loop holds may be ahead of the store."""
 
 
 class Dispatcher(Protocol):
@@ -123,6 +141,8 @@ class RoundLoop:
         self._outage_since: float | None = None
         self._last_start = time.monotonic()
         self._last_idle_note = time.monotonic()
+        self._reap_after = 0.0
+        self._sent_at: dict[tuple[int, int], float] = {}
         self._search: CoarseToFine | None = None
 
     # -- the loop ------------------------------------------------------------------------------
@@ -142,45 +162,96 @@ class RoundLoop:
                 log.warning("could not release the study lock: %s", exc)
 
     def _run(self, lock: CoordinatorLock) -> StudyOutcome:
-        try:
-            epoch = self.store.create(lock, self.spec.to_dict(), self.spec.resources.max_attempts)
-            meta = self.store.meta()
-            if meta.get("state") == "cancelled":
-                raise StudyCancelled(
-                    f"study {self.spec.name!r} was cancelled ({meta.get('message') or 'no reason'})"
-                    f" and does not run again; remove it with `coordinator delete "
-                    f"{self.spec.name}` or give the study a new name"
-                )
-            self._last_event = self.store.last_event_id()
+        epoch = self.store.create(lock, self.spec.to_dict(), self.spec.resources.max_attempts)
+        meta = self.store.meta()
+        if meta.get("state") == "cancelled":
+            raise StudyCancelled(
+                f"study {self.spec.name!r} was cancelled ({meta.get('message') or 'no reason'})"
+                f" and does not run again; remove it with `coordinator delete "
+                f"{self.spec.name}` or give the study a new name"
+            )
+        self._run_id = self._redis_run_id()
+        resync = False
+        while True:
+            try:
+                return self._run_rounds(lock, epoch, resync)
+            except _Resync as exc:
+                self.progress.note(f"{exc}: re-reading the study from Redis")
+            except (BrokerError, redis.ConnectionError, redis.TimeoutError) as exc:
+                self._await_redis(exc)
+                self.progress.note("Redis is back: re-reading the study from Redis")
+            except StoreError as exc:
+                # A record that vanished or does not match: a Redis that restarted without
+                # its last writes, or a real inconsistency (then stop, naming it).
+                fenced = isinstance(exc, LeaseLost | StudyWiped | StudyCancelled)
+                if fenced or self._redis_run_id() == self._run_id:
+                    raise
+                self.progress.note(f"Redis restarted ({exc}): re-reading the study")
+            resync = True
             self._run_id = self._redis_run_id()
-            search, current = self._resume()
-            self._search = search
+            # Workers whose trials ran through the outage get one lease to renew them.
+            self._reap_after = time.monotonic() + self.spec.resources.lease
+
+    def _run_rounds(self, lock: CoordinatorLock, epoch: str, resync: bool) -> StudyOutcome:
+        """Resume from the store and run the remaining rounds; `resync` after a Redis outage."""
+        self.store.renew(lock, epoch)  # first of all: is the study still there, and still ours?
+        self._last_event = self.store.last_event_id()
+        search, current = self._resume()
+        self._search = search
+        if not resync:
             self.progress.study_started(
                 self.spec.name,
                 self.spec.search.rounds,
                 self.spec.search.total_trials,
                 resumed=search.rounds_told > 0 or current is not None,
             )
-            while True:
-                if current is None:
-                    batch = search.ask()
-                    if not batch:
-                        break
-                    box = search.box.to_dict(self.spec.space)
-                    current = self.store.write_round(lock, epoch, search.round, box, batch)
-                trials = self._attach(search, current)
-                trials = self._wait(lock, epoch, current, trials)
-                search.tell([(t.params, _score(t)) for t in trials])
-                self.on_round()
-                self.progress.round_finished(current.number, search.best)
-                if not any(t.status is TrialStatus.COMPLETE for t in trials):
-                    raise RoundFailed(f"round {current.number}: 0 completed trials")
-                current = None
-            self.store.set_state("complete", lock=lock)
-            return StudyOutcome("complete", "all rounds finished", search.best)
-        except RoundFailed as exc:
-            self.store.set_state("failed", str(exc), lock=lock)
-            return StudyOutcome("failed", str(exc), None)
+        told = search.history
+        empty = sorted({t.round for t in told} - {t.round for t in told if t.score is not None})
+        if empty:  # started again after it failed: it stays failed (a new study is a new name)
+            message = f"round {empty[0]}: 0 completed trials"
+            self.store.set_state("failed", message, lock=lock)
+            return StudyOutcome("failed", message, None)
+        if search.done and current is None and not resync:
+            self.progress.note(f"study {self.spec.name!r} has already finished all its rounds")
+        while True:
+            if current is None:
+                batch = search.ask()
+                if not batch:
+                    break
+                box = search.box.to_dict(self.spec.space)
+                current = self.store.write_round(lock, epoch, search.round, box, batch)
+            trials = self._attach(search, current)
+            trials = self._wait(lock, epoch, current, trials)
+            search.tell([(t.params, _score(t)) for t in trials])
+            self.on_round()
+            self.progress.round_finished(current.number, search.best)
+            if not any(t.status is TrialStatus.COMPLETE for t in trials):
+                # Nothing to narrow around: the study stops (FAULTS.md S13).
+                message = f"round {current.number}: 0 completed trials"
+                self.store.set_state("failed", message, lock=lock)
+                return StudyOutcome("failed", message, None)
+            current = None
+        self.store.set_state("complete", lock=lock)
+        return StudyOutcome("complete", "all rounds finished", search.best)
+
+    def _await_redis(self, exc: Exception) -> None:
+        """Wait until Redis answers again; give up after `outage_limit` (BrokerError)."""
+        since = self._outage_since or time.monotonic()
+        self.progress.note(f"lost Redis, retrying: {exc}")
+        while True:
+            try:
+                self.store.client.ping()
+                self._outage_since = None
+                return
+            except (BrokerError, redis.ConnectionError, redis.TimeoutError) as error:
+                if is_refused(error):  # credentials or certificate: waiting will not help
+                    raise BrokerError(f"Redis refused this coordinator: {error}") from error
+                exc = error
+            if time.monotonic() - since > self.settings.outage_limit:
+                raise BrokerError(
+                    f"Redis unreachable for {time.monotonic() - since:.0f}s; giving up: {exc}"
+                ) from exc
+            time.sleep(min(1.0, self.settings.tick))
 
     def _resume(self) -> tuple[CoarseToFine, RoundRecord | None]:
         """Replay every finished round into a fresh search; return the round still in flight."""
@@ -224,7 +295,7 @@ class RoundLoop:
                 self._survive(self._housekeeping, lock, epoch, latest, pending)
                 next_housekeeping = now + self.settings.tick
             block = max(0.01, min(self.settings.tick, next_housekeeping - time.monotonic()))
-            events = self._survive(self.store.events, self._last_event, block)
+            events = self._survive(self._read_events, block)
             if events is None:
                 time.sleep(min(1.0, self.settings.tick))
                 continue
@@ -262,34 +333,43 @@ class RoundLoop:
 
     # -- housekeeping ----------------------------------------------------------------------------
 
+    def _read_events(self, block: float) -> list[Event]:
+        started = time.monotonic()
+        events = self.store.events(self._last_event, block)
+        _check_answered_in_time(time.monotonic() - started, block)
+        return events
+
     def _housekeeping(
         self, lock: CoordinatorLock, epoch: str, latest: dict[int, Trial], pending: set[int]
     ) -> None:
+        started = time.monotonic()
         self.store.renew(lock, epoch)
-        for requeued in self.store.reap(lock, epoch):
-            log.warning("trial %d: lease expired; %s", requeued.trial, requeued.outcome)
-        run_id = self._redis_run_id()
+        _check_answered_in_time(time.monotonic() - started, 0.0)
+        # Only now, with Redis answering: a restart since the last tick means lost writes may
+        # have to be redone and leases renewed, so no reaping before the resync.
+        if self._redis_run_id() != self._run_id:
+            raise _Resync("Redis restarted")
+        if time.monotonic() >= self._reap_after:
+            for requeued in self.store.reap(lock, epoch):
+                log.warning("trial %d: lease expired; %s", requeued.trial, requeued.outcome)
         queued = [latest[n] for n in sorted(pending) if latest[n].status is TrialStatus.QUEUED]
-        if run_id != self._run_id:
-            self.progress.note("Redis restarted; re-sending the queued trials of this round")
-            self._run_id = run_id
-            for trial in self.store.trials([t.number for t in queued]):
-                if trial.status is TrialStatus.QUEUED:
-                    self._dispatch(trial)
-        elif queued:
+        if queued:
             self._resend_lost(queued)
         self._warn_if_idle(bool(queued))
 
     def _resend_lost(self, queued: list[Trial]) -> None:
         """Re-send QUEUED trials that waited longer than a lease while the queue is empty:
-        their message was lost (a duplicate, should there be one, is dropped by the store)."""
+        their message was lost (a duplicate, should there be one, is dropped by the store).
+        A trial is re-sent at most once per lease."""
         if self.dispatcher.queue_length(self.queue) > 0:
             return
+        lease = self.spec.resources.lease
         seconds, micros = self.store.client.time()
         redis_now = float(seconds) + float(micros) / 1e6
         for trial in queued:
             waited = redis_now - (trial.queued_at or redis_now)
-            if waited > self.spec.resources.lease:
+            sent = self._sent_at.get((trial.number, trial.attempt), 0.0)
+            if waited > lease and time.monotonic() - sent > lease:
                 log.warning(
                     "trial %d waited %.0fs with an empty queue; re-sending it", trial.number, waited
                 )
@@ -307,7 +387,8 @@ class RoundLoop:
             )
 
     def _survive(self, action: Callable[..., Any], *args: Any) -> Any:
-        """Run `action(*args)`; ride out a Redis outage up to `outage_limit`, then give up."""
+        """Run `action(*args)`; ride out a Redis outage up to `outage_limit`, then give up.
+        When Redis answers again after an outage, the loop resyncs with the store."""
         try:
             result = action(*args)
         except (BrokerError, redis.ConnectionError, redis.TimeoutError) as exc:
@@ -321,8 +402,8 @@ class RoundLoop:
                 ) from exc
             return None
         if self._outage_since is not None:
-            self.progress.note("Redis is back")
             self._outage_since = None
+            raise _Resync("Redis is back")
         return result
 
     def _redis_run_id(self) -> str:
@@ -339,10 +420,18 @@ class RoundLoop:
             objective=self.spec.objective.name,
             params=dict(trial.params),
         )
+        self._sent_at[(trial.number, trial.attempt)] = time.monotonic()
         try:
             self.dispatcher.send(message, self.queue, self.spec.resources.timeout)
         except Exception as exc:  # kombu raises its own errors; the trial stays QUEUED
             log.warning("could not send trial %d (it will be re-sent): %s", trial.number, exc)
+
+
+def _check_answered_in_time(took: float, asked: float) -> None:
+    """Resync when one Redis command took much longer than asked: Redis was unreachable
+    meanwhile (the client retried until it answered), or this process was paused."""
+    if took > asked + SLOW_ANSWER_SECONDS:
+        raise _Resync(f"Redis did not answer for {took:.0f}s")
 
 
 def _score(trial: Trial) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -129,3 +130,10 @@ def bad_output(params: Mapping[str, Any], trial: Any) -> object:
     if kind == "huge_error":
         raise ValueError("x" * HUGE)
     return outputs[kind]
+
+
+def jittery(params: Mapping[str, Any], trial: Any) -> float:
+    """Sleeps a random 0 to `options.jitter` seconds (default 0.3), so that trials finish in
+    any order, then returns the deterministic score."""
+    time.sleep(random.uniform(0.0, float(trial.options.get("jitter", 0.3))))
+    return deterministic_score(params)

@@ -170,6 +170,23 @@ def test_a_round_without_a_completed_trial_fails_the_study(server: fakeredis.Fak
     assert [r.number for r in store_on(server).rounds()] == [1]
 
 
+def test_a_failed_study_started_again_stays_failed(server: fakeredis.FakeServer) -> None:
+    # Given a study that failed: no trial of round 1 completed
+    def broken(params: dict[str, Any], trial: Any) -> float:
+        raise RuntimeError("no")
+
+    run(server, spec_for(), ThreadWorkers(server, broken))
+
+    # When it is started again (with workers that would now succeed)
+    workers = ThreadWorkers(server, score)
+    outcome = run(server, spec_for(), workers)
+
+    # Then it fails again with the same reason, sampling and sending nothing
+    assert (outcome.state, outcome.message) == ("failed", "round 1: 0 completed trials")
+    assert [r.number for r in store_on(server).rounds()] == [1]
+    assert workers.sent == []
+
+
 def test_a_handed_back_trial_is_sent_again_as_the_next_attempt(
     server: fakeredis.FakeServer,
 ) -> None:

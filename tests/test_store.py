@@ -85,6 +85,24 @@ class TestStudyLock:
         with pytest.raises(StudyLocked):
             store.acquire(ttl=30, owner="other:1")
 
+    def test_a_paused_coordinator_learns_another_ran_the_study_meanwhile(
+        self, store: StudyStore
+    ) -> None:
+        # Given a coordinator whose lock expired while it was paused
+        lock = store.acquire(ttl=0.05, owner="node-a:1")
+        epoch = store.create(lock, SPEC, max_attempts=3)
+        time.sleep(0.1)
+        # When another coordinator took the study over, and finished and released it
+        other = store.acquire(ttl=30, owner="node-b:2")
+        assert store.create(other, SPEC, max_attempts=3) == epoch
+        store.release(other)
+        # Then the first one cannot take the lock back by renewing it, nor write
+        with pytest.raises(LeaseLost):
+            store.renew(lock, epoch)
+        with pytest.raises(LeaseLost):
+            store.write_round(lock, epoch, 1, {}, [{"x": 0.5}])
+        assert store.meta()["coordinator"] == other.value
+
 
 class TestStudyRecord:
     def test_opening_the_same_study_again_keeps_its_epoch(self, store: StudyStore) -> None:
@@ -190,6 +208,14 @@ class TestAttempts:
         write_round(store)
         assert store.finish(42, 1, "tok", TrialResult.complete(1.0)) == "unknown_trial"
         assert store.meta()["trials"] == "3"
+
+    def test_a_result_for_a_study_redis_lost_writes_nothing(self, store: StudyStore) -> None:
+        # Given a worker still running a trial of a study that a volatile Redis lost
+        write_round(store)
+        store.client.flushall()
+        # Then its result is refused without creating any key of the study
+        assert store.finish(0, 1, "tok", TrialResult.complete(1.0)) == "unknown_study"
+        assert list(store.client.scan_iter()) == []
 
     def test_intermediate_values_are_kept_only_from_the_owner(self, store: StudyStore) -> None:
         [n, *_] = write_round(store)

@@ -36,6 +36,11 @@ log = logging.getLogger("zoomtune.worker")
 SPEC_CACHE_SECONDS = 30.0
 """How long a worker reuses a study's spec before reading it again."""
 
+RESULT_PATIENCE_SECONDS = 300.0
+"""How long a finished trial keeps trying to record its result while Redis is unreachable (a
+restart, a failover): the result is kept if the attempt still owns the trial when Redis is back,
+which the coordinator allows for one lease after an outage."""
+
 
 @dataclass
 class WorkerRuntime:
@@ -185,12 +190,27 @@ def execute(raw: object, runtime: WorkerRuntime) -> str:
     with Heartbeat(store, context, token, resources.heartbeat, resources.lease):
         result = run_objective(runtime, message.objective, context)
     retry = resources.retry_failed and result.status is TrialStatus.FAILED
-    verdict = store.finish(message.trial, message.attempt, token, result, retry=retry)
+    verdict = record_result(store, message, token, result, retry)
     if verdict in ("ok", "requeued"):
         log.info("finished %s: %s", where, _describe(result))
     else:
         log.warning("result of %s dropped (%s): %s", where, verdict, _describe(result))
     return verdict
+
+
+def record_result(
+    store: StudyStore, message: TrialMessage, token: str, result: TrialResult, retry: bool
+) -> str:
+    """`store.finish`, retried while Redis is unreachable for up to RESULT_PATIENCE_SECONDS."""
+    deadline = time.monotonic() + RESULT_PATIENCE_SECONDS
+    while True:
+        try:
+            return store.finish(message.trial, message.attempt, token, result, retry=retry)
+        except BrokerError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("trial %d: cannot record its result yet, retrying: %s", message.trial, exc)
+            time.sleep(1.0)
 
 
 def run_objective(runtime: WorkerRuntime, name: str, context: TrialContext) -> TrialResult:
@@ -244,4 +264,11 @@ def _describe(result: TrialResult) -> str:
     return f"{result.status.value}: {result.error}"
 
 
-__all__ = ["Heartbeat", "WorkerRuntime", "execute", "run_objective", "score_result"]
+__all__ = [
+    "Heartbeat",
+    "WorkerRuntime",
+    "execute",
+    "record_result",
+    "run_objective",
+    "score_result",
+]

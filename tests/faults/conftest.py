@@ -9,6 +9,7 @@ import pytest
 
 from common.store import connect
 from coordinator.embedded import RedisServer
+from tests.faults.process_rig import ProcessRig
 from tests.faults.worker_rig import WorkerRig
 
 
@@ -23,3 +24,14 @@ def worker_rig(redis_server: RedisServer, tmp_path: Path) -> Iterator[WorkerRig]
     finally:
         rig.stop()
         client.close()
+
+
+@pytest.fixture
+def rig(redis_server: RedisServer, tmp_path: Path) -> Iterator[ProcessRig]:
+    """`worker start` and `coordinator start` processes around a real redis-server with AOF;
+    all stopped by pid at the end."""
+    rig = ProcessRig(redis_server, tmp_path)
+    try:
+        yield rig
+    finally:
+        rig.close()

@@ -1,0 +1,163 @@
+"""The fault-test rig of FAULTS.md for the Redis-side scenarios (S6-S11, S14, S19), resume and
+determinism: every part a separate process, the coordinator included.
+
+Where `worker_rig` runs the round loop in a thread of the test, a `ProcessRig` starts real
+`worker start` and `coordinator start` processes against the test's redis-server, remembers
+every one it started, and stops them by their own pids (never by name). Its coordinators use a
+fast round loop (`FAST_LOOP`), its studies fast lease timings, so that a scenario takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from common.errors import StudyNotFound
+from common.store import StudyStore, canonical_json, connect
+from common.study import StudySpec
+from common.trial import Trial, TrialStatus
+from coordinator.embedded import RedisServer
+from coordinator.search import CoarseToFine
+from tests.faults.invariants import check_invariants
+from tests.harness import CoordinatorProcess, WorkerProcess, objective_option
+from tests.objectives import deterministic_score
+
+PREFIX = "zoomtune:"
+
+FAST_LOOP = ("--tick", "0.5", "--lock-ttl", "5", "--outage-limit", "60")
+"""Hidden `coordinator start` options: housekeeping every 0.5 s, a 5 s study lock."""
+
+FAST_RESOURCES = 'heartbeat = "0.5s"\nlease = "3s"\ntimeout = "60s"\nmax_attempts = 3'
+"""The `[resources]` of a fault-test study: heartbeat 0.5 s, lease 3 s."""
+
+
+@dataclass
+class ProcessRig:
+    """Worker and coordinator processes around one redis-server, all stopped by pid."""
+
+    redis: RedisServer
+    folder: Path
+    started: list[WorkerProcess | CoordinatorProcess] = field(default_factory=list)
+    _client: redis.Redis | None = None
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def workers(
+        self,
+        count: int,
+        objectives: Sequence[str] = ("sleepy",),
+        concurrency: int = 1,
+        wait: bool = True,
+    ) -> list[WorkerProcess]:
+        """Start `count` workers with `concurrency` pool processes each (and wait until ready)."""
+        first = sum(isinstance(p, WorkerProcess) for p in self.started)
+        workers = [
+            WorkerProcess(
+                self.redis.url,
+                self.folder / f"worker{first + i}.log",
+                concurrency=concurrency,
+                objectives=[objective_option(name) for name in objectives],
+            ).start()
+            for i in range(count)
+        ]
+        self.started.extend(workers)
+        if wait:
+            for worker in workers:
+                worker.wait_ready()
+        return workers
+
+    def study_file(self, toml: str, name: str = "study.toml") -> Path:
+        path = self.folder / name
+        path.write_text(toml)
+        return path
+
+    def coordinator(
+        self,
+        study_file: Path,
+        name: str = "coordinator",
+        extra_args: Sequence[str] = FAST_LOOP,
+        broker_url: str | None = None,
+    ) -> CoordinatorProcess:
+        """Start `coordinator start STUDY_FILE` against this Redis (or `broker_url`)."""
+        process = CoordinatorProcess(
+            study_file,
+            self.folder / f"run-{name}",
+            broker_url or self.redis.url,
+            self.folder / f"{name}.log",
+            extra_args=extra_args,
+        ).start()
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+    # -- the store ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = connect(self.redis.url)
+        return self._client
+
+    def store(self, study: str = "demo") -> StudyStore:
+        return StudyStore(self.client, PREFIX, study)
+
+    def trials(self, study: str = "demo") -> list[Trial]:
+        """The study's trials, or none while the coordinator has not created it yet."""
+        try:
+            return self.store(study).trials()
+        except StudyNotFound:
+            return []
+
+    def running(self, study: str = "demo") -> list[Trial]:
+        return [t for t in self.trials(study) if t.status is TrialStatus.RUNNING]
+
+    def redis_time(self) -> float:
+        seconds, micros = self.client.time()
+        return float(seconds) + float(micros) / 1e6
+
+    def check(self, expected_trials: int, max_attempts: int = 3, study: str = "demo") -> None:
+        """Stop every process, then check the invariants I1-I4."""
+        self.stop_all()
+        check_invariants(self.store(study), expected_trials, max_attempts, list(self.started))
+
+    def close(self) -> None:
+        self.stop_all()
+        if self._client is not None:
+            self._client.close()
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """What a study produced, in order: each round's box, each trial's params and score."""
+
+    boxes: list[dict[str, Any]]
+    trials: list[tuple[dict[str, Any], float | None]]
+
+    @classmethod
+    def reference(cls, toml: str) -> StudyRun:
+        """The study run in this process, without Redis or workers, on `deterministic_score`
+        (the score of the `sleepy` and `jittery` test objectives)."""
+        spec = StudySpec.from_toml(toml)
+        search = CoarseToFine(spec)
+        trials: list[tuple[dict[str, Any], float | None]] = []
+        while batch := search.ask():
+            scored = [(params, deterministic_score(params)) for params in batch]
+            search.tell(scored)
+            trials.extend(scored)
+        boxes = [json.loads(canonical_json(box.to_dict(spec.space))) for box in search.boxes]
+        return cls(boxes, trials)
+
+    @classmethod
+    def from_store(cls, store: StudyStore) -> StudyRun:
+        return cls(
+            [dict(record.box) for record in store.rounds()],
+            [(dict(t.params), t.score) for t in store.trials()],
+        )
