@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import redis
@@ -307,12 +307,23 @@ class RoundLoop:
                     raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
                 if event.trial is None or event.trial not in latest:
                     continue
-                changed.add(event.trial)
                 if event.type == "started":
+                    # A start changes nothing the loop decides on: show it without a read.
                     self._last_start = time.monotonic()
+                    self._show_started(latest, event)
+                else:
+                    changed.add(event.trial)
             if changed:
                 self._refresh(latest, pending, changed)
         return [latest[n] for n in record.trial_numbers]
+
+    def _show_started(self, latest: dict[int, Trial], event: Event) -> None:
+        trial = latest[event.trial or 0]
+        if trial.status is not TrialStatus.QUEUED or event.attempt != trial.attempt:
+            return
+        started = replace(trial, status=TrialStatus.RUNNING, worker=event.fields.get("worker"))
+        latest[trial.number] = started
+        self.progress.trial_changed(started)
 
     def _refresh(self, latest: dict[int, Trial], pending: set[int], numbers: set[int]) -> None:
         """Re-read changed trials; send again those that went back to the queue."""
