@@ -19,7 +19,7 @@ DONE_KEY = "zoomtune:bench:done"
 
 
 def make_app(url: str) -> Celery:
-    app = make_celery(Settings(broker_url=url), events=False)
+    app = make_celery(Settings(broker_url=url))
     client = redis.Redis.from_url(url)
 
     @app.task(name="bench.sleep", acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
