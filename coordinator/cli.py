@@ -182,6 +182,7 @@ def run_study(
                 save()
         except ZoomtuneError as exc:
             progress.note(f"could not write {run_dir}: {exc}")
+        dispatcher.close()
         app.close()
         client.close()
 

@@ -78,12 +78,17 @@ class CeleryDispatcher:
         self._app = app
         self._client = store.client
         self._prefix = prefix
+        self._producer: Any = None
 
     def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
         # The soft limit raises inside the objective (a clean FAILED "timeout"); the hard limit,
         # a little later, kills a trial that ignores it.
+        if self._producer is None:
+            # One producer for the whole study: acquiring one per message doubles its cost.
+            self._producer = self._app.producer_pool.acquire(block=True)
         self._app.send_task(
             TASK_NAME,
+            producer=self._producer,
             args=[message.to_dict()],
             queue=queue,
             soft_time_limit=timeout,
@@ -94,6 +99,11 @@ class CeleryDispatcher:
 
     def queue_length(self, queue: str) -> int:
         return int(self._client.llen(f"{self._prefix}{queue}"))
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.release()
+            self._producer = None
 
 
 @dataclass(frozen=True)

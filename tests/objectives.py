@@ -81,12 +81,12 @@ def hangs(params: Mapping[str, Any], trial: Any) -> float:
 
 
 def stops_heartbeat(params: Mapping[str, Any], trial: Any) -> float:
-    """On its first attempt, stops the heartbeat thread of its own attempt (as if it died) and
-    keeps running for `options.duration` seconds; later attempts just return the score."""
+    """On its first attempt, stops its process's heartbeat thread (as if it died) and keeps
+    running for `options.duration` seconds; later attempts just return the score."""
     if trial.attempt == 1:
         for thread in threading.enumerate():
             if thread.name == "zoomtune-heartbeat":
-                thread._target.__self__._stop.set()  # type: ignore[attr-defined]
+                thread._target.__self__.stop()  # type: ignore[attr-defined]
         time.sleep(float(trial.options.get("duration", 6)))
     return deterministic_score(params)
 

@@ -18,7 +18,8 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import redis
@@ -54,6 +55,7 @@ class WorkerRuntime:
     _client: redis.Redis | None = field(default=None, repr=False)
     _specs: dict[str, tuple[float, StudySpec]] = field(default_factory=dict, repr=False)
     _stores: dict[str, StudyStore] = field(default_factory=dict, repr=False)
+    _heartbeat: tuple[int, Heartbeat] | None = field(default=None, repr=False)
 
     @property
     def client(self) -> redis.Redis:
@@ -63,6 +65,13 @@ class WorkerRuntime:
                 raise BrokerError("the worker has no broker URL")
             self._client = connect(self.settings.broker_url)
         return self._client
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        """This process's heartbeat thread (a forked pool process makes its own)."""
+        if self._heartbeat is None or self._heartbeat[0] != os.getpid():
+            self._heartbeat = (os.getpid(), Heartbeat())
+        return self._heartbeat[1]
 
     def store(self, study: str) -> StudyStore:
         if study not in self._stores:
@@ -78,54 +87,101 @@ class WorkerRuntime:
         return spec
 
 
-class Heartbeat:
-    """A daemon thread that renews the attempt's lease every `interval` seconds.
+@dataclass
+class _Beat:
+    """The attempt a pool process runs now, and when its lease is next due for renewal."""
 
-    It stops renewing when the trial was taken from this attempt. If the worker daemon that
-    started this process dies (SIGKILL, machine loss), the process exits: nobody would ack its
-    message, and the trial must go back to the queue when the lease expires.
+    store: StudyStore
+    context: TrialContext
+    token: str
+    interval: float
+    lease: float
+    due: float
+
+
+class Heartbeat:
+    """One daemon thread per pool process that renews the lease of the attempt it runs.
+
+    The thread lives as long as the process, so a trial pays neither a thread start nor a join
+    (on a busy machine those cost milliseconds per trial). It stops renewing an attempt that no
+    longer owns its trial. It also watches the worker daemon that forked this process: if the
+    daemon dies (SIGKILL, machine loss), nobody would ack the message, so the process exits and
+    the trial goes back to the queue when its lease expires.
     """
 
-    def __init__(
-        self, store: StudyStore, context: TrialContext, token: str, interval: float, lease: float
-    ) -> None:
-        self._store, self._context, self._token = store, context, token
-        self._interval, self._lease = interval, lease
-        self._stop = threading.Event()
+    PARENT_CHECK = 1.0
+    """Seconds between checks that the worker daemon is alive while no trial runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._beat: _Beat | None = None
         self._parent = os.getppid()
-        self._thread = threading.Thread(target=self._run, name="zoomtune-heartbeat", daemon=True)
+        self._thread = self._start_thread()
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
+    def _start_thread(self) -> threading.Thread:
+        self._stopped.clear()
+        thread = threading.Thread(target=self._run, name="zoomtune-heartbeat", daemon=True)
+        thread.start()
+        return thread
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    @contextmanager
+    def keep(
+        self, store: StudyStore, context: TrialContext, token: str, interval: float, lease: float
+    ) -> Iterator[None]:
+        """Renew the attempt's lease every `interval` seconds until the block ends."""
+        if not self._thread.is_alive():
+            self._thread = self._start_thread()
+        beat = _Beat(store, context, token, interval, lease, time.monotonic() + interval)
+        with self._lock:
+            self._beat = beat
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._beat = None
+
+    def stop(self) -> None:
+        """End the thread (the next `keep` starts a new one); tests use it to fake a death."""
+        self._stopped.set()
+        self._wake.set()
 
     def _run(self) -> None:
-        context = self._context
-        while not self._stop.wait(self._interval):
-            if os.getppid() != self._parent:
-                log.error(
-                    "trial %d: the worker daemon died; abandoning the attempt", context.number
-                )
-                os._exit(70)
-            try:
-                alive = self._store.heartbeat(
-                    context.number, context.attempt, self._token, self._lease
-                )
-            except (BrokerError, redis.RedisError) as exc:
-                log.warning("trial %d: heartbeat failed, will retry: %s", context.number, exc)
-                continue
-            if not alive:
-                log.warning(
-                    "trial %d attempt %d no longer owns the trial; its result will be dropped",
-                    context.number,
-                    context.attempt,
-                )
-                context.lost = True
+        while True:
+            with self._lock:
+                beat = self._beat
+            wait = self.PARENT_CHECK if beat is None else beat.due - time.monotonic()
+            self._wake.wait(max(0.0, min(wait, self.PARENT_CHECK)))
+            self._wake.clear()
+            if self._stopped.is_set():
                 return
+            if os.getppid() != self._parent:
+                log.error("the worker daemon died; this trial process exits")
+                os._exit(70)
+            with self._lock:
+                beat = self._beat
+            if beat is None or beat.context.lost or time.monotonic() < beat.due:
+                continue
+            beat.due = time.monotonic() + beat.interval
+            self._renew(beat)
+
+    @staticmethod
+    def _renew(beat: _Beat) -> None:
+        context = beat.context
+        try:
+            alive = beat.store.heartbeat(context.number, context.attempt, beat.token, beat.lease)
+        except (BrokerError, redis.RedisError) as exc:
+            log.warning("trial %d: heartbeat failed, will retry: %s", context.number, exc)
+            return
+        if not alive:
+            log.warning(
+                "trial %d attempt %d no longer owns the trial; its result will be dropped",
+                context.number,
+                context.attempt,
+            )
+            context.lost = True
 
 
 def execute(raw: object, runtime: WorkerRuntime) -> str:
@@ -187,7 +243,7 @@ def execute(raw: object, runtime: WorkerRuntime) -> str:
         _store=store,
         _token=token,
     )
-    with Heartbeat(store, context, token, resources.heartbeat, resources.lease):
+    with runtime.heartbeat.keep(store, context, token, resources.heartbeat, resources.lease):
         result = run_objective(runtime, message.objective, context)
     retry = resources.retry_failed and result.status is TrialStatus.FAILED
     verdict = record_result(store, message, token, result, retry)
