@@ -15,9 +15,9 @@ sampler = "sobol"               # random | sobol | lhs | grid
 rounds = 4
 trials_per_round = 32           # an int, or a list with one entry per round
 top_k = "auto"                  # an int, a fraction of the trials so far, or "auto"
-margin = 0.1                    # widen the box by this share of the top-k's spread, each side
-min_shrink = 0.6                # a box keeps at least this share of the previous box's width
-explore = 0.1                   # share of each later round sampled over the whole space
+margin = 0.0                    # widen the box by this share of the top-k's spread, each side
+min_shrink = 0.55               # a box keeps at least this share of the previous box's width
+explore = 0.05                  # share of each later round sampled over the whole space
 min_width = 0.02                # narrowest interval, as a share of the (warped) range
 
 [resources]                     # every key has a default
@@ -139,9 +139,9 @@ class _SearchSection(_Section):
     rounds: Annotated[int, Field(ge=1, le=1000)] = 4
     trials_per_round: Any = 16  # int | list[int], checked below for a clear message
     top_k: Any = "auto"  # int | float | "auto", checked below
-    margin: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.1
-    min_shrink: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.6
-    explore: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.1
+    margin: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.0
+    min_shrink: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.55
+    explore: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
     min_width: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.02
 
     @field_validator("trials_per_round", mode="before")
@@ -269,9 +269,9 @@ class SearchSettings:
     rounds: int = 4
     trials_per_round: tuple[int, ...] = (16, 16, 16, 16)
     top_k: int | float | str = "auto"
-    margin: float = 0.1
-    min_shrink: float = 0.6
-    explore: float = 0.1
+    margin: float = 0.0
+    min_shrink: float = 0.55
+    explore: float = 0.05
     min_width: float = 0.02
 
     @property

@@ -103,9 +103,10 @@ def narrow(
 
     A choice parameter keeps, in its declared order, the values the top trials used. Like an
     interval it shrinks no faster than `min_shrink`: it keeps at least `min_shrink` x its
-    previous number of values (rounded half up, at least 1), refilled with the values of the
-    best `runners_up` (the other completed trials, best first). Without that floor a small k
-    can drop the right choice after one round because its trials were unlucky elsewhere.
+    previous number of values (rounded up), refilled with the values of the best `runners_up`
+    (the other completed trials, best first). Without that floor a small k can drop the right
+    choice after one round because its trials were unlucky in the other parameters. With
+    min_shrink above 0.5 a choice never narrows below its two best values.
 
     With no top trials the previous box is returned unchanged.
     """
@@ -121,7 +122,8 @@ def narrow(
         if isinstance(param, ChoiceParameter):
             if isinstance(region, Interval):
                 raise ValueError(f"the previous box gives {region!r} for choice {param.name!r}")
-            keep = max(1, math.floor(min_shrink * len(region) + 0.5))
+            # At least min_shrink x the previous count, as for an interval's width.
+            keep = max(1, math.ceil(min_shrink * len(region) - 1e-9))
             regions[param.name] = _choices(param, values, runners_up, keep)
             continue
         if not isinstance(region, Interval):

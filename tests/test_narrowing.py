@@ -277,10 +277,21 @@ def test_a_choice_region_shrinks_no_faster_than_min_shrink_refilled_by_the_runne
     top = [({"opt": "lamb"}, 1.0)]
     runners_up = [({"opt": "lamb"}, 0.9), ({"opt": "sgd"}, 0.8), ({"opt": "adam"}, 0.7)]
 
-    box = narrow(space, space.whole_box(), top, **knobs(min_shrink=0.6), runners_up=runners_up)
+    box = narrow(space, space.whole_box(), top, **knobs(min_shrink=0.4), runners_up=runners_up)
 
-    # round(0.6 x 4) = 2 values: the top trial's, then the best runner-up with another value.
+    # 0.4 x 4 = 1.6, so 2 values: the top trial's, then the best runner-up with another value.
     assert box["opt"] == ("sgd", "lamb")
+
+
+def test_a_choice_narrows_to_one_value_only_when_min_shrink_allows_it() -> None:
+    space = SearchSpace((ChoiceParameter("bn", (True, False)),))
+    top, runners_up = [({"bn": True}, 1.0)], [({"bn": False}, 0.5)]
+
+    slow = narrow(space, space.whole_box(), top, **knobs(min_shrink=0.55), runners_up=runners_up)
+    fast = narrow(space, space.whole_box(), top, **knobs(min_shrink=0.5), runners_up=runners_up)
+
+    assert slow["bn"] == (True, False)
+    assert fast["bn"] == (True,)
 
 
 def test_a_choice_comes_back_when_an_explored_trial_with_it_reaches_the_top() -> None:
@@ -350,7 +361,7 @@ def test_every_box_holds_the_top_k_inside_the_space_with_its_floors(
             assert isinstance(region, tuple)
             others = {params[param.name] for params, _ in runners_up}
             assert set(values) <= set(region) <= set(values) | others
-            keep = max(1, math.floor(min_shrink * len(param.values) + 0.5))
+            keep = max(1, math.ceil(min_shrink * len(param.values) - 1e-9))
             assert len(region) >= min(keep, len(set(values) | others))
             continue
         assert isinstance(region, Interval)

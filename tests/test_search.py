@@ -133,7 +133,6 @@ def test_the_boxes_close_in_on_the_optimum_of_a_bowl() -> None:
 
     widths = [region.width for box in search.boxes if isinstance(region := box["x"], Interval)]
     assert widths[0] == 1.0
-    assert widths == sorted(widths, reverse=True)
     assert widths[-1] < 0.25
     final = search.box["x"]
     assert isinstance(final, Interval)
