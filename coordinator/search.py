@@ -13,7 +13,9 @@ search.boxes                          # the Box each asked round sampled
 
 Round 1 samples the whole space. Each later round r samples `trials_per_round[r - 1]` trials:
 a share `explore` of them over the whole space, the rest inside the box that `narrow` draws
-around the top-k trials of rounds 1..r-1.
+around the top-k trials of rounds 1..r-1. Choice parameters start narrowing one round later
+(round 2 tries every choice inside the first narrowed box): round 1 pairs each choice with
+random values of the other parameters, which is too little evidence to drop a choice for good.
 
 Determinism, which the distributed coordinator relies on:
 
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import MessageError
-from common.space import Box, ParamValue
+from common.space import Box, ChoiceParameter, ParamValue
 from common.study import StudySpec
 from coordinator.narrowing import narrow, resolve_k, top_k
 from coordinator.sampling import sample
@@ -59,8 +61,8 @@ class Told:
 def explore_count(explore: float, n: int, round_number: int) -> int:
     """How many of a round's n trials are sampled over the whole space instead of the box.
 
-    None in round 1 (which covers the whole space anyway); later `explore * n` rounded half up,
-    leaving at least one trial for the box.
+    No trial in round 1 (which covers the whole space anyway); later `explore * n` rounded half
+    up, leaving at least one trial for the box.
     """
     if round_number <= 1 or n <= 1:
         return 0
@@ -130,7 +132,10 @@ class CoarseToFine:
         return dict(params), score
 
     def ask(self) -> list[dict[str, ParamValue]]:
-        """The current round's parameter dicts; the same again until told; [] once done."""
+        """The current round's parameter dicts; the same again until told; [] once done.
+
+        The box trials come first, the `explore_count(...)` trials over the whole space last.
+        """
         if self.done:
             return []
         if self._pending is None:
@@ -207,7 +212,7 @@ class CoarseToFine:
         results = self._results()
         ranked = top_k(results, len(results), self._spec.maximize)
         k = resolve_k(settings.top_k, len(ranked))
-        return narrow(
+        box = narrow(
             self._spec.space,
             self._box,
             ranked[:k],
@@ -216,6 +221,15 @@ class CoarseToFine:
             min_width=settings.min_width,
             runners_up=ranked[k:],
         )
+        if self.rounds_told == 1:
+            # Round 1 paired each choice with random values of everything else, so its scores
+            # say little about the choice itself: round 2 narrows the numeric parameters only
+            # and tries every choice inside that box; choices narrow from round 3 on.
+            every_choice = {
+                p.name: p.values for p in self._spec.space if isinstance(p, ChoiceParameter)
+            }
+            box = Box({**box.regions, **every_choice})
+        return box
 
     def _sample(self, round_number: int, box: Box) -> list[dict[str, ParamValue]]:
         settings = self._spec.search

@@ -142,6 +142,22 @@ def test_the_boxes_close_in_on_the_optimum_of_a_bowl() -> None:
     assert best[1] < 0.1
 
 
+def test_choices_start_narrowing_one_round_after_the_numeric_parameters() -> None:
+    # Given round 1 where only 'relu' trials score well,
+    search = CoarseToFine(make_spec(rounds=3, top_k=1))
+    search.tell([(p, 0.0 if p["act"] == "relu" else 9.0) for p in search.ask()])
+
+    # then round 2 narrows x but still tries every activation,
+    search.ask()
+    assert search.boxes[1]["x"] != Interval(0.0, 1.0)
+    assert search.boxes[1]["act"] == ("relu", "tanh", "gelu")
+
+    # and round 3 keeps ceil(0.55 x 3) = 2 of them, the best trial's first among them.
+    search.tell([(p, 0.0 if p["act"] == "relu" else 9.0) for p in search.ask()])
+    assert "relu" in search.box["act"]
+    assert len(search.box["act"]) == 2
+
+
 def test_a_choice_that_matters_is_rarely_dropped_for_good() -> None:
     # Given a bowl where only 'tanh' is best but the other parameters dominate round 1,
     # when 20 studies run with the default settings,
