@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeAlias
 
@@ -74,6 +75,14 @@ def _unwarp(w: float, scale: Scale) -> float:
     return w
 
 
+def _scale(value: object) -> Scale:
+    """The `Scale` named by `value`; a plain string such as "log" is accepted too."""
+    if isinstance(value, str) and value in {s.value for s in Scale}:
+        return Scale(value)
+    known = ", ".join(repr(s.value) for s in Scale)
+    raise ConfigError(f"scale must be one of {known}, got scale={value!r}")
+
+
 def _check_finite(**values: float) -> None:
     for key, value in values.items():
         if not math.isfinite(value):
@@ -92,6 +101,7 @@ class FloatParameter:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
+        object.__setattr__(self, "scale", _scale(self.scale))
         _check_finite(low=self.low, high=self.high)
         if self.low > self.high:
             raise ConfigError(f"low <= high must hold, got (low={self.low!r}, high={self.high!r})")
@@ -134,8 +144,10 @@ class FloatParameter:
         lo, hi = self._edges
         x = _unwarp(lo + float(u) * (hi - lo), self.scale)
         if self.step is not None:
-            x = self.low + round((x - self.low) / self.step) * self.step
-        return min(self.high, max(self.low, x))
+            # In decimal, so that low=0, step=0.1 gives 0.3 rather than 0.30000000000000004.
+            k = round((x - self.low) / self.step)
+            x = float(Decimal(repr(float(self.low))) + k * Decimal(repr(float(self.step))))
+        return float(min(self.high, max(self.low, x)))
 
     def contains(self, value: object) -> bool:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -167,6 +179,7 @@ class IntParameter:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
+        object.__setattr__(self, "scale", _scale(self.scale))
         for key in ("low", "high", "step"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int):

@@ -14,7 +14,11 @@ options = { max_iter = 30 }     # passed to the objective as trial.options
 sampler = "sobol"               # random | sobol | lhs | grid
 rounds = 4
 trials_per_round = 32           # an int, or a list with one entry per round
-top_k = 8                       # an int, a fraction of the trials so far, or "auto"
+top_k = "auto"                  # an int, a fraction of the trials so far, or "auto"
+margin = 0.0                    # widen the box by this share of the top-k's spread, each side
+min_shrink = 0.55               # a box keeps at least this share of the previous box's width
+explore = 0.05                  # share of each later round sampled over the whole space
+min_width = 0.02                # narrowest interval, as a share of the (warped) range
 
 [resources]                     # every key has a default
 queue = "cpu"                   # cpu | gpu
@@ -139,10 +143,10 @@ class _SearchSection(_Section):
     rounds: Annotated[int, Field(ge=1, le=1000)] = 4
     trials_per_round: Any = 16  # int | list[int], checked below for a clear message
     top_k: Any = "auto"  # int | float | "auto", checked below
-    margin: Annotated[float, Field(ge=0, le=10)] = 0.25
-    min_shrink: Annotated[float, Field(gt=0, le=1)] = 0.5
-    explore: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    min_width: Annotated[float, Field(gt=0, le=1)] = 0.02
+    margin: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.0
+    min_shrink: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.55
+    explore: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
+    min_width: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.02
 
     @field_validator("trials_per_round", mode="before")
     @classmethod
@@ -249,21 +253,30 @@ class ObjectiveSpec:
 class SearchSettings:
     """How trials are sampled and how the box narrows from round to round.
 
+    - `sampler`: how points are drawn, in the box and over the whole space: "sobol"
+      (scrambled Sobol, the default), "lhs" (Latin hypercube), "random", or "grid" (for
+      comparison only: it tries few values of each parameter).
+    - `rounds`, `trials_per_round`: the budget; one size for every round, or one per round.
     - `top_k`: how many of the best trials so far define the next box: an int, a fraction of
-      the completed trials, or "auto" (see `coordinator.narrowing.resolve_k`).
-    - `margin`: the box around the top-k is widened by this share of its width on each side.
-    - `min_shrink`: a box is never narrower than this share of the previous round's box.
-    - `explore`: the share of each later round sampled over the whole space.
+      the completed trials, or "auto" = ceil(sqrt(completed) / 4), which grows slowly with the
+      history (see `coordinator.narrowing.resolve_k`).
+    - `margin`: the box around the top-k is widened by this share of their spread on each side.
+    - `min_shrink`: a box is never narrower than this share of the previous round's box; with
+      a small k this is the pace at which the box closes in on the best trial.
+    - `explore`: the share of each later round sampled over the whole space instead of the box.
     - `min_width`: no interval gets narrower than this, in unit coordinates.
+
+    The defaults were chosen on the search-quality benchmark (BENCHMARKS.md), tuned on half of
+    its problems and checked on the other half.
     """
 
     sampler: str = "sobol"
     rounds: int = 4
     trials_per_round: tuple[int, ...] = (16, 16, 16, 16)
     top_k: int | float | str = "auto"
-    margin: float = 0.25
-    min_shrink: float = 0.5
-    explore: float = 0.1
+    margin: float = 0.0
+    min_shrink: float = 0.55
+    explore: float = 0.05
     min_width: float = 0.02
 
     @property
