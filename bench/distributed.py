@@ -173,81 +173,87 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
+def measure(
+    side: str, url: str, trials: int, duration: float, slots: int, workdir: Path, name: str
+) -> Measurement:
+    if side == "raw":
+        return run_raw(url, trials, duration, slots, workdir)
+    return run_zoomtune(url, trials, duration, slots, workdir, name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=600, help="trials per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--throughput-slots", type=int, default=2)
     parser.add_argument("--utilization-slots", type=int, default=8)
     parser.add_argument("--duration", type=float, default=0.05)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "distributed.json")
     args = parser.parse_args()
 
-    results: dict[str, list[float]] = {k: [] for k in ("raw_tps", "zt_tps", "raw_util", "zt_util")}
+    kinds = {
+        "throughput": (0.0, args.throughput_slots),
+        "utilization": (args.duration, args.utilization_slots),
+    }
+    runs: dict[str, dict[str, list[float]]] = {
+        kind: {"raw": [], "zoomtune": [], "ratio": []} for kind in kinds
+    }
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for repeat in range(args.repeats):
             server = RedisServer(workdir / f"redis-{repeat}").start()
             try:
-                # Alternate which side goes first, so warm caches favour neither.
-                sides = ["raw", "zoomtune"] if repeat % 2 == 0 else ["zoomtune", "raw"]
-                for side in sides:
-                    if side == "raw":
-                        tps = run_raw(server.url, args.trials, 0.0, args.throughput_slots, workdir)
-                        util = run_raw(
-                            server.url, args.trials, args.duration, args.utilization_slots, workdir
-                        )
-                        results["raw_tps"].append(tps.per_second)
-                        results["raw_util"].append(
-                            util.utilization(args.duration, args.utilization_slots)
-                        )
-                    else:
-                        tps = run_zoomtune(
+                # Both sides on the same fresh Redis, alternating who goes first.
+                order = ["raw", "zoomtune"] if repeat % 2 == 0 else ["zoomtune", "raw"]
+                for kind, (duration, slots) in kinds.items():
+                    value: dict[str, float] = {}
+                    for side in order:
+                        got = measure(
+                            side,
                             server.url,
                             args.trials,
-                            0.0,
-                            args.throughput_slots,
+                            duration,
+                            slots,
                             workdir,
-                            f"tps{repeat}",
+                            f"{kind}{repeat}",
                         )
-                        util = run_zoomtune(
-                            server.url,
-                            args.trials,
-                            args.duration,
-                            args.utilization_slots,
-                            workdir,
-                            f"util{repeat}",
+                        value[side] = (
+                            got.per_second
+                            if kind == "throughput"
+                            else got.utilization(duration, slots)
                         )
-                        results["zt_tps"].append(tps.per_second)
-                        results["zt_util"].append(
-                            util.utilization(args.duration, args.utilization_slots)
-                        )
-                    print(f"repeat {repeat + 1}/{args.repeats} {side}: done", flush=True)
+                        runs[kind][side].append(value[side])
+                    runs[kind]["ratio"].append(value["zoomtune"] / value["raw"])
+                    print(
+                        f"repeat {repeat + 1}/{args.repeats} {kind}: raw {value['raw']:.3f}, "
+                        f"zoomtune {value['zoomtune']:.3f}",
+                        flush=True,
+                    )
             finally:
                 server.stop()
 
-    median = {k: statistics.median(v) for k, v in results.items()}
-    summary = {
-        "trials": args.trials,
-        "repeats": args.repeats,
-        "throughput_slots": args.throughput_slots,
-        "utilization_slots": args.utilization_slots,
-        "duration": args.duration,
-        "runs": results,
-        "median": median,
-        "throughput_ratio": median["zt_tps"] / median["raw_tps"],
-        "utilization_ratio": median["zt_util"] / median["raw_util"],
-    }
+    median = {kind: {k: statistics.median(v) for k, v in r.items()} for kind, r in runs.items()}
+    summary = {"settings": vars(args) | {"out": str(args.out)}, "runs": runs, "median": median}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+
+    def row(kind: str, label: str, fmt: str) -> str:
+        m, ratios = median[kind], runs[kind]["ratio"]
+        return (
+            f"| {label} | {m['raw']:{fmt}} | {m['zoomtune']:{fmt}} | {m['ratio']:.2f} "
+            f"({min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+
     print(
-        f"\n| measure | raw Celery | zoomtune | ratio |\n|---|---|---|---|\n"
-        f"| trials/s, no-op, {args.throughput_slots} slots | {median['raw_tps']:.0f} | "
-        f"{median['zt_tps']:.0f} | {summary['throughput_ratio']:.2f} |\n"
-        f"| utilization, {args.duration * 1000:.0f} ms trials, {args.utilization_slots} slots | "
-        f"{median['raw_util']:.3f} | {median['zt_util']:.3f} | "
-        f"{summary['utilization_ratio']:.2f} |"
+        "\n| measure | raw Celery | zoomtune | ratio, median of paired runs (range) |\n"
+        "|---|---|---|---|\n"
+        + row("throughput", f"trials/s, no-op objective, {args.throughput_slots} slots", ".0f")
+        + "\n"
+        + row(
+            "utilization",
+            f"utilization, {args.duration * 1000:.0f} ms trials, {args.utilization_slots} slots",
+            ".3f",
+        )
     )
 
 

@@ -117,6 +117,7 @@ class Heartbeat:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._beat: _Beat | None = None
+        self._sleeping_until = 0.0
         self._parent = os.getppid()
         self._thread = self._start_thread()
 
@@ -136,7 +137,11 @@ class Heartbeat:
         beat = _Beat(store, context, token, interval, lease, time.monotonic() + interval)
         with self._lock:
             self._beat = beat
-        self._wake.set()
+            # Waking the thread costs a switch of the GIL; only do it when it would sleep past
+            # the first renewal.
+            late = self._sleeping_until > beat.due
+        if late:
+            self._wake.set()
         try:
             yield
         finally:
@@ -152,8 +157,11 @@ class Heartbeat:
         while True:
             with self._lock:
                 beat = self._beat
-            wait = self.PARENT_CHECK if beat is None else beat.due - time.monotonic()
-            self._wake.wait(max(0.0, min(wait, self.PARENT_CHECK)))
+                now = time.monotonic()
+                wait = self.PARENT_CHECK if beat is None else beat.due - now
+                wait = max(0.0, min(wait, self.PARENT_CHECK))
+                self._sleeping_until = now + wait
+            self._wake.wait(wait)
             self._wake.clear()
             if self._stopped.is_set():
                 return
