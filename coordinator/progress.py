@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
@@ -46,12 +47,18 @@ class RoundTally:
     """Counts of one round's trials by state, kept from the events the loop sees."""
 
     states: dict[int, TrialStatus] = field(default_factory=dict)
+    counts: Counter[TrialStatus] = field(default_factory=Counter)
+    """How many trials are in each state, kept with `states` so a count costs no scan."""
 
     def update(self, trial: Trial) -> None:
+        before = self.states.get(trial.number)
+        if before is not None:
+            self.counts[before] -= 1
         self.states[trial.number] = trial.status
+        self.counts[trial.status] += 1
 
     def count(self, *statuses: TrialStatus) -> int:
-        return sum(1 for status in self.states.values() if status in statuses)
+        return sum(self.counts[status] for status in statuses)
 
     @property
     def total(self) -> int:

@@ -9,7 +9,13 @@ import re
 from rich.console import Console
 
 from common.trial import Trial, TrialStatus
-from coordinator.progress import LiveProgress, LogProgress, StudyClock, make_progress
+from coordinator.progress import (
+    LiveProgress,
+    LogProgress,
+    RoundTally,
+    StudyClock,
+    make_progress,
+)
 from tests.harness import wait_until
 
 
@@ -136,3 +142,20 @@ def test_make_progress_draws_live_only_on_a_terminal() -> None:
     live = make_progress(TerminalBuffer())
     assert isinstance(live, LiveProgress)
     live.close()
+
+
+def test_a_round_tally_counts_each_trial_in_its_latest_state_only() -> None:
+    tally = RoundTally()
+    for number in range(4):
+        tally.update(trial(number))
+    tally.update(trial(0, TrialStatus.RUNNING))
+    tally.update(trial(1, TrialStatus.RUNNING))
+    tally.update(trial(0, TrialStatus.COMPLETE, 0.8))
+    tally.update(trial(0, TrialStatus.COMPLETE, 0.8))  # the same news twice
+    tally.update(trial(1, TrialStatus.QUEUED))  # handed back
+
+    assert tally.total == 4
+    assert tally.count(TrialStatus.QUEUED) == 3
+    assert tally.count(TrialStatus.RUNNING) == 0
+    assert tally.finished == 1
+    assert tally.count(TrialStatus.QUEUED, TrialStatus.COMPLETE) == 4
