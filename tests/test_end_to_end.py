@@ -106,6 +106,14 @@ def test_a_study_runs_every_trial_of_every_round_exactly_once(
     best = min((t for t in trials), key=lambda t: t.score or 0.0)
     assert study["best"]["trial"] == best.number
 
+    # And the workers' logs tell each trial's start and end once, in zoomtune's words only
+    logs = "".join(worker.log() for worker in workers)
+    for number in range(18):
+        assert logs.count(f"started study 'demo' trial {number} attempt 1 ") == 1
+        assert logs.count(f"finished study 'demo' trial {number} attempt 1: score ") == 1
+    assert "] received" not in logs
+    assert "] succeeded in" not in logs
+
 
 def test_intermediate_values_reach_the_store(
     redis_server: RedisServer, workers: list[WorkerProcess], tmp_path: Path

@@ -39,12 +39,22 @@ from workers.tasks import register_tasks
 log = logging.getLogger("zoomtune.worker")
 
 
+CELERY_PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+"""Celery's "Task ... received" and "Task ... succeeded" lines. zoomtune logs each trial's start
+and end itself, with study, trial, attempt and score, so at INFO these two only repeat it; the
+"received" line is written by the worker's main process, which also hands every message to the
+pool, so it is quieted (it still shows at DEBUG, and failures at every level)."""
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stdout,
         level=level.upper(),
         format="%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s",
     )
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in CELERY_PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def parse_queues(value: str) -> list[str]:
