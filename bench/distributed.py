@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import statistics
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import redis
 
-from bench.raw_celery import DONE_KEY, make_app
+from bench.raw_celery import SPANS_KEY, make_app
+from bench.sleep_study import sleep_study
 from common.celery_app import make_celery
 from common.settings import Settings
 from common.store import StudyStore, connect
@@ -50,6 +52,20 @@ REPO = Path(__file__).resolve().parent.parent
 class Measurement:
     trials: int
     seconds: float
+    spans: tuple[tuple[str, float, float], ...]
+    """(process, start, end) of every trial, to find the gaps between trials on a process."""
+
+    @property
+    def median_gap(self) -> float:
+        """Median seconds a pool process stayed idle between two trials."""
+        by_process: dict[str, list[tuple[float, float]]] = {}
+        for process, start, end in self.spans:
+            by_process.setdefault(process, []).append((start, end))
+        gaps = []
+        for spans in by_process.values():
+            spans.sort()
+            gaps += [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+        return statistics.median(gaps) if gaps else 0.0
 
     @property
     def per_second(self) -> float:
@@ -80,19 +96,20 @@ def run_raw(url: str, trials: int, duration: float, slots: int, workdir: Path) -
     try:
         time.sleep(0.5)
         app = make_app(url)
-        client = redis.Redis.from_url(url)
+        client = redis.Redis.from_url(url, decode_responses=True)
         # A warm-up task, so that both sides start with connected, forked workers.
-        client.delete(DONE_KEY)
+        client.delete(SPANS_KEY)
         app.send_task("bench.sleep", args=[0.0], queue="trials.cpu")
-        _wait(lambda: int(client.get(DONE_KEY) or 0) >= 1, 60)
-        client.delete(DONE_KEY)
+        _wait(lambda: int(client.llen(SPANS_KEY)) >= 1, 60)
+        client.delete(SPANS_KEY)
         start = time.perf_counter()
         for _ in range(trials):
             app.send_task("bench.sleep", args=[duration], queue="trials.cpu")
-        _wait(lambda: int(client.get(DONE_KEY) or 0) >= trials, 600)
+        _wait(lambda: int(client.llen(SPANS_KEY)) >= trials, 600)
         seconds = time.perf_counter() - start
         app.close()
-        return Measurement(trials, seconds)
+        spans = [str(entry).split() for entry in client.lrange(SPANS_KEY, 0, -1)]
+        return Measurement(trials, seconds, tuple((p, float(a), float(b)) for p, a, b in spans))
     finally:
         _stop(worker)
 
@@ -110,50 +127,33 @@ def run_zoomtune(
         _run_loop(warm, settings, client)
         spec = _spec(name, trials, duration)
         start = time.perf_counter()
-        _run_loop(spec, settings, client)
+        store = _run_loop(spec, settings, client)
         seconds = time.perf_counter() - start
+        pipe = client.pipeline(transaction=False)
+        for number in range(trials):
+            pipe.hmget(store.keys.trial(number), "pid", "started_at", "finished_at")
+        spans = tuple((str(p), float(a), float(b)) for p, a, b in pipe.execute())
         client.close()
-        return Measurement(trials, seconds)
+        return Measurement(trials, seconds, spans)
     finally:
         workers.stop()
 
 
 def _spec(name: str, trials: int, duration: float) -> StudySpec:
-    return StudySpec.from_toml(
-        f"""
-[study]
-name = "{name}"
-direction = "minimize"
-[objective]
-name = "sleep"
-options = {{ duration = {duration} }}
-[search]
-sampler = "random"
-rounds = 1
-trials_per_round = {trials}
-[resources]
-timeout = "10m"
-[space]
-x = {{ type = "float", low = 0.0, high = 1.0 }}
-"""
-    )
+    return sleep_study(name, trials, duration, {"timeout": "10m"})
 
 
-def _run_loop(spec: StudySpec, settings: Settings, client: redis.Redis) -> None:
+def _run_loop(spec: StudySpec, settings: Settings, client: redis.Redis) -> StudyStore:
     store = StudyStore(client, settings.prefix, spec.name)
     app = make_celery(settings)
-    quiet = io.StringIO()
-    loop = RoundLoop(
-        spec,
-        store,
-        CeleryDispatcher(app, store, settings.prefix),
-        LogProgress(quiet),
-        LoopSettings(tick=0.5),
-    )
+    dispatcher = CeleryDispatcher(app, store, settings.prefix)
+    loop = RoundLoop(spec, store, dispatcher, LogProgress(io.StringIO()), LoopSettings(tick=0.5))
     outcome = loop.run()
+    dispatcher.close()
     app.close()
     if outcome.state != "complete":
         raise RuntimeError(f"benchmark study failed: {outcome.message}")
+    return store
 
 
 def _wait(predicate: Callable[[], bool], timeout: float) -> None:
@@ -196,7 +196,8 @@ def main() -> None:
         "utilization": (args.duration, args.utilization_slots),
     }
     runs: dict[str, dict[str, list[float]]] = {
-        kind: {"raw": [], "zoomtune": [], "ratio": []} for kind in kinds
+        kind: {"raw": [], "zoomtune": [], "ratio": [], "raw_gap": [], "zoomtune_gap": []}
+        for kind in kinds
     }
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -223,6 +224,7 @@ def main() -> None:
                             else got.utilization(duration, slots)
                         )
                         runs[kind][side].append(value[side])
+                        runs[kind][f"{side}_gap"].append(got.median_gap)
                     runs[kind]["ratio"].append(value["zoomtune"] / value["raw"])
                     print(
                         f"repeat {repeat + 1}/{args.repeats} {kind}: raw {value['raw']:.3f}, "
@@ -254,6 +256,10 @@ def main() -> None:
             f"utilization, {args.duration * 1000:.0f} ms trials, {args.utilization_slots} slots",
             ".3f",
         )
+        + "\n"
+        + f"| median idle gap between two trials on one process, {args.utilization_slots} "
+        f"slots (ms) | {median['utilization']['raw_gap'] * 1000:.1f} | "
+        f"{median['utilization']['zoomtune_gap'] * 1000:.1f} | |"
     )
 
 

@@ -41,6 +41,8 @@ from typing import TypeVar
 import redis
 from celery import Celery
 
+from bench.raw_celery import start_worker
+from bench.sleep_study import sleep_study
 from common.celery_app import make_celery
 from common.settings import QUEUES, Settings
 from common.store import StudyStore, connect
@@ -98,26 +100,8 @@ def wait_ready(log: Path, timeout: float = 90) -> None:
 
 
 def study(name: str, lease: float, heartbeat: float) -> StudySpec:
-    return StudySpec.from_toml(
-        f"""
-[study]
-name = "{name}"
-direction = "minimize"
-[objective]
-name = "sleep"
-options = {{ duration = {TRIAL_SECONDS} }}
-[search]
-sampler = "random"
-rounds = 1
-trials_per_round = 1
-[resources]
-timeout = "60s"
-lease = "{lease}s"
-heartbeat = "{heartbeat}s"
-[space]
-x = {{ type = "float", low = 0.0, high = 1.0 }}
-"""
-    )
+    resources = {"timeout": "60s", "lease": f"{lease}s", "heartbeat": f"{heartbeat}s"}
+    return sleep_study(name, 1, TRIAL_SECONDS, resources)
 
 
 def zoomtune_once(
@@ -186,18 +170,7 @@ def baseline_app(url: str, visibility: float) -> Celery:
 
 
 def baseline_worker(url: str, visibility: float, name: str) -> None:
-    app = baseline_app(url, visibility)
-    worker = app.Worker(
-        hostname=name,
-        queues=[QUEUES["cpu"]],
-        concurrency=1,
-        pool="prefork",
-        loglevel="INFO",
-        without_mingle=True,
-        without_gossip=True,
-        optimization="fair",
-    )
-    worker.start()
+    start_worker(baseline_app(url, visibility), name, concurrency=1, loglevel="INFO")
 
 
 def baseline_once(workdir: Path, repeat: int, visibility: float) -> Recovery:
