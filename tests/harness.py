@@ -39,6 +39,26 @@ def objective_option(name: str) -> str:
     return f"{name}={TEST_OBJECTIVES}:{name}"
 
 
+def _spawn(
+    command: list[str], env: Mapping[str, str], log_path: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start `command` in its own session (so its children can be ended with it), stdout and
+    stderr appended to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _read_log(log_path: Path) -> str:
+    return log_path.read_text(errors="replace") if log_path.exists() else ""
+
+
 def _stop_group(process: subprocess.Popen[bytes], sig: int, timeout: float) -> int | None:
     """Signal our process, wait, then SIGKILL its process group (its own pool children)."""
     if process.poll() is None:
@@ -80,15 +100,7 @@ class WorkerProcess:
         for objective in self.objectives:
             command += ["--objective", objective]
         env = {**os.environ, "ZOOMTUNE_BROKER_URL": self.broker_url, **self.env}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = _spawn(command, env, self.log_path, REPO)
         return self
 
     @property
@@ -98,7 +110,7 @@ class WorkerProcess:
         return self.process.pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return _read_log(self.log_path)
 
     def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
         def ready() -> bool:
@@ -152,15 +164,7 @@ class CoordinatorProcess:
         env.pop("ZOOMTUNE_BROKER_URL", None)
         if self.broker_url is not None:
             env["ZOOMTUNE_BROKER_URL"] = self.broker_url
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = _spawn(command, env, self.log_path, self.cwd)
         return self
 
     @property
@@ -170,7 +174,7 @@ class CoordinatorProcess:
         return self.process.pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return _read_log(self.log_path)
 
     def wait(self, timeout: float) -> int:
         if self.process is None:
