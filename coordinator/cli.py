@@ -311,8 +311,8 @@ def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path) -> Non
         console.print(f"[bold]best score{so_far}[/] {score:.6g} ({spec.direction})")
         for name, value in params.items():
             console.print(f"  {name} = {value!r}")
-    console.print(f"results in {run_dir}/ (trials.csv, study.json)")
-    console.print(f"plots and importance: coordinator report --run-dir {run_dir}")
+    console.print(f"results in {run_dir}/ (trials.csv, study.json)", soft_wrap=True)
+    console.print(f"plots and importance: coordinator report --run-dir {run_dir}", soft_wrap=True)
 
 
 @contextmanager
@@ -392,8 +392,10 @@ def report(
         fail(exc)
     console = Console()
     console.print(findings_view(written.findings))
-    console.print(f"wrote {', '.join(p.name for p in written.files)} in {directory}/")
-    console.print(f"open {written.html}")
+    console.print(
+        f"wrote {', '.join(p.name for p in written.files)} in {directory}/", soft_wrap=True
+    )
+    console.print(f"open {written.html}", soft_wrap=True)
 
 
 @main.command()
