@@ -101,8 +101,8 @@ class CeleryDispatcher:
             producer=self._producer,
             args=args,
             # What Flower shows of the arguments. Celery would build it with its own saferepr,
-            # which cost more than the rest of the publish (1.7 ms a message on 2 busy cores);
-            # a message is a few scalars (at most 64 KiB), so a plain repr is safe and the same.
+            # a tenth of the coordinator's CPU per trial (measured: 0.3 of 2.7 ms); a message is
+            # a few scalars (at most 64 KiB), so a plain repr is safe and shows the same.
             argsrepr=repr(args)[:ARGS_REPR_CHARS],
             kwargsrepr="{}",
             queue=queue,
