@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.space import ChoiceParameter, FloatParameter, IntParameter, Scale, SearchSpace
+from workers.objectives.synthetic import branin_value, hartmann6_value
 
 Objective = Callable[[Mapping[str, Any]], float]
 
@@ -55,37 +56,14 @@ def _sphere() -> Objective:
 
 def _branin() -> Objective:
     def f(p: Mapping[str, Any]) -> float:
-        x1, x2 = float(p["x1"]), float(p["x2"])
-        b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
-        return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+        return branin_value(float(p["x1"]), float(p["x2"]))
 
     return f
 
 
-_HARTMANN_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-_HARTMANN_A = np.array(
-    [
-        [10, 3, 17, 3.5, 1.7, 8],
-        [0.05, 10, 17, 0.1, 8, 14],
-        [3, 3.5, 1.7, 10, 17, 8],
-        [17, 8, 0.05, 10, 0.1, 14],
-    ]
-)
-_HARTMANN_P = 1e-4 * np.array(
-    [
-        [1312, 1696, 5569, 124, 8283, 5886],
-        [2329, 4135, 8307, 3736, 1004, 9991],
-        [2348, 1451, 3522, 2883, 3047, 6650],
-        [4047, 8828, 8732, 5743, 1091, 381],
-    ]
-)
-
-
 def _hartmann6() -> Objective:
     def f(p: Mapping[str, Any]) -> float:
-        x = _vector(p, "x0 x1 x2 x3 x4 x5")
-        inner = np.sum(_HARTMANN_A * (x - _HARTMANN_P) ** 2, axis=1)
-        return float(-np.sum(_HARTMANN_ALPHA * np.exp(-inner)))
+        return hartmann6_value(_vector(p, "x0 x1 x2 x3 x4 x5"))
 
     return f
 

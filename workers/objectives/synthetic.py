@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 
 class Trial(Protocol):
@@ -56,21 +57,30 @@ def _numbers(params: Mapping[str, Any], names: list[str]) -> list[float]:
     return [float(params[n]) for n in names]
 
 
-def branin(params: Mapping[str, Any], trial: Trial) -> float:
-    """Branin-Hoo on parameters x1 in [-5, 10] and x2 in [0, 15]; minimum 0.397887."""
-    _simulate_training(trial)
-    x1, x2 = _numbers(params, ["x1", "x2"])
+def branin_value(x1: float, x2: float) -> float:
+    """The Branin-Hoo function itself (also used by the search benchmark)."""
     b, c = 5.1 / (4 * math.pi**2), 5 / math.pi
     r, s, t = 6.0, 10.0, 1 / (8 * math.pi)
     return (x2 - b * x1**2 + c * x1 - r) ** 2 + s * (1 - t) * math.cos(x1) + s
 
 
+def hartmann6_value(x: npt.ArrayLike) -> float:
+    """The Hartmann-6 function itself, of 6 coordinates (also used by the search benchmark)."""
+    inner = np.sum(_H6_A * (np.asarray(x, dtype=float) - _H6_P) ** 2, axis=1)
+    return float(-np.sum(_H6_ALPHA * np.exp(-inner)))
+
+
+def branin(params: Mapping[str, Any], trial: Trial) -> float:
+    """Branin-Hoo on parameters x1 in [-5, 10] and x2 in [0, 15]; minimum 0.397887."""
+    _simulate_training(trial)
+    x1, x2 = _numbers(params, ["x1", "x2"])
+    return branin_value(x1, x2)
+
+
 def hartmann6(params: Mapping[str, Any], trial: Trial) -> float:
     """Hartmann-6 on parameters x1..x6 in [0, 1]; minimum -3.32237."""
     _simulate_training(trial)
-    x = np.array(_numbers(params, [f"x{i}" for i in range(1, 7)]))
-    inner = np.sum(_H6_A * (x - _H6_P) ** 2, axis=1)
-    return float(-np.sum(_H6_ALPHA * np.exp(-inner)))
+    return hartmann6_value(_numbers(params, [f"x{i}" for i in range(1, 7)]))
 
 
 def quadratic(params: Mapping[str, Any], trial: Trial) -> float:
