@@ -310,7 +310,7 @@ redis.call('HSET', KEYS[3], 'round', ARGV[3], 'box', ARGV[4], 'first_trial', fir
            'trials', count, 'written_at', t)
 redis.call('HSET', KEYS[2], 'rounds', ARGV[3], 'trials', first + count)
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'round', 'round', ARGV[3])
-return {'ok', first}
+return {'ok', first, t}
 """
 )
 
@@ -558,6 +558,9 @@ class RoundRecord:
     box: Mapping[str, Any]
     first_trial: int
     trials: int
+    queued_at: float | None = None
+    """Redis time at which its trials were queued, when this process has just written the round
+    (`StudyStore.write_round`); None for a round read from the store."""
 
     @property
     def trial_numbers(self) -> range:
@@ -743,7 +746,9 @@ class StudyStore:
         if status == "exists":
             return self.round(number)
         # Not read back: after a Redis crash, a read may no longer see what was just written.
-        return RoundRecord(number, json.loads(box_json), int(result[1]), len(params))
+        return RoundRecord(
+            number, json.loads(box_json), int(result[1]), len(params), float(result[2])
+        )
 
     def round(self, number: int) -> RoundRecord:
         row = self._call(self.client.hgetall, self.keys.round(number))

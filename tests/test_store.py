@@ -141,11 +141,18 @@ class TestRounds:
         assert [t.params for t in trials] == [{"x": 0.0}, {"x": 0.1}, {"x": 0.2}]
         assert all(t.queued_at is not None for t in trials)
 
+    def test_a_written_round_tells_when_its_trials_were_queued(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        record = store.write_round(lock, epoch, 1, {}, [{"x": 0.1}, {"x": 0.2}])
+        assert [t.queued_at for t in store.trials(record.trial_numbers)] == [record.queued_at] * 2
+
     def test_a_round_is_written_once_and_never_resampled(self, store: StudyStore) -> None:
         lock, epoch = open_study(store)
         first = store.write_round(lock, epoch, 1, {}, [{"x": 0.1}])
         again = store.write_round(lock, epoch, 1, {}, [{"x": 0.9}, {"x": 0.8}])
-        assert again == first
+        assert (again.number, again.trial_numbers, again.box) == (1, range(0, 1), {})
+        assert first.queued_at is not None
+        assert again.queued_at is None  # not written now: the caller reads its trials back
         assert store.trial(0).params == {"x": 0.1}
         assert store.meta()["trials"] == "1"
 
