@@ -19,6 +19,7 @@ margin = 0.0                    # widen the box by this share of the top-k's spr
 min_shrink = 0.55               # a box keeps at least this share of the previous box's width
 explore = 0.05                  # share of each later round sampled over the whole space
 min_width = 0.02                # narrowest interval, as a share of the (warped) range
+lag = 16                        # a round starts before the last `lag` trials ahead of it finish
 
 [resources]                     # every key has a default
 queue = "cpu"                   # cpu | gpu
@@ -66,6 +67,9 @@ STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 OBJECTIVE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 QUEUES = ("cpu", "gpu")
+DEFAULT_LAG = 0
+"""`[search] lag`: how many of the latest trials a new round does not wait for (see
+`SearchSettings`); chosen on the rolling-rounds benchmark (BENCHMARKS.md)."""
 SAMPLERS = ("random", "sobol", "lhs", "grid")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -147,6 +151,7 @@ class _SearchSection(_Section):
     min_shrink: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.55
     explore: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.05
     min_width: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.02
+    lag: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = DEFAULT_LAG
 
     @field_validator("trials_per_round", mode="before")
     @classmethod
@@ -265,6 +270,11 @@ class SearchSettings:
       a small k this is the pace at which the box closes in on the best trial.
     - `explore`: the share of each later round sampled over the whole space instead of the box.
     - `min_width`: no interval gets narrower than this, in unit coordinates.
+    - `lag`: rolling rounds. Round r's box is narrowed from every trial numbered below
+      `first(r) - lag` (first(r): round r's first trial number), and round r is sent as soon
+      as those trials are finished, while the last `lag` trials before it still run. 0 is a
+      barrier: round r waits for every trial of rounds 1..r-1. Which results a round sees is
+      a function of trial numbers, never of timing, so the study stays a function of its seed.
 
     The defaults were chosen on the search-quality benchmark (BENCHMARKS.md), tuned on half of
     its problems and checked on the other half.
@@ -278,6 +288,7 @@ class SearchSettings:
     min_shrink: float = 0.55
     explore: float = 0.05
     min_width: float = 0.02
+    lag: int = DEFAULT_LAG
 
     @property
     def total_trials(self) -> int:
@@ -389,6 +400,7 @@ class StudySpec:
                 "min_shrink": search.min_shrink,
                 "explore": search.explore,
                 "min_width": search.min_width,
+                "lag": search.lag,
             },
             "resources": {
                 "queue": self.resources.queue,
@@ -472,6 +484,7 @@ def _build(model: _StudyFile, source: str) -> StudySpec:
             min_shrink=search.min_shrink,
             explore=search.explore,
             min_width=search.min_width,
+            lag=search.lag,
         ),
         resources=Resources(
             queue=resources.queue,

@@ -339,10 +339,10 @@ def test_replaying_a_history_the_spec_would_not_ask_is_refused() -> None:
         CoarseToFine.replay(make_spec(seed=2), original.history)
 
 
-def test_replaying_needs_whole_rounds_from_the_first() -> None:
+def test_replaying_needs_every_round_from_the_first() -> None:
     told = Told({"x": 1.0}, 1.0, 2)
 
-    with pytest.raises(MessageError, match=r"whole rounds from 1 on, got rounds \[2\]"):
+    with pytest.raises(MessageError, match=r"rounds from 1 on, got rounds \[2\]"):
         CoarseToFine.replay(make_spec(), [told])
 
 
