@@ -19,7 +19,7 @@ margin = 0.0                    # widen the box by this share of the top-k's spr
 min_shrink = 0.55               # a box keeps at least this share of the previous box's width
 explore = 0.05                  # share of each later round sampled over the whole space
 min_width = 0.02                # narrowest interval, as a share of the (warped) range
-lag = 16                        # a round starts before the last `lag` trials ahead of it finish
+lag = 0                         # rolling rounds: a round does not wait for the last `lag` trials
 
 [resources]                     # every key has a default
 queue = "cpu"                   # cpu | gpu

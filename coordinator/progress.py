@@ -132,35 +132,55 @@ def duration_text(seconds: float | None) -> str:
 
 
 class _Tracker:
-    """What both displays keep: the round, its tally, the clock and the best score."""
+    """What both displays keep: the rounds in flight and their tallies, the clock and the best
+    score. With rolling rounds (`[search] lag`) several rounds run at once: `round` is the
+    newest one started, and each trial counts in its own round's tally."""
 
     def __init__(self, maximize: bool) -> None:
-        self.tally = RoundTally()
+        self.tallies: dict[int, RoundTally] = {}
         self.clock = StudyClock(0)
         self.best = BestScore(maximize)
         self.name = ""
         self.round = 0
         self.rounds = 0
 
+    @property
+    def tally(self) -> RoundTally:
+        """The tally of the newest round started (an empty one before any)."""
+        return self.tallies.get(self.round) or RoundTally()
+
     def study_started(self, name: str, rounds: int, total_trials: int) -> None:
         self.name, self.rounds = name, rounds
         self.clock = StudyClock(total_trials)
 
     def round_started(self, number: int, trials: list[Trial]) -> None:
+        first_started = not self.tallies
         self.round = number
-        self.tally = RoundTally()
+        tally = self.tallies[number] = RoundTally()
         for trial in trials:
-            self.tally.update(trial)
+            tally.update(trial)
             if trial.status is TrialStatus.COMPLETE:
                 self.best.offer(trial.score)
-        # Trial numbers run on across rounds, so the first number is what earlier rounds ran.
-        earlier = min((t.number for t in trials), default=0)
-        self.clock.baseline(earlier + self.tally.finished)
+        if first_started:
+            # Trial numbers run on across rounds, and every trial of the rounds before the
+            # first one started here is finished: that is what earlier runs did.
+            earlier = min((t.number for t in trials), default=0)
+            self.clock.baseline(earlier + tally.finished)
+        else:
+            self.clock.finished += tally.finished
+
+    def round_finished(self, number: int) -> None:
+        """A round whose every trial is finished is no longer shown (its tally is dropped)."""
+        if number != self.round:
+            self.tallies.pop(number, None)
 
     def trial_changed(self, trial: Trial) -> bool:
         """Record a trial's new state; True when it just finished."""
-        before = self.tally.states.get(trial.number)
-        self.tally.update(trial)
+        tally = self.tallies.get(trial.round)
+        if tally is None:
+            return False
+        before = tally.states.get(trial.number)
+        tally.update(trial)
         if not trial.status.is_finished() or before == trial.status:
             return False
         self.clock.finished += 1
@@ -169,10 +189,13 @@ class _Tracker:
         return True
 
     def round_detail(self) -> str:
-        return (
-            f"{self.tally.count(TrialStatus.RUNNING)} running, "
-            f"{self.tally.count(TrialStatus.FAILED)} failed"
-        )
+        running = sum(t.count(TrialStatus.RUNNING) for t in self.tallies.values())
+        failed = sum(t.count(TrialStatus.FAILED) for t in self.tallies.values())
+        pruned = sum(t.count(TrialStatus.PRUNED) for t in self.tallies.values())
+        earlier = sorted(n for n in self.tallies if n != self.round)
+        overlap = f", rounds {earlier[0]}-{self.round - 1} finishing" if earlier else ""
+        shown_pruned = f", {pruned} pruned" if pruned else ""
+        return f"{running} running, {failed} failed{shown_pruned}{overlap}"
 
     def times(self) -> str:
         return (
@@ -212,15 +235,17 @@ class LogProgress:
             if trial.status is TrialStatus.COMPLETE
             else f"{trial.status.value}: {trial.error}"
         )
+        tally = track.tallies[trial.round]
         self._say(
-            f"round {track.round}/{track.rounds}: trial {trial.number} {outcome} "
-            f"[{track.tally.finished}/{track.tally.total} done, {track.round_detail()}; "
+            f"round {trial.round}/{track.rounds}: trial {trial.number} {outcome} "
+            f"[{tally.finished}/{tally.total} done, {track.round_detail()}; "
             f"best {track.best.text()}; {track.times()}]"
         )
 
     def round_finished(self, number: int, best: tuple[Mapping[str, Any], float] | None) -> None:
         track = self._track
         track.best.offer(None if best is None else best[1])
+        track.round_finished(number)
         self._say(
             f"round {number}/{track.rounds} done; best score so far {track.best.text()} "
             f"({track.times()})"
@@ -307,6 +332,7 @@ class LiveProgress:
 
     def round_finished(self, number: int, best: tuple[Mapping[str, Any], float] | None) -> None:
         self._track.best.offer(None if best is None else best[1])
+        self._track.round_finished(number)
         self._refresh()
 
     def note(self, text: str) -> None:

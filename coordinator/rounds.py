@@ -1,16 +1,21 @@
 """The distributed round loop around `CoarseToFine`: store -> dispatch -> collect -> tell.
 
 ```
-for each round r:
-    write round r's trials to the study store (once: a round already written is reused)
-    send one Celery task per QUEUED trial
-    wait on the store's event stream until every trial of round r is finished, meanwhile:
+until every round is told:
+    write every round the search can ask now (once: a round already written is reused) and
+    send one Celery task per QUEUED trial; with `[search] lag` > 0 a round goes out while the
+    last `lag` trials before it still run (rolling rounds), with lag 0 after the whole round
+    before it (a barrier)
+    wait on the store's event stream until some trial in flight finishes, meanwhile:
         re-send trials that were handed back or whose lease expired (the reaper)
         re-send QUEUED trials whose message was lost (publish failed, queue lost)
         renew the study lock (stop at once if another coordinator took it)
         stop at once if the study was cancelled (`coordinator cancel`)
-    tell the search every score of round r, in trial order (not finish order)
+    tell the search each finished trial's score (by trial number: the order does not matter)
 ```
+
+Which results a round is narrowed from is a function of trial numbers, never of timing (see
+`CoarseToFine.reference`), so rolling rounds keep the study a function of its seed.
 
 The loop keeps no state that the store does not have: killed at any moment and started again,
 it replays the finished rounds into a fresh `CoarseToFine`, re-attaches to the round in flight
@@ -50,7 +55,7 @@ from common.store import CoordinatorLock, Event, RoundRecord, StudyStore, is_ref
 from common.study import StudySpec
 from common.trial import Trial, TrialMessage, TrialStatus
 from coordinator.progress import StudyProgress
-from coordinator.search import CoarseToFine, Told
+from coordinator.search import CoarseToFine
 
 log = logging.getLogger("zoomtune.coordinator")
 
@@ -168,6 +173,8 @@ class RoundLoop:
         self._last_idle_note = time.monotonic()
         self._reap_after = 0.0
         self._sent_at: dict[tuple[int, int], float] = {}
+        self._next_housekeeping = 0.0
+        self._next_read = 0.0
         self._search: CoarseToFine | None = None
 
     # -- the loop ------------------------------------------------------------------------------
@@ -218,46 +225,65 @@ class RoundLoop:
             self._reap_after = time.monotonic() + self.spec.resources.lease
 
     def _run_rounds(self, lock: CoordinatorLock, epoch: str, resync: bool) -> StudyOutcome:
-        """Resume from the store and run the remaining rounds; `resync` after a Redis outage."""
+        """Resume from the store and run the remaining rounds; `resync` after a Redis outage.
+
+        Rolling rounds: a round is written and sent as soon as the search can ask it (the
+        trials it narrows from are finished), while earlier rounds still run."""
         self.store.renew(lock, epoch)  # first of all: is the study still there, and still ours?
         self._last_event = self.store.last_event_id()
-        search, current = self._resume()
+        search, unfinished, in_flight = self._resume()
         self._search = search
         if not resync:
             self.progress.study_started(
                 self.spec.name,
                 self.spec.search.rounds,
                 self.spec.search.total_trials,
-                resumed=search.rounds_told > 0 or current is not None,
+                resumed=search.rounds_asked > 0,
             )
         told = search.history
         empty = sorted({t.round for t in told} - {t.round for t in told if t.score is not None})
+        empty = [r for r in empty if search.round_told(r)]
         if empty:  # started again after it failed: it stays failed (a new study is a new name)
             message = f"round {empty[0]}: 0 completed trials"
             self.store.set_state("failed", message, lock=lock)
             return StudyOutcome("failed", message, None)
-        if search.done and current is None and not resync:
+        if search.done and not resync:
             self.progress.note(f"study {self.spec.name!r} has already finished all its rounds")
-        while True:
-            if current is None:
-                batch = search.ask()
-                if not batch:
-                    break
-                box = search.box.to_dict(self.spec.space)
-                current = self.store.write_round(lock, epoch, search.round, box, batch)
-            trials = self._attach(search, current)
-            trials = self._wait(lock, epoch, current, trials)
-            search.tell([(t.params, _score(t)) for t in trials])
-            self.on_round()
-            self.progress.round_finished(current.number, search.best)
-            if not any(t.status is TrialStatus.COMPLETE for t in trials):
-                # Nothing to narrow around: the study stops (FAULTS.md S13).
-                message = f"round {current.number}: 0 completed trials"
-                self.store.set_state("failed", message, lock=lock)
-                return StudyOutcome("failed", message, None)
-            current = None
+        for number, trials in unfinished.items():
+            self._attach(number, trials)
+        while not search.done:
+            while search.can_ask():
+                number = search.rounds_asked + 1
+                batch = search.ask_next()
+                box = search.boxes[-1].to_dict(self.spec.space)
+                record = self.store.write_round(lock, epoch, number, box, batch)
+                self._send_round(record, batch, in_flight)
+            if not in_flight:
+                raise StoreError(
+                    f"round {search.rounds_asked + 1} waits for trials that are not in flight"
+                )
+            for trial in self._wait(lock, epoch, in_flight):
+                search.tell_trial(trial.number, _score(trial))
+                outcome = self._round_may_be_over(search, trial.round, lock)
+                if outcome is not None:
+                    return outcome
         self.store.set_state("complete", lock=lock)
         return StudyOutcome("complete", "all rounds finished", search.best)
+
+    def _round_may_be_over(
+        self, search: CoarseToFine, number: int, lock: CoordinatorLock
+    ) -> StudyOutcome | None:
+        """When round `number` just finished: show it; stop the study if none of it completed."""
+        if not search.round_told(number):
+            return None
+        self.on_round()
+        self.progress.round_finished(number, search.best)
+        if all(t.score is None for t in search.history if t.round == number):
+            # Nothing to narrow around: the study stops (FAULTS.md S13).
+            message = f"round {number}: 0 completed trials"
+            self.store.set_state("failed", message, lock=lock)
+            return StudyOutcome("failed", message, None)
+        return None
 
     def _await_redis(self, exc: Exception) -> None:
         """Wait until Redis answers again; give up after `outage_limit` (BrokerError)."""
@@ -278,82 +304,106 @@ class RoundLoop:
                 ) from exc
             time.sleep(min(1.0, self.settings.tick))
 
-    def _resume(self) -> tuple[CoarseToFine, RoundRecord | None]:
-        """Replay every finished round into a fresh search; return the round still in flight."""
-        history: list[Told] = []
-        current: RoundRecord | None = None
+    def _resume(self) -> tuple[CoarseToFine, dict[int, list[Trial]], dict[int, Trial]]:
+        """Replay every stored round into a fresh search, telling it each finished trial;
+        return the stored rounds not yet finished (by number, with all their trials) and the
+        trials still in flight."""
+        search = CoarseToFine(self.spec)
+        unfinished: dict[int, list[Trial]] = {}
+        in_flight: dict[int, Trial] = {}
         for record in self.store.rounds():
-            trials = self.store.trials(record.trial_numbers)
-            if current is not None:
-                raise StoreError(f"round {record.number} follows unfinished round {current.number}")
-            if all(t.status.is_finished() for t in trials):
-                history.extend(Told(t.params, _score(t), record.number) for t in trials)
-            else:
-                current = record
-        return CoarseToFine.replay(self.spec, history), current
-
-    def _attach(self, search: CoarseToFine, record: RoundRecord) -> list[Trial]:
-        """Check the stored round is what the search asks for, and send its QUEUED trials.
-
-        A round this loop has just written is not read back: its trials are what it wrote,
-        all QUEUED (reading 600 of them back took 50 ms before the first could be sent)."""
-        asked = search.ask()
-        if record.queued_at is not None:
-            trials = [
-                Trial(self.spec.name, number, record.number, params, queued_at=record.queued_at)
-                for number, params in zip(record.trial_numbers, asked, strict=True)
-            ]
-        else:
+            if record.number != search.rounds_asked + 1 or not search.can_ask():
+                raise StoreError(
+                    f"round {record.number} in the store was written before the trials it "
+                    "narrows from were finished"
+                )
+            asked = search.ask_next()
             trials = self.store.trials(record.trial_numbers)
             if [dict(t.params) for t in trials] != asked:
                 raise StoreError(
                     f"round {record.number} in the store does not match what this study "
                     "samples (was it written by another version of zoomtune?)"
                 )
-        self.progress.round_started(record.number, trials)
+            for trial in trials:
+                if trial.status.is_finished():
+                    search.tell_trial(trial.number, _score(trial))
+                else:
+                    in_flight[trial.number] = trial
+                    unfinished[record.number] = trials
+        return search, unfinished, in_flight
+
+    def _attach(self, number: int, trials: list[Trial]) -> None:
+        """Show a stored round still in flight, and send its QUEUED trials again."""
+        self.progress.round_started(number, trials)
         for trial in trials:
             if trial.status is TrialStatus.QUEUED:
                 self._dispatch(trial)
-        return trials
+
+    def _send_round(
+        self, record: RoundRecord, batch: list[dict[str, Any]], in_flight: dict[int, Trial]
+    ) -> None:
+        """Send the QUEUED trials of a round just written (or found already written).
+
+        A round this loop has just written is not read back: its trials are what it wrote,
+        all QUEUED (reading 600 of them back took 50 ms before the first could be sent)."""
+        if record.queued_at is not None:
+            trials = [
+                Trial(self.spec.name, number, record.number, params, queued_at=record.queued_at)
+                for number, params in zip(record.trial_numbers, batch, strict=True)
+            ]
+        else:
+            trials = self.store.trials(record.trial_numbers)
+            if [dict(t.params) for t in trials] != batch:
+                raise StoreError(
+                    f"round {record.number} in the store does not match what this study "
+                    "samples (was it written by another version of zoomtune?)"
+                )
+        self.progress.round_started(record.number, trials)
+        for trial in trials:
+            if trial.status.is_finished():
+                continue
+            in_flight[trial.number] = trial
+            if trial.status is TrialStatus.QUEUED:
+                self._dispatch(trial)
 
     def _wait(
-        self, lock: CoordinatorLock, epoch: str, record: RoundRecord, trials: list[Trial]
+        self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]
     ) -> list[Trial]:
-        """Follow the event stream until every trial of the round is finished."""
-        latest = {t.number: t for t in trials}
-        pending = {n for n, t in latest.items() if not t.status.is_finished()}
-        next_housekeeping = 0.0
-        next_read = 0.0
-        while pending:
+        """Follow the event stream until some trial in flight finishes; return those that did
+        (removed from `in_flight`), in trial order."""
+        next_housekeeping = self._next_housekeeping
+        while True:
             now = time.monotonic()
             if now >= next_housekeeping:
-                self._survive(self._housekeeping, lock, epoch, latest, pending)
+                self._survive(self._housekeeping, lock, epoch, in_flight)
                 next_housekeeping = now + self.settings.tick
-            time.sleep(max(0.0, next_read - time.monotonic()))
+                self._next_housekeeping = next_housekeeping
+            time.sleep(max(0.0, self._next_read - time.monotonic()))
             block = max(0.01, min(self.settings.tick, next_housekeeping - time.monotonic()))
             events = self._survive(self._read_events, block)
             if events is None:
                 time.sleep(min(1.0, self.settings.tick))
                 continue
             if events:
-                next_read = time.monotonic() + EVENT_BATCH_SECONDS
+                self._next_read = time.monotonic() + EVENT_BATCH_SECONDS
             changed: set[int] = set()
             for event in events:
                 self._last_event = event.id
                 if event.type == "study" and event.fields.get("state") == "cancelled":
                     reason = self.store.meta().get("message") or "no reason given"
                     raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
-                if event.trial is None or event.trial not in latest:
+                if event.trial is None or event.trial not in in_flight:
                     continue
                 if event.type == "started":
                     # A start changes nothing the loop decides on: show it without a read.
                     self._last_start = time.monotonic()
-                    self._show_started(latest, event)
+                    self._show_started(in_flight, event)
                 else:
                     changed.add(event.trial)
             if changed:
-                self._refresh(latest, pending, changed)
-        return [latest[n] for n in record.trial_numbers]
+                finished = self._refresh(in_flight, changed)
+                if finished:
+                    return finished
 
     def _show_started(self, latest: dict[int, Trial], event: Event) -> None:
         trial = latest[event.trial or 0]
@@ -363,11 +413,13 @@ class RoundLoop:
         latest[trial.number] = started
         self.progress.trial_changed(started)
 
-    def _refresh(self, latest: dict[int, Trial], pending: set[int], numbers: set[int]) -> None:
-        """Re-read changed trials; send again those that went back to the queue."""
+    def _refresh(self, in_flight: dict[int, Trial], numbers: set[int]) -> list[Trial]:
+        """Re-read changed trials; send again those that went back to the queue; return the
+        finished ones (no longer in flight)."""
+        finished: list[Trial] = []
         for trial in self.store.trials(sorted(numbers)):
-            before = latest[trial.number]
-            latest[trial.number] = trial
+            before = in_flight[trial.number]
+            in_flight[trial.number] = trial
             if trial.status is TrialStatus.QUEUED and (
                 before.status is not TrialStatus.QUEUED or trial.attempt != before.attempt
             ):
@@ -376,9 +428,11 @@ class RoundLoop:
                     f"({trial.last_error or 'handed back'})"
                 )
                 self._dispatch(trial)
-            if trial.status.is_finished():
-                pending.discard(trial.number)
             self.progress.trial_changed(trial)
+            if trial.status.is_finished():
+                del in_flight[trial.number]
+                finished.append(trial)
+        return finished
 
     # -- housekeeping ----------------------------------------------------------------------------
 
@@ -388,9 +442,7 @@ class RoundLoop:
         _check_answered_in_time(time.monotonic() - started, block)
         return events
 
-    def _housekeeping(
-        self, lock: CoordinatorLock, epoch: str, latest: dict[int, Trial], pending: set[int]
-    ) -> None:
+    def _housekeeping(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> None:
         started = time.monotonic()
         self.store.renew(lock, epoch)
         _check_answered_in_time(time.monotonic() - started, 0.0)
@@ -401,7 +453,7 @@ class RoundLoop:
         if time.monotonic() >= self._reap_after:
             for requeued in self.store.reap(lock, epoch):
                 log.warning("trial %d: lease expired; %s", requeued.trial, requeued.outcome)
-        queued = [latest[n] for n in sorted(pending) if latest[n].status is TrialStatus.QUEUED]
+        queued = [t for _, t in sorted(in_flight.items()) if t.status is TrialStatus.QUEUED]
         if queued:
             self._resend_lost(queued)
         self._warn_if_idle(bool(queued))

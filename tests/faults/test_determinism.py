@@ -20,7 +20,7 @@ from tests.harness import study_toml, wait_until
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def toml(name: str, objective: str, options: str) -> str:
+def toml(name: str, objective: str, options: str, lag: int = 0) -> str:
     return study_toml(
         name=name,
         objective=objective,
@@ -28,21 +28,24 @@ def toml(name: str, objective: str, options: str) -> str:
         trials_per_round=6,
         options=options,
         resources=FAST_RESOURCES,
-        extra="top_k = 2",
+        extra=f"top_k = 2\nlag = {lag}",
     )
 
 
-def test_one_worker_and_four_workers_give_the_same_study(rig: ProcessRig) -> None:
-    reference = StudyRun.reference(toml("demo", "jittery", "{}"))
+# lag 4: rolling rounds, a round goes out while the last 4 trials before it still run
+@pytest.mark.parametrize("lag", [0, 4])
+def test_one_worker_and_four_workers_give_the_same_study(rig: ProcessRig, lag: int) -> None:
+    reference = StudyRun.reference(toml("demo", "jittery", "{}", lag))
 
     # Given one worker, a study whose trials each sleep a random 0-0.3 s
     rig.workers(1, objectives=("jittery",))
-    one = rig.coordinator(rig.study_file(toml("one", "jittery", "{}"), "one.toml"), "one")
+    one = rig.coordinator(rig.study_file(toml("one", "jittery", "{}", lag), "one.toml"), "one")
     assert one.wait(120) == 0, one.log()[-3000:]
 
     # And the same study (another name) with four workers, finishing in another order
     rig.workers(3, objectives=("jittery",))
-    four = rig.coordinator(rig.study_file(toml("four", "jittery", "{}"), "four.toml"), "four")
+    four_file = rig.study_file(toml("four", "jittery", "{}", lag), "four.toml")
+    four = rig.coordinator(four_file, "four")
     assert four.wait(120) == 0, four.log()[-3000:]
 
     # Then both ran the reference study: the same boxes, trials and scores
@@ -53,8 +56,12 @@ def test_one_worker_and_four_workers_give_the_same_study(rig: ProcessRig) -> Non
     rig.check(expected_trials=18, study="four")
 
 
-def test_the_same_study_after_the_coordinator_and_a_worker_are_sigkilled(rig: ProcessRig) -> None:
-    study = toml("demo", "sleepy", "{ duration = 1.5 }")
+@pytest.mark.parametrize("lag", [0, 4])
+def test_the_same_study_after_the_coordinator_and_a_worker_are_sigkilled(
+    rig: ProcessRig, lag: int
+) -> None:
+    # With lag 4 the kill lands mid rolling round: round 3 is out while round 2 still runs.
+    study = toml("demo", "sleepy", "{ duration = 1.5 }", lag)
     # Given two workers running a study of 3 rounds x 6 trials of 1.5 s
     workers = rig.workers(2)
     first = rig.coordinator(rig.study_file(study), "first", extra_args=("--tick", "0.5"))
@@ -68,7 +75,8 @@ def test_the_same_study_after_the_coordinator_and_a_worker_are_sigkilled(rig: Pr
             for t in rig.running()
             if t.round == 2 and t.started_at is not None and now - t.started_at < 0.5
         ]
-        return fresh[0].number if fresh and len(rig.trials()) == 12 else None
+        written = len(rig.trials())
+        return fresh[0].number if fresh and written == (12 if lag == 0 else 18) else None
 
     victim = wait_until(just_started, 60, interval=0.02, what="a round-2 trial starting")
     owner = rig.store().trial(victim).worker or ""
