@@ -16,8 +16,8 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from bench.run import Task, regrets, run_all
 from bench.problems import problems
+from bench.run import Task, regrets, run_all
 
 
 def main(argv: Sequence[str] | None = None) -> None:
