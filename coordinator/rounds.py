@@ -251,7 +251,7 @@ class RoundLoop:
             self.on_round()
             self.progress.round_finished(current.number, search.best)
             if not any(t.status is TrialStatus.COMPLETE for t in trials):
-                # Nothing to narrow around: the study stops (FAULTS.md S13).
+                # Nothing to narrow around: the study stops (docs/FAULTS.md S13).
                 message = f"round {current.number}: 0 completed trials"
                 self.store.set_state("failed", message, lock=lock)
                 return StudyOutcome("failed", message, None)
