@@ -23,7 +23,7 @@ Redis Cluster hash tag, so one study's keys live on one node and a script may to
     {prefix}{study}:spec            string  the study file as canonical JSON
     {prefix}{study}:meta            hash    state, epoch, coordinator, max_attempts, rounds, ...
     {prefix}{study}:lock            string  "<token> <host:pid>" of the coordinator, with a TTL
-    {prefix}{study}:round:<r>       string  JSON: round number, box, first trial, trial count
+    {prefix}{study}:round:<r>       hash    round number, box (JSON), first trial, trial count
     {prefix}{study}:trial:<n>       hash    round, params, status, attempt, token, score, ...
     {prefix}{study}:lease:<n>       string  the token of the attempt running trial n, with a TTL
     {prefix}{study}:running         set     numbers of the RUNNING trials (what the reaper scans)
@@ -943,8 +943,21 @@ class StudyStore:
         return found[0]
 
     def reports(self, number: int) -> list[tuple[int, float]]:
-        entries = self._call(self.client.lrange, self.keys.reports(number), 0, -1)
-        return [(int(step), float(value)) for step, value in map(json.loads, entries)]
+        """Trial `number`'s intermediate values `(step, value)`, in the order reported."""
+        return self.all_reports([number]).get(number, [])
+
+    def all_reports(self, numbers: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
+        """The intermediate values of each trial in `numbers` that reported any (one pipeline)."""
+        numbers = list(numbers)
+        pipe = self.client.pipeline(transaction=False)
+        for n in numbers:
+            pipe.lrange(self.keys.reports(n), 0, -1)
+        found = self._call(pipe.execute)
+        return {
+            n: [(int(step), float(value)) for step, value in map(json.loads, entries)]
+            for n, entries in zip(numbers, found, strict=True)
+            if entries
+        }
 
     def counters(self) -> dict[str, int]:
         raw = cast(dict[str, str], self._call(self.client.hgetall, self.keys.counters))

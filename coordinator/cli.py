@@ -4,10 +4,10 @@
     coordinator start STUDY_FILE [--broker URL] [--workers N] [--run-dir DIR]
     coordinator status [STUDY] [--broker URL | --run-dir DIR]
     coordinator report [STUDY] [-o DIR] [--broker URL | --run-dir DIR]
-    coordinator export STUDY --format csv|json [-o FILE] [--broker URL | --run-dir DIR]
+    coordinator export [STUDY] [--format csv|json] [-o FILE] [--broker URL | --run-dir DIR]
     coordinator list [--broker URL]
     coordinator cancel STUDY [--reason TEXT] [--broker URL]
-    coordinator delete STUDY --yes [--broker URL]
+    coordinator delete STUDY [--yes] [--broker URL]
     coordinator flower [--port 5555] [--address 127.0.0.1] [-- FLOWER OPTIONS]
 
 Without a broker URL (`--broker` or ZOOMTUNE_BROKER_URL), `start` runs the embedded default: a
@@ -415,7 +415,11 @@ def report(
 def export(
     study: str | None, fmt: str, output: Path | None, broker: str | None, run_dir: Path | None
 ) -> None:
-    """Write STUDY's trials as CSV or its whole record as JSON (the run folder's files)."""
+    """Write STUDY's trials as CSV or its whole record as JSON (the run folder's files).
+
+    STUDY is read from the broker (it may be left out when the broker holds one study), or
+    from a run folder with --run-dir (after an embedded run, whose Redis stopped with it).
+    """
     try:
         record = _record(study, broker, run_dir)
     except ZoomtuneError as exc:

@@ -3,6 +3,9 @@
 `StudyRecord` is everything known about a study at one moment, read from the study store or
 back from a `study.json`; `coordinator status`, `export` and `report` all start from one.
 `RoundSummary` is one round of it as `status` and `report.html` show it.
+
+study.json carries each trial's intermediate values (`trial.report(step, value)`) as
+`"reports": [[step, value], ...]` in its trial entry (an empty list when it reported none).
 """
 
 from __future__ import annotations
@@ -77,18 +80,23 @@ class StudyRecord:
     counters: Mapping[str, int] = field(default_factory=dict)
     message: str = ""
     """Why the study failed or was cancelled (empty otherwise)."""
+    reports: Mapping[int, tuple[tuple[int, float], ...]] = field(default_factory=dict)
+    """Intermediate values `(step, value)` by trial number, for the trials that reported any."""
 
     @classmethod
     def from_store(cls, store: StudyStore) -> StudyRecord:
         spec = StudySpec.from_dict(store.spec(), source=f"study {store.study!r} in Redis")
         meta = store.meta()
+        trials = tuple(store.trials())
+        reports = store.all_reports(t.number for t in trials)
         return cls(
             spec=spec,
             state=meta.get("state", "unknown"),
             rounds=tuple(store.rounds()),
-            trials=tuple(store.trials()),
+            trials=trials,
             counters=store.counters(),
             message=meta.get("message", ""),
+            reports={n: tuple(values) for n, values in reports.items()},
         )
 
     @classmethod
@@ -107,6 +115,11 @@ class StudyRecord:
                 for r in data["rounds"]
             )
             trials = tuple(Trial.from_dict(t) for t in data["trials"])
+            reports = {
+                int(t["number"]): tuple((int(step), float(value)) for step, value in found)
+                for t in data["trials"]
+                if (found := t.get("reports"))
+            }
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: not a readable study.json ({exc})") from exc
         return cls(
@@ -116,6 +129,7 @@ class StudyRecord:
             trials,
             dict(data.get("counters", {})),
             str(data.get("message", "")),
+            reports,
         )
 
     def best(self) -> Trial | None:
@@ -167,7 +181,10 @@ class StudyRecord:
                 }
                 for r in self.rounds
             ],
-            "trials": [t.to_dict() for t in self.trials],
+            "trials": [
+                {**t.to_dict(), "reports": [list(r) for r in self.reports.get(t.number, ())]}
+                for t in self.trials
+            ],
             "best": None
             if best is None
             else {"trial": best.number, "params": dict(best.params), "score": best.score},

@@ -6,6 +6,8 @@
   scale is log) over the shaded box of every round, and under it the funnel itself: each
   round's box as a bar with that round's trials as ticks, round 1 at the top, so the narrowing
   reads from top to bottom.
+- `curves.png`, when any trial reported intermediate values: the learning curves, one line per
+  trial, pruned trials dashed (`coordinator.curves`).
 - `importance.png`: each parameter's share of the importance (`coordinator.importance`).
 - `report.html`: one static page that shows the plots with the best trial, the warnings, the
   importance ranking and the round table; it references only the files written next to it.
@@ -30,12 +32,14 @@ import numpy.typing as npt
 
 from common.space import ChoiceParameter, Parameter, Scale
 from common.trial import Trial, TrialStatus
+from coordinator.curves import plot_curves
 from coordinator.edges import EdgeWarning, edge_warnings
 from coordinator.export import RoundSummary, StudyRecord
 from coordinator.importance import MIN_TRIALS, ParameterImportance, parameter_importance
 
 HISTORY_PNG = "history.png"
 FUNNEL_PNG = "funnel.png"
+CURVES_PNG = "curves.png"
 IMPORTANCE_PNG = "importance.png"
 REPORT_HTML = "report.html"
 
@@ -99,6 +103,12 @@ def write_report(record: StudyRecord, directory: Path) -> Report:
     _save(plot_history(record), directory / HISTORY_PNG)
     order = [item.name for item in findings.importance]
     _save(plot_funnel(record, order), directory / FUNNEL_PNG)
+    curves = plot_curves(record, round_colours(len(record.rounds)))
+    if curves is not None:
+        _save(curves, directory / CURVES_PNG)
+        images.append(CURVES_PNG)
+    elif (directory / CURVES_PNG).exists():
+        (directory / CURVES_PNG).unlink()  # stale from an earlier report
     if findings.importance:
         _save(plot_importance(findings.importance), directory / IMPORTANCE_PNG)
         images.append(IMPORTANCE_PNG)
@@ -468,6 +478,7 @@ def report_html(record: StudyRecord, report: Report) -> str:
     captions = {
         HISTORY_PNG: "Optimization history",
         FUNNEL_PNG: "The search, parameter by parameter (the funnel)",
+        CURVES_PNG: "Learning curves (trial.report; pruned trials dashed)",
         IMPORTANCE_PNG: "Importance",
     }
     for name in report.images:

@@ -279,7 +279,7 @@ class RoundLoop:
         self.on_round()
         self.progress.round_finished(number, search.best)
         if all(t.score is None for t in search.history if t.round == number):
-            # Nothing to narrow around: the study stops (FAULTS.md S13).
+            # Nothing to narrow around: the study stops (docs/FAULTS.md S13).
             message = f"round {number}: 0 completed trials"
             self.store.set_state("failed", message, lock=lock)
             return StudyOutcome("failed", message, None)

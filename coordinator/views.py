@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from common.space import ChoiceParameter
+from common.store import COUNTERS
 from common.trial import Trial, TrialStatus
 from coordinator.export import RoundSummary, StudyRecord
 from coordinator.plan import StudyPlan
@@ -42,6 +43,7 @@ def status_view(record: StudyRecord, findings: Findings) -> RenderableType:
     running = [t for t in record.trials if t.status is TrialStatus.RUNNING]
     if running:
         parts.append(_running_table(running))
+    parts.append(counters_view(record.counters))
     parts.append(best_view(record))
     parts.append(findings_view(findings))
     return Group(*parts)
@@ -60,6 +62,18 @@ def best_view(record: StudyRecord) -> RenderableType:
     ]
     lines += [Text(f"  {name} = {value!r}") for name, value in best.params.items()]
     return Group(*lines)
+
+
+def counters_view(counters: Mapping[str, int]) -> RenderableType:
+    """The store's counters: deliveries and results it dropped, attempts it sent back, by reason
+    (every counter the store keeps, zeros too, in the store's order; then any others)."""
+    names = [*COUNTERS, *sorted(set(counters) - set(COUNTERS))]
+    line = Text("counters: ", style="bold")
+    for index, name in enumerate(names):
+        value = int(counters.get(name, 0))
+        line.append(", " if index else "")
+        line.append(f"{name} {value}", style="yellow" if value else "")
+    return line
 
 
 def findings_view(findings: Findings) -> RenderableType:

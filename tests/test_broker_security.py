@@ -1,6 +1,6 @@
-"""Access to the broker (FAULTS.md S18): a password, an ACL user limited to the zoomtune: prefix,
-and TLS with verified certificates all work through the broker URL alone, and credentials
-never show up in logs, status output or exported files.
+"""Access to the broker (docs/FAULTS.md S18): a password, an ACL user limited to the zoomtune:
+prefix, and TLS with verified certificates all work through the broker URL alone, and
+credentials never show up in logs, status output or exported files.
 
 Each scenario runs a real redis-server configured that way, real workers and a real
 coordinator. The TLS scenario needs a redis-server built with TLS (`.ci/tls-redis-server`

@@ -118,11 +118,17 @@ def test_a_study_runs_every_trial_of_every_round_exactly_once(
 def test_intermediate_values_reach_the_store(
     redis_server: RedisServer, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
-    run_study(tmp_path, redis_server.url, study_toml(objective="reports_curve", rounds=1))
+    run_dir = run_study(tmp_path, redis_server.url, study_toml(objective="reports_curve", rounds=1))
     store = StudyStore(connect(redis_server.url), "zoomtune:", "demo")
     for trial in store.trials():
         assert [step for step, _ in store.reports(trial.number)] == [1, 2, 3]
         assert store.reports(trial.number)[-1][1] == pytest.approx(trial.score)
+
+    # And the run folder's study.json carries them, trial by trial
+    study = json.loads((run_dir / "study.json").read_text())
+    assert len(study["trials"]) == 4
+    for entry in study["trials"]:
+        assert entry["reports"] == [list(r) for r in store.reports(entry["number"])]
 
 
 def test_the_cli_reads_a_finished_study_from_the_broker_and_from_the_run_folder(

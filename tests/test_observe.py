@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,10 +19,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from common.store import StudyStore, connect
-from common.trial import TrialStatus
+from common.store import COUNTERS, StudyStore, connect
+from common.study import StudySpec
+from common.trial import TrialResult, TrialStatus
 from coordinator.cli import main
 from coordinator.embedded import RedisServer, free_port
+from coordinator.export import StudyRecord, write_run_dir
 from coordinator.report import FUNNEL_PNG, HISTORY_PNG, IMPORTANCE_PNG
 from tests.harness import (
     CoordinatorProcess,
@@ -116,6 +119,44 @@ def test_status_shows_rounds_boxes_best_importance_and_the_edge(finished: Finish
 def test_status_reads_the_same_study_from_the_run_folder(finished: Finished) -> None:
     from_broker = cli("status", "--broker", finished.url)  # the only study: no name needed
     assert cli("status", "--run-dir", str(finished.run_dir)) == from_broker
+
+
+def test_status_shows_the_stores_counters_from_the_broker_and_from_the_run_folder(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Given a study whose store dropped a duplicate delivery and a stale result, and found a
+    # lease expired (each made the way it happens: through the store's own transitions)
+    spec = StudySpec.from_toml(study_toml(rounds=1, trials_per_round=2))
+    client = connect(redis_server.url)
+    store = StudyStore(client, "zoomtune:", "demo")
+    lock = store.acquire(ttl=60)
+    epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
+    box = spec.space.whole_box().to_dict(spec.space)
+    store.write_round(lock, epoch, 1, box, [{"x": 0.25, "y": 2}, {"x": 0.75, "y": 6}])
+    worker = {"worker": "w@h", "host": "h", "device": "cpu", "pid": 1}
+    assert store.start(0, 1, "dead", lease=0.05, **worker).ok  # type: ignore[arg-type]
+    time.sleep(0.2)
+    assert [r.trial for r in store.reap(lock, epoch)] == [0]  # leases_expired
+    assert store.finish(0, 1, "dead", TrialResult.complete(1.0)) == "stale"  # stale_results
+    assert store.start(0, 2, "alive", lease=30, **worker).ok  # type: ignore[arg-type]
+    assert not store.start(0, 2, "again", lease=30, **worker).ok  # type: ignore[arg-type]
+    write_run_dir(StudyRecord.from_store(store), tmp_path / "run")
+    client.close()
+
+    # When status reads it from the broker and from the run folder
+    outputs = [
+        cli("status", "demo", "--broker", redis_server.url),
+        cli("status", "--run-dir", str(tmp_path / "run")),
+    ]
+
+    # Then both show every counter the store keeps, by name
+    for out in outputs:
+        line = " ".join(out.split("counters:")[1].split("\n")[0].split())
+        assert line == (
+            "duplicate_deliveries 1, stale_deliveries 0, forged_messages 0, stale_results 1, "
+            "late_results 0, forged_results 0, leases_expired 1, workers_lost 0"
+        )
+    assert [name for name in COUNTERS if name in outputs[0]] == list(COUNTERS)
 
 
 def test_list_shows_the_study_and_its_state(finished: Finished) -> None:

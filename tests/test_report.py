@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import struct
 from html.parser import HTMLParser
 from pathlib import Path
@@ -9,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from common.study import StudySpec
-from coordinator.export import StudyRecord
+from common.trial import TrialStatus
+from coordinator.export import StudyRecord, write_run_dir
 from coordinator.report import (
+    CURVES_PNG,
     FUNNEL_PNG,
     HISTORY_PNG,
     IMPORTANCE_PNG,
@@ -144,4 +148,55 @@ def test_a_study_with_failed_trials_and_a_minimised_log_score_still_draws(
     )
     assert any(t.score is None for t in record.trials)
     report = write_report(record, tmp_path)
+    assert_complete_report(tmp_path, list(report.images))
+
+
+def with_curves(record: StudyRecord, pruned: set[int]) -> StudyRecord:
+    """`record` as if every trial had reported a rising curve, those in `pruned` cut short and
+    recorded as PRUNED (the way early stopping ends a trial)."""
+    curves, trials = {}, []
+    for t in record.trials:
+        steps = range(1, 4 if t.number in pruned else 11)
+        curves[t.number] = tuple((s, (t.score or 0.0) * s / 10) for s in steps)
+        trials.append(
+            dataclasses.replace(t, status=TrialStatus.PRUNED) if t.number in pruned else t
+        )
+    return dataclasses.replace(record, trials=tuple(trials), reports=curves)
+
+
+def test_reported_values_are_drawn_as_learning_curves(
+    nn_record: StudyRecord, tmp_path: Path
+) -> None:
+    # Given a study whose trials reported values, a few of them pruned
+    record = with_curves(nn_record, pruned={1, 5, 9})
+
+    # When the run folder is written and the report drawn from it
+    write_run_dir(record, tmp_path / "run")
+    study = json.loads((tmp_path / "run" / "study.json").read_text())
+    back = StudyRecord.from_json_file(tmp_path / "run" / "study.json")
+    report = write_report(back, tmp_path / "report")
+
+    # Then study.json holds each trial's reports, and they read back as they were
+    assert study["trials"][1]["reports"] == [
+        [s, pytest.approx(s / 10 * (record.trials[1].score or 0.0))] for s in range(1, 4)
+    ]
+    assert back.reports == record.reports
+    assert [t["status"] for t in study["trials"]].count("pruned") == 3
+    # And the report has a curves plot, linked from the page
+    assert report.images == (HISTORY_PNG, FUNNEL_PNG, CURVES_PNG, IMPORTANCE_PNG)
+    page = assert_complete_report(report.directory, list(report.images))
+    assert "Learning curves" in page
+
+
+def test_without_reported_values_there_is_no_curves_plot_and_no_link(
+    nn_record: StudyRecord, tmp_path: Path
+) -> None:
+    # Given a report folder with a curves plot from an earlier study that reported values
+    (tmp_path / CURVES_PNG).write_bytes(b"stale")
+
+    report = write_report(nn_record, tmp_path)
+
+    assert CURVES_PNG not in report.images
+    assert not (tmp_path / CURVES_PNG).exists()
+    assert CURVES_PNG not in (tmp_path / REPORT_HTML).read_text()
     assert_complete_report(tmp_path, list(report.images))

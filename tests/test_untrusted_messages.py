@@ -1,5 +1,5 @@
 """Whoever can write to Redis must not be able to run code on a worker or change a study's
-record (FAULTS.md S16, S17). Messages carry data only (JSON), name an objective from the
+record (docs/FAULTS.md S16, S17). Messages carry data only (JSON), name an objective from the
 worker's allow-list, and are checked against the study's space; results are fenced by attempt
 and lease token; nothing read from Redis is unpickled or imported.
 

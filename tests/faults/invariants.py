@@ -1,4 +1,4 @@
-"""The invariants every fault scenario checks (FAULTS.md I1-I4)."""
+"""The invariants every fault scenario checks (docs/FAULTS.md I1-I4)."""
 
 from __future__ import annotations
 

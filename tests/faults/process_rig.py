@@ -1,4 +1,4 @@
-"""The fault-test rig of FAULTS.md for the Redis-side scenarios (S6-S11, S14, S19), resume and
+"""The fault-test rig of docs/FAULTS.md for the Redis-side scenarios (S6-S11, S14, S19), resume and
 determinism: every part a separate process, the coordinator included.
 
 Where `worker_rig` runs the round loop in a thread of the test, a `ProcessRig` starts real

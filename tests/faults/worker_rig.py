@@ -1,4 +1,4 @@
-"""The fault-test rig of FAULTS.md for the worker-side scenarios (S1-S5, S12, S13, S20).
+"""The fault-test rig of docs/FAULTS.md for the worker-side scenarios (S1-S5, S12, S13, S20).
 
 Each test gets its own redis-server (the `redis_server` fixture, AOF on), starts real `worker
 start` daemons (`-c 1`, prefork) with `WorkerProcess`, and runs the coordinator's real round
@@ -31,7 +31,7 @@ from tests.harness import WorkerProcess, objective_option, wait_until
 
 PREFIX = "zoomtune:"
 TICK = 0.5
-"""The coordinator's reaper tick in these tests (FAULTS.md: 0.5 s)."""
+"""The coordinator's reaper tick in these tests (docs/FAULTS.md: 0.5 s)."""
 FAST_RESOURCES = 'heartbeat = "0.5s"\nlease = "3s"\ntimeout = "60s"\nmax_attempts = 3'
 """Lease timings of the fault tests: heartbeat 0.5 s, lease (grace) 3 s."""
 LEASE = 3.0
