@@ -114,7 +114,7 @@ def run_raw(url: str, trials: int, duration: float, slots: int, workdir: Path) -
         spans = [str(entry).split() for entry in client.lrange(SPANS_KEY, 0, -1)]
         return Measurement(trials, seconds, tuple((p, float(a), float(b)) for p, a, b in spans))
     finally:
-        _stop(worker)
+        stop_process(worker)
 
 
 def run_zoomtune(
@@ -167,7 +167,8 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.002)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to its process group after 30 s."""
     process.terminate()
     try:
         process.wait(30)

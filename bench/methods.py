@@ -90,18 +90,19 @@ def _tpe(problem: Problem, objective: Objective, q: int, rounds: int, seed: int)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    distributions = {param.name: _distribution(param) for param in problem.space}
+    distributions = {param.name: optuna_distribution(param) for param in problem.space}
     values: list[float] = []
     for _ in range(rounds):
         trials = [study.ask(distributions) for _ in range(q)]
         for trial in trials:
-            value = objective(_from_optuna(problem.space, trial.params))
+            value = objective(from_optuna(problem.space, trial.params))
             values.append(value)
             study.tell(trial, value)
     return values
 
 
-def _distribution(param: Any) -> Any:
+def optuna_distribution(param: Any) -> Any:
+    """The Optuna distribution of a zoomtune parameter (reverse_log: 1 - value on a log scale)."""
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
@@ -119,7 +120,8 @@ def _distribution(param: Any) -> Any:
     return FloatDistribution(param.low, param.high, log=param.scale is Scale.LOG, step=param.step)
 
 
-def _from_optuna(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+def from_optuna(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+    """An Optuna trial's params as zoomtune's (undoes the 1 - value of reverse_log ones)."""
     out = dict(params)
     for param in space:
         if isinstance(param, FloatParameter) and param.scale is Scale.REVERSE_LOG:

@@ -2,7 +2,8 @@
 
 Objectives are plain functions that import nothing from Celery or zoomtune; they read
 `trial.options` (the study file's `[objective] options`), `trial.device`, and may call
-`trial.report(step, value)` to record intermediate values (learning curves).
+`trial.report(step, value)` to record intermediate values (learning curves) and
+`trial.should_prune()` to ask whether to stop early.
 """
 
 from __future__ import annotations
@@ -46,3 +47,10 @@ class TrialContext:
             self.number, self.attempt, self._token, step, value
         ):
             self.lost = True
+
+    def should_prune(self) -> bool:
+        """Whether the objective should stop now (early stopping); here always False.
+
+        A placeholder so that objectives can already ask: the early-stopping branch replaces it
+        with the study's rule."""
+        return False

@@ -36,6 +36,7 @@ BUILTINS: Mapping[str, str] = {
     "hartmann6": "workers.objectives.synthetic:hartmann6",
     "quadratic": "workers.objectives.synthetic:quadratic",
     "sleep": "workers.objectives.synthetic:sleep",
+    "synthetic-training": "workers.objectives.training:synthetic_training",
     "torch-mlp-digits": "workers.objectives.torch_digits:torch_mlp_digits",
 }
 """Built-in objectives: name -> module:function inside this package."""
