@@ -2,7 +2,8 @@
 
 ```
 for each round r:
-    write round r's trials to the study store (once: a round already written is reused)
+    compute round r's early-stopping rungs from the curves of rounds 1..r-1 (round_rungs)
+    write round r's trials and rungs to the study store (once: a round already written is reused)
     send one Celery task per QUEUED trial
     wait on the store's event stream until every trial of round r is finished, meanwhile:
         re-send trials that were handed back or whose lease expired (the reaper)
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -48,8 +49,9 @@ from common.errors import (
 from common.settings import QUEUES, TASK_NAME
 from common.store import CoordinatorLock, Event, RoundRecord, StudyStore, is_refused
 from common.study import StudySpec
-from common.trial import Trial, TrialMessage, TrialStatus
+from common.trial import Rung, Trial, TrialMessage, TrialStatus
 from coordinator.progress import StudyProgress
+from coordinator.pruning import ReferenceCurve, rungs_for
 from coordinator.search import CoarseToFine, Told
 
 log = logging.getLogger("zoomtune.coordinator")
@@ -221,7 +223,8 @@ class RoundLoop:
         """Resume from the store and run the remaining rounds; `resync` after a Redis outage."""
         self.store.renew(lock, epoch)  # first of all: is the study still there, and still ours?
         self._last_event = self.store.last_event_id()
-        search, current = self._resume()
+        search, current, reference = self._resume()
+        curves: dict[int, ReferenceCurve] = {}  # a terminal trial's curve never changes
         self._search = search
         if not resync:
             self.progress.study_started(
@@ -244,9 +247,11 @@ class RoundLoop:
                 if not batch:
                     break
                 box = search.box.to_dict(self.spec.space)
-                current = self.store.write_round(lock, epoch, search.round, box, batch)
+                rungs = round_rungs(self.spec, self.store, reference, curves)
+                current = self.store.write_round(lock, epoch, search.round, box, batch, rungs)
             trials = self._attach(search, current)
             trials = self._wait(lock, epoch, current, trials)
+            reference.extend(trials)
             search.tell([(t.params, _score(t)) for t in trials])
             self.on_round()
             self.progress.round_finished(current.number, search.best)
@@ -278,9 +283,11 @@ class RoundLoop:
                 ) from exc
             time.sleep(min(1.0, self.settings.tick))
 
-    def _resume(self) -> tuple[CoarseToFine, RoundRecord | None]:
-        """Replay every finished round into a fresh search; return the round still in flight."""
+    def _resume(self) -> tuple[CoarseToFine, RoundRecord | None, list[Trial]]:
+        """Replay every finished round into a fresh search; return the round still in flight
+        and the trials of the finished rounds."""
         history: list[Told] = []
+        finished: list[Trial] = []
         current: RoundRecord | None = None
         for record in self.store.rounds():
             trials = self.store.trials(record.trial_numbers)
@@ -288,9 +295,10 @@ class RoundLoop:
                 raise StoreError(f"round {record.number} follows unfinished round {current.number}")
             if all(t.status.is_finished() for t in trials):
                 history.extend(Told(t.params, _score(t), record.number) for t in trials)
+                finished.extend(trials)
             else:
                 current = record
-        return CoarseToFine.replay(self.spec, history), current
+        return CoarseToFine.replay(self.spec, history), current, finished
 
     def _attach(self, search: CoarseToFine, record: RoundRecord) -> list[Trial]:
         """Check the stored round is what the search asks for, and send its QUEUED trials.
@@ -300,7 +308,14 @@ class RoundLoop:
         asked = search.ask()
         if record.queued_at is not None:
             trials = [
-                Trial(self.spec.name, number, record.number, params, queued_at=record.queued_at)
+                Trial(
+                    self.spec.name,
+                    number,
+                    record.number,
+                    params,
+                    queued_at=record.queued_at,
+                    rungs=record.rungs,
+                )
                 for number, params in zip(record.trial_numbers, asked, strict=True)
             ]
         else:
@@ -468,12 +483,36 @@ class RoundLoop:
             attempt=trial.attempt,
             objective=self.spec.objective.name,
             params=dict(trial.params),
+            rungs=trial.rungs,
         )
         self._sent_at[(trial.number, trial.attempt)] = time.monotonic()
         try:
             self.dispatcher.send(message, self.queue, self.spec.resources.timeout)
         except Exception as exc:  # kombu raises its own errors; the trial stays QUEUED
             log.warning("could not send trial %d (it will be re-sent): %s", trial.number, exc)
+
+
+def round_rungs(
+    spec: StudySpec,
+    store: StudyStore,
+    reference: Sequence[Trial],
+    curves: dict[int, ReferenceCurve],
+) -> tuple[Rung, ...]:
+    """Early stopping: the rungs of the round about to be written (`coordinator.pruning`).
+
+    `reference` are the trials whose curves set the thresholds; they must all be terminal, so
+    that the rungs are a function of the seed (with the round barrier: every trial of the
+    earlier rounds). Their reported values are read with one pipelined call; `curves` keeps the
+    ones already read (a finished trial's reports never change).
+    """
+    if not spec.early_stopping.enabled:
+        return ()
+    usable = [t for t in reference if t.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED)]
+    missing = [t for t in usable if t.number not in curves]
+    reports = store.curves(t.number for t in missing)
+    for trial in missing:
+        curves[trial.number] = ReferenceCurve.of(trial, reports[trial.number])
+    return rungs_for(spec.early_stopping, [curves[t.number] for t in usable], spec.maximize)
 
 
 def _check_answered_in_time(took: float, asked: float) -> None:
