@@ -169,9 +169,11 @@ class _Tracker:
         return True
 
     def round_detail(self) -> str:
+        pruned = self.tally.count(TrialStatus.PRUNED)
         return (
             f"{self.tally.count(TrialStatus.RUNNING)} running, "
             f"{self.tally.count(TrialStatus.FAILED)} failed"
+            + (f", {pruned} pruned" if pruned else "")
         )
 
     def times(self) -> str:
@@ -207,11 +209,13 @@ class LogProgress:
         track = self._track
         if not track.trial_changed(trial):
             return
-        outcome = (
-            f"score {trial.score:.6g}"
-            if trial.status is TrialStatus.COMPLETE
-            else f"{trial.status.value}: {trial.error}"
-        )
+        if trial.status is TrialStatus.COMPLETE:
+            outcome = f"score {trial.score:.6g}"
+        elif trial.status is TrialStatus.PRUNED:
+            value = "-" if trial.last_value is None else f"{trial.last_value:.6g}"
+            outcome = f"pruned at step {trial.last_step} (value {value})"
+        else:
+            outcome = f"{trial.status.value}: {trial.error}"
         self._say(
             f"round {track.round}/{track.rounds}: trial {trial.number} {outcome} "
             f"[{track.tally.finished}/{track.tally.total} done, {track.round_detail()}; "

@@ -82,9 +82,9 @@ def test_a_curve_is_judged_at_the_first_step_it_reported_at_or_after_the_rung() 
 def test_a_rung_keeps_ties_and_knows_the_direction() -> None:
     rung = Rung(3, 0.5)
 
-    assert rung.keeps(0.5, maximize=True) and rung.keeps(0.5, maximize=False)
-    assert rung.keeps(0.6, maximize=True) and not rung.keeps(0.6, maximize=False)
-    assert not rung.keeps(0.4, maximize=True) and rung.keeps(0.4, maximize=False)
+    assert (rung.keeps(0.5, maximize=True), rung.keeps(0.5, maximize=False)) == (True, True)
+    assert (rung.keeps(0.6, maximize=True), rung.keeps(0.6, maximize=False)) == (True, False)
+    assert (rung.keeps(0.4, maximize=True), rung.keeps(0.4, maximize=False)) == (False, True)
 
 
 def test_a_trial_is_cut_at_the_first_rung_it_fails_and_not_before_reaching_it() -> None:
