@@ -507,6 +507,9 @@ def round_rungs(
     """
     if not spec.early_stopping.enabled:
         return ()
+    unfinished = [t.number for t in reference if not t.status.is_finished()]
+    if unfinished:
+        raise StoreError(f"rungs from unfinished trials {unfinished[:5]} would depend on timing")
     usable = [t for t in reference if t.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED)]
     missing = [t for t in usable if t.number not in curves]
     reports = store.curves(t.number for t in missing)

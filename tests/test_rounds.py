@@ -15,15 +15,15 @@ import fakeredis
 import pytest
 from rich.console import Console
 
-from common.errors import StudyExists, StudyLocked
+from common.errors import StoreError, StudyExists, StudyLocked
 from common.settings import Settings
 from common.store import StudyStore
 from common.study import StudySpec
-from common.trial import TrialMessage, TrialStatus
+from common.trial import Trial, TrialMessage, TrialStatus
 from coordinator.export import StudyRecord, study_json, trials_csv
 from coordinator.progress import LogProgress
 from coordinator.report import Findings
-from coordinator.rounds import LoopSettings, RoundLoop
+from coordinator.rounds import LoopSettings, RoundLoop, round_rungs
 from coordinator.views import status_view
 from tests.faults.process_rig import PrunedRun
 from tests.harness import study_toml
@@ -364,3 +364,10 @@ def test_pruned_trials_show_in_status_trials_csv_and_study_json(
     assert [r.rungs for r in again.rounds] == [r.rungs for r in record.rounds]
     assert record.best() is not None
     assert record.best().status is TrialStatus.COMPLETE
+
+
+def test_rungs_are_never_computed_from_unfinished_trials(server: fakeredis.FakeServer) -> None:
+    running = Trial("demo", 0, 1, {"x": 0.5, "y": 2}, status=TrialStatus.RUNNING)
+
+    with pytest.raises(StoreError, match=r"unfinished trials \[0\]"):
+        round_rungs(StudySpec.from_toml(pruning_toml()), store_on(server), [running], {})
