@@ -23,8 +23,8 @@ Redis Cluster hash tag, so one study's keys live on one node and a script may to
     {prefix}{study}:spec            string  the study file as canonical JSON
     {prefix}{study}:meta            hash    state, epoch, coordinator, max_attempts, rounds, ...
     {prefix}{study}:lock            string  "<token> <host:pid>" of the coordinator, with a TTL
-    {prefix}{study}:round:<r>       hash    round number, box (JSON), first trial, trial count
-    {prefix}{study}:trial:<n>       hash    round, params, status, attempt, token, score, ...
+    {prefix}{study}:round:<r>       hash    round number, box, rungs, first trial, trial count
+    {prefix}{study}:trial:<n>       hash    round, params, rungs, status, attempt, token, score, ...
     {prefix}{study}:lease:<n>       string  the token of the attempt running trial n, with a TTL
     {prefix}{study}:running         set     numbers of the RUNNING trials (what the reaper scans)
     {prefix}{study}:reports:<n>     list    intermediate values [step, value] as JSON
@@ -58,7 +58,7 @@ from common.errors import (
     StudyWiped,
 )
 from common.settings import redact_url
-from common.trial import Trial, TrialResult, TrialStatus
+from common.trial import Rung, Trial, TrialResult, TrialStatus, rungs_from_json
 
 EVENTS_MAXLEN = 100_000
 """The event stream is trimmed to about this many entries; the trial hashes stay the record."""
@@ -292,8 +292,9 @@ _WRITE_ROUND = (
     _NOW
     + """
 -- KEYS: lock, meta, round, events.
--- ARGV: lock value, epoch, round number, box json, trial key prefix, then one params json per
---       trial. The round is a hash so that the JSON written by Python is stored untouched.
+-- ARGV: lock value, epoch, round number, box json, trial key prefix, rungs json (the same for
+--       every trial of the round), then one params json per trial. The round is a hash so
+--       that the JSON written by Python is stored untouched.
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'wiped'} end
 if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return {'wiped'} end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lease_lost'} end
@@ -301,13 +302,14 @@ if redis.call('HGET', KEYS[2], 'state') == 'cancelled' then return {'cancelled'}
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'exists'} end
 local first = tonumber(redis.call('HGET', KEYS[2], 'trials') or '0')
 local t = now()
-local count = #ARGV - 5
+local count = #ARGV - 6
 for i = 0, count - 1 do
   redis.call('HSET', ARGV[5] .. (first + i), 'number', first + i, 'round', ARGV[3],
-             'params', ARGV[6 + i], 'status', 'queued', 'attempt', 1, 'queued_at', t)
+             'params', ARGV[7 + i], 'rungs', ARGV[6], 'status', 'queued', 'attempt', 1,
+             'queued_at', t)
 end
-redis.call('HSET', KEYS[3], 'round', ARGV[3], 'box', ARGV[4], 'first_trial', first,
-           'trials', count, 'written_at', t)
+redis.call('HSET', KEYS[3], 'round', ARGV[3], 'box', ARGV[4], 'rungs', ARGV[6],
+           'first_trial', first, 'trials', count, 'written_at', t)
 redis.call('HSET', KEYS[2], 'rounds', ARGV[3], 'trials', first + count)
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'round', 'round', ARGV[3])
 return {'ok', first, t}
@@ -375,7 +377,8 @@ _FINISH = (
     + _REQUEUE_OR_FAIL
     + """
 -- KEYS: trial, lease, running, events, meta, counters.
--- ARGV: number, attempt, token, status, score, error, retry ('1' to retry a failure).
+-- ARGV: number, attempt, token, status, score, error, retry ('1' to retry a failure),
+--       last step, last value (of a pruned trial; '' for none).
 if redis.call('EXISTS', KEYS[5]) == 0 then return 'unknown_study' end
 local h = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'token')
 if not h[1] then
@@ -409,6 +412,8 @@ redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'finished_at', t)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'score', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'last_step', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'last_value', ARGV[9]) end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'finished',
            'trial', ARGV[1], 'attempt', ARGV[2], 'status', ARGV[4])
 return 'ok'
@@ -561,6 +566,8 @@ class RoundRecord:
     queued_at: float | None = None
     """Redis time at which its trials were queued, when this process has just written the round
     (`StudyStore.write_round`); None for a round read from the store."""
+    rungs: tuple[Rung, ...] = ()
+    """The early-stopping rungs its trials carry (also stored in each trial's hash)."""
 
     @property
     def trial_numbers(self) -> range:
@@ -573,6 +580,7 @@ class RoundRecord:
             box=json.loads(row.get("box") or "{}"),
             first_trial=int(row["first_trial"]),
             trials=int(row["trials"]),
+            rungs=rungs_from_json(json.loads(row.get("rungs") or "[]")),
         )
 
 
@@ -730,11 +738,16 @@ class StudyStore:
         number: int,
         box: Mapping[str, Any],
         params: Sequence[Mapping[str, Any]],
+        rungs: Sequence[Rung] = (),
     ) -> RoundRecord:
         """Write round `number` and its QUEUED trials, once. A round already written is returned
-        unchanged (the coordinator never re-samples a round)."""
+        unchanged (the coordinator never re-samples a round).
+
+        `rungs` (early stopping) are stored in every trial's hash as canonical JSON, as their
+        messages carry them: [[step, threshold], ...]."""
         box_json = canonical_json(box)
-        args: list[Any] = [lock.value, epoch, number, box_json, self.keys.trial_prefix]
+        rungs_json = canonical_json([rung.to_list() for rung in rungs])
+        args: list[Any] = [lock.value, epoch, number, box_json, self.keys.trial_prefix, rungs_json]
         args.extend(canonical_json(p) for p in params)
         result = self._run(
             self._write_round,
@@ -747,7 +760,12 @@ class StudyStore:
             return self.round(number)
         # Not read back: after a Redis crash, a read may no longer see what was just written.
         return RoundRecord(
-            number, json.loads(box_json), int(result[1]), len(params), float(result[2])
+            number,
+            json.loads(box_json),
+            int(result[1]),
+            len(params),
+            float(result[2]),
+            tuple(rungs),
         )
 
     def round(self, number: int) -> RoundRecord:
@@ -868,6 +886,8 @@ class StudyStore:
                     score,
                     result.error or "",
                     "1" if retry else "0",
+                    "" if result.last_step is None else str(result.last_step),
+                    "" if result.last_value is None else repr(float(result.last_value)),
                 ],
             )
         )
@@ -947,7 +967,8 @@ class StudyStore:
         return self.all_reports([number]).get(number, [])
 
     def all_reports(self, numbers: Iterable[int]) -> dict[int, list[tuple[int, float]]]:
-        """The intermediate values of each trial in `numbers` that reported any (one pipeline)."""
+        """The intermediate values of each trial in `numbers` that reported any (one pipeline),
+        in report order (all its attempts')."""
         numbers = list(numbers)
         pipe = self.client.pipeline(transaction=False)
         for n in numbers:
@@ -1011,6 +1032,9 @@ class StudyStore:
                 "attempt": row.get("attempt", "1"),
                 "score": row.get("score"),
                 "error": row.get("error") or None,
+                "last_step": row.get("last_step"),
+                "last_value": row.get("last_value"),
+                "rungs": json.loads(row.get("rungs") or "[]"),
                 "last_error": row.get("last_error") or None,
                 "worker": row.get("worker"),
                 "host": row.get("host"),

@@ -29,6 +29,12 @@ heartbeat = "5s"                # how often a running trial renews its lease
 lease = "30s"                   # a lease not renewed this long has expired: the trial is re-run
 retry_failed = false            # also retry trials whose objective raised or returned NaN
 
+[early_stopping]                # every key has a default; see coordinator.pruning
+rule = "halving"                # halving | median | none
+min_step = 1                    # no trial is pruned before this step
+reduction_factor = 3            # halving: keep the top 1/reduction_factor at each rung
+min_trials = 8                  # a rung needs this many completed reference trials
+
 [space]
 learning_rate = { type = "float", low = 1e-5, high = 1e-1, scale = "log" }
 ```
@@ -196,6 +202,13 @@ class _ResourcesSection(_Section):
         return parse_duration(value)
 
 
+class _EarlyStoppingSection(_Section):
+    rule: Literal["halving", "median", "none"] = "halving"
+    min_step: Annotated[int, Field(ge=0, le=1_000_000_000)] = 1
+    reduction_factor: Annotated[int, Field(ge=2, le=1000)] = 3
+    min_trials: Annotated[int, Field(ge=2, le=1_000_000)] = 8
+
+
 class _FloatEntry(_Section):
     type: Literal["float"]
     low: float
@@ -225,6 +238,7 @@ class _StudyFile(_Section):
     objective: _ObjectiveSection
     search: _SearchSection = Field(default_factory=_SearchSection)
     resources: _ResourcesSection = Field(default_factory=_ResourcesSection)
+    early_stopping: _EarlyStoppingSection = Field(default_factory=_EarlyStoppingSection)
     space: dict[str, _Entry]
 
 
@@ -233,6 +247,7 @@ _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "objective": _ObjectiveSection,
     "search": _SearchSection,
     "resources": _ResourcesSection,
+    "early_stopping": _EarlyStoppingSection,
 }
 _ENTRY_MODELS: dict[str, type[BaseModel]] = {
     "float": _FloatEntry,
@@ -327,6 +342,33 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class EarlyStopping:
+    """When a running trial that asks `trial.should_prune()` is stopped early.
+
+    - `rule`: "halving" (successive halving: at rungs min_step * reduction_factor**k, keep the
+      top 1/reduction_factor), "median" (at every reported step from min_step on, keep the
+      trials at least as good as the median), or "none".
+    - `min_step`: no decision before this step (halving's first rung; 0 counts as 1 there).
+    - `reduction_factor`: halving only, the eta of successive halving.
+    - `min_trials`: a rung is used only where at least this many completed reference trials
+      reported at it (the safety check of `coordinator.pruning`).
+
+    The thresholds are computed by `coordinator.pruning.rungs_for` from a fixed set of
+    earlier trials and travel in each trial's message; an objective that never asks is never
+    pruned.
+    """
+
+    rule: str = "halving"
+    min_step: int = 1
+    reduction_factor: int = 3
+    min_trials: int = 8
+
+    @property
+    def enabled(self) -> bool:
+        return self.rule != "none"
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A validated study: what to optimize, over which space, and how to search it."""
 
@@ -338,6 +380,7 @@ class StudySpec:
     description: str = ""
     search: SearchSettings = field(default_factory=SearchSettings)
     resources: Resources = field(default_factory=Resources)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
 
     @property
     def maximize(self) -> bool:
@@ -409,6 +452,12 @@ class StudySpec:
                 "heartbeat": self.resources.heartbeat,
                 "lease": self.resources.lease,
                 "retry_failed": self.resources.retry_failed,
+            },
+            "early_stopping": {
+                "rule": self.early_stopping.rule,
+                "min_step": self.early_stopping.min_step,
+                "reduction_factor": self.early_stopping.reduction_factor,
+                "min_trials": self.early_stopping.min_trials,
             },
             "space": self.space.to_dict(),
         }
@@ -493,6 +542,12 @@ def _build(model: _StudyFile, source: str) -> StudySpec:
             heartbeat=heartbeat,
             lease=lease,
             retry_failed=resources.retry_failed,
+        ),
+        early_stopping=EarlyStopping(
+            rule=model.early_stopping.rule,
+            min_step=model.early_stopping.min_step,
+            reduction_factor=model.early_stopping.reduction_factor,
+            min_trials=model.early_stopping.min_trials,
         ),
     )
 

@@ -7,10 +7,11 @@ here is plain JSON data: nothing read from Redis is unpickled or imported.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 MAX_ERROR_CHARS = 2000
 """Failure reasons are cut to this length before they are stored."""
+
+MAX_RUNGS = 1000
+"""A trial message carries at most this many rungs (each a step and a threshold)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -39,6 +43,88 @@ class TrialStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class Rung:
+    """An early-stopping decision point: a trial whose value at `step` is worse than
+    `threshold` is pruned there (see `coordinator.pruning`, which computes them).
+
+    A trial's value at a rung is its value at the first step it reported at or after the
+    rung's step (`value_at`), so a trial that reports every few steps is still judged.
+    """
+
+    step: int
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 0:
+            raise MessageError(f"a rung's step must be an integer >= 0, got {self.step!r}")
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, int | float)
+            or not math.isfinite(self.threshold)
+        ):
+            raise MessageError(
+                f"a rung's threshold must be a finite number, got {self.threshold!r}"
+            )
+        object.__setattr__(self, "threshold", float(self.threshold))
+
+    def keeps(self, value: float, maximize: bool) -> bool:
+        """True when `value` is at least as good as the threshold (ties are kept)."""
+        return value >= self.threshold if maximize else value <= self.threshold
+
+    def to_list(self) -> list[int | float]:
+        return [self.step, self.threshold]
+
+
+def sorted_curve(
+    reports: Iterable[tuple[int, float]],
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """A learning curve as (steps, values), steps strictly ascending: from reports in the order
+    they were made, the last value reported at each step counts (a later attempt's)."""
+    by_step = {int(step): float(value) for step, value in reports}
+    steps = tuple(sorted(by_step))
+    return steps, tuple(by_step[step] for step in steps)
+
+
+def value_at(steps: Sequence[int], values: Sequence[float], step: int) -> float | None:
+    """A curve's value at a rung's `step`: its value at the smallest reported step >= `step`,
+    or None when the curve has not reached `step`. `steps` are strictly ascending."""
+    index = bisect.bisect_left(steps, step)
+    return values[index] if index < len(steps) else None
+
+
+def pruned_at(
+    rungs: Sequence[Rung], steps: Sequence[int], values: Sequence[float], maximize: bool
+) -> Rung | None:
+    """The first rung that cuts a trial with this curve so far, or None."""
+    for rung in rungs:
+        value = value_at(steps, values, rung.step)
+        if value is None:
+            return None
+        if not rung.keeps(value, maximize):
+            return rung
+    return None
+
+
+def rungs_from_json(data: object) -> tuple[Rung, ...]:
+    """Rungs from their JSON form, [[step, threshold], ...]: steps strictly ascending."""
+    if not isinstance(data, list):
+        raise MessageError(f"rungs must be a list of [step, threshold] pairs, got {data!r}")
+    if len(data) > MAX_RUNGS:
+        raise MessageError(f"at most {MAX_RUNGS} rungs, got {len(data)}")
+    rungs: list[Rung] = []
+    for pair in data:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise MessageError(f"a rung is a [step, threshold] pair, got {pair!r}")
+        rung = Rung(pair[0], pair[1])
+        if rungs and rung.step <= rungs[-1].step:
+            raise MessageError(
+                f"rung steps must be strictly ascending, got {rungs[-1].step} then {rung.step}"
+            )
+        rungs.append(rung)
+    return tuple(rungs)
+
+
+@dataclass(frozen=True)
 class Trial:
     """One trial as the study store records it. Times are Redis server time, in seconds."""
 
@@ -50,6 +136,12 @@ class Trial:
     attempt: int = 1
     score: float | None = None
     error: str | None = None
+    last_step: int | None = None
+    """PRUNED trials: the step of the last value it reported (`last_value`); the score stays
+    None, since a value from an earlier step is not comparable with final scores."""
+    last_value: float | None = None
+    rungs: tuple[Rung, ...] = ()
+    """The early-stopping rungs written with the trial's round and sent in its messages."""
     last_error: str | None = None
     """Why the previous attempt ended, when the trial was handed back or its lease expired."""
     worker: str | None = None
@@ -75,6 +167,9 @@ class Trial:
             "attempt": self.attempt,
             "score": self.score,
             "error": self.error,
+            "last_step": self.last_step,
+            "last_value": self.last_value,
+            "rungs": [rung.to_list() for rung in self.rungs],
             "last_error": self.last_error,
             "worker": self.worker,
             "host": self.host,
@@ -97,6 +192,9 @@ class Trial:
                 attempt=int(data["attempt"]),
                 score=None if data.get("score") is None else float(data["score"]),
                 error=data.get("error"),
+                last_step=_optional_int(data.get("last_step")),
+                last_value=_optional_float(data.get("last_value")),
+                rungs=rungs_from_json(data.get("rungs") or []),
                 last_error=data.get("last_error"),
                 worker=data.get("worker"),
                 host=data.get("host"),
@@ -107,6 +205,12 @@ class Trial:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageError(f"not a trial record: {exc!r}") from exc
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(str(value))
 
 
 def _optional_float(value: object) -> float | None:
@@ -120,7 +224,8 @@ class TrialMessage:
     """The body of the Celery task that runs one attempt of one trial: data only.
 
     The worker resolves `objective` in its own allow-list and checks `params` against the study's
-    space before it runs anything.
+    space before it runs anything. `rungs` are the trial's early-stopping thresholds, which
+    `trial.should_prune()` applies without asking Redis.
     """
 
     study: str
@@ -128,6 +233,7 @@ class TrialMessage:
     attempt: int
     objective: str
     params: Mapping[str, ParamValue] = field(default_factory=dict)
+    rungs: tuple[Rung, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +242,7 @@ class TrialMessage:
             "attempt": self.attempt,
             "objective": self.objective,
             "params": dict(self.params),
+            "rungs": [rung.to_list() for rung in self.rungs],
         }
 
     @classmethod
@@ -144,9 +251,11 @@ class TrialMessage:
         if not isinstance(data, dict):
             raise MessageError(f"a trial message must be a JSON object, got {type(data).__name__}")
         expected = {"study", "trial", "attempt", "objective", "params"}
-        if set(data) != expected:
+        # `rungs` may be left out (no early stopping), e.g. by a coordinator of an older version.
+        if set(data) - {"rungs"} != expected:
             raise MessageError(
-                f"a trial message has exactly the keys {sorted(expected)}, got {sorted(data)}"
+                f"a trial message has exactly the keys {sorted(expected)} and optionally "
+                f"'rungs', got {sorted(data)}"
             )
         size = len(json.dumps(data, default=str))
         if size > MAX_MESSAGE_BYTES:
@@ -164,7 +273,15 @@ class TrialMessage:
             isinstance(k, str) and _is_param_value(v) for k, v in params.items()
         ):
             raise MessageError(f"params must map names to scalars, got {params!r}")
-        return cls(study=study, trial=trial, attempt=attempt, objective=objective, params=params)
+        rungs = rungs_from_json(data.get("rungs", []))
+        return cls(
+            study=study,
+            trial=trial,
+            attempt=attempt,
+            objective=objective,
+            params=params,
+            rungs=rungs,
+        )
 
 
 def _is_param_value(value: object) -> bool:
@@ -175,11 +292,13 @@ def _is_param_value(value: object) -> bool:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What an attempt ended with: a score, or a failure with its reason."""
+    """What an attempt ended with: a score, a failure with its reason, or pruned at a step."""
 
     status: TrialStatus
     score: float | None = None
     error: str | None = None
+    last_step: int | None = None
+    last_value: float | None = None
 
     def __post_init__(self) -> None:
         if not self.status.is_finished():
@@ -197,5 +316,20 @@ class TrialResult:
     def failed(cls, reason: str) -> TrialResult:
         return cls(TrialStatus.FAILED, error=reason[:MAX_ERROR_CHARS])
 
+    @classmethod
+    def pruned(cls, last: tuple[int, float] | None) -> TrialResult:
+        """Stopped early; `last` is the (step, value) it reported last (None: it reported
+        nothing, which happens only to an attempt that lost its trial, whose result is
+        dropped)."""
+        if last is None:
+            return cls(TrialStatus.PRUNED)
+        return cls(TrialStatus.PRUNED, last_step=last[0], last_value=float(last[1]))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status.value, "score": self.score, "error": self.error}
+        return {
+            "status": self.status.value,
+            "score": self.score,
+            "error": self.error,
+            "last_step": self.last_step,
+            "last_value": self.last_value,
+        }

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.errors import ConfigError
+from common.errors import ConfigError, MessageError
 from common.space import Box, ChoiceParameter, Interval, SearchSpace
 from common.store import RoundRecord, StudyStore
 from common.study import StudySpec
-from common.trial import Trial, TrialStatus
+from common.trial import Trial, TrialStatus, rungs_from_json
 
 TRIAL_COLUMNS = (
     "trial",
@@ -39,7 +39,9 @@ TRIAL_COLUMNS = (
 )
 """The first columns of trials.csv; `params_<name>` per parameter follow, then EXTRA_COLUMNS."""
 
-EXTRA_COLUMNS = ("device", "host", "error")
+EXTRA_COLUMNS = ("device", "host", "error", "last_step", "last_value")
+"""`last_step` and `last_value`: where a PRUNED trial stopped and the value it reported there
+(its score stays empty: a value from an earlier step is not comparable with final scores)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class StudyRecord:
                     box=r["box"],
                     first_trial=int(r["first_trial"]),
                     trials=int(r["trials"]),
+                    rungs=rungs_from_json(r.get("rungs", [])),
                 )
                 for r in data["rounds"]
             )
@@ -120,7 +123,7 @@ class StudyRecord:
                 for t in data["trials"]
                 if (found := t.get("reports"))
             }
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, MessageError) as exc:
             raise ConfigError(f"{path}: not a readable study.json ({exc})") from exc
         return cls(
             spec,
@@ -178,6 +181,7 @@ class StudyRecord:
                     "box": dict(r.box),
                     "first_trial": r.first_trial,
                     "trials": r.trials,
+                    "rungs": [rung.to_list() for rung in r.rungs],
                 }
                 for r in self.rounds
             ],
@@ -223,6 +227,8 @@ def trials_csv(record: StudyRecord) -> str:
                 _cell(t.device),
                 _cell(t.host),
                 _cell(t.error),
+                _cell(t.last_step),
+                _cell(t.last_value),
             ]
         )
     return out.getvalue()

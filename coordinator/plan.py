@@ -2,9 +2,10 @@
 
 A dry run: it validates the study file exactly as `coordinator start` does, then lays out the
 rounds (how many trials each samples in the narrowed box and how many over the whole space),
-the total budget, the first round's trials (which depend only on the seed, so they are the
-trials `start` will send), and, when the objective has a `duration` option (seconds per trial),
-the worker time the study will take. It never connects to a broker.
+the total budget, the early-stopping rule and where its rungs can be, the first round's trials
+(which depend only on the seed, so they are the trials `start` will send), and, when the
+objective has a `duration` option (seconds per trial), the worker time the study will take. It
+never connects to a broker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from common.space import ParamValue
 from common.study import StudySpec
+from coordinator.pruning import halving_steps
 from coordinator.search import CoarseToFine, explore_count
 
 
@@ -56,6 +58,32 @@ class StudyPlan:
             first_round=tuple(CoarseToFine(spec).ask()),
             trial_seconds=_duration_option(spec.objective.options),
         )
+
+    def early_stopping_lines(self) -> list[str]:
+        """The early-stopping rule and where its rungs can be; their thresholds (and which
+        rungs pass the safety check) are known only once results exist."""
+        rule = self.spec.early_stopping
+        if not rule.enabled:
+            return ["early stopping: none (every trial runs to its end)"]
+        if rule.rule == "halving":
+            steps = halving_steps(rule, below=max(1, rule.min_step) * rule.reduction_factor**5)
+            where = (
+                f"halving (reduction_factor {rule.reduction_factor}): rungs at steps "
+                f"{', '.join(map(str, steps))}, ... below the last step the trials report, "
+                f"each keeping the top 1/{rule.reduction_factor}"
+            )
+        else:
+            where = (
+                f"median: a rung at every reported step from {rule.min_step} on, each keeping "
+                "the trials at least as good as the median"
+            )
+        return [
+            f"early stopping: {where}",
+            "  the thresholds are known only once results exist: round 1 is never pruned; each "
+            "later round's rungs come from the curves of the rounds before it, and a rung is "
+            f"used only where at least {rule.min_trials} completed trials show that its ranking "
+            "predicts the final one; only objectives that call trial.should_prune() are pruned",
+        ]
 
     @property
     def total_trials(self) -> int:

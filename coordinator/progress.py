@@ -230,11 +230,13 @@ class LogProgress:
         track = self._track
         if not track.trial_changed(trial):
             return
-        outcome = (
-            f"score {trial.score:.6g}"
-            if trial.status is TrialStatus.COMPLETE
-            else f"{trial.status.value}: {trial.error}"
-        )
+        if trial.status is TrialStatus.COMPLETE:
+            outcome = f"score {trial.score:.6g}"
+        elif trial.status is TrialStatus.PRUNED:
+            value = "-" if trial.last_value is None else f"{trial.last_value:.6g}"
+            outcome = f"pruned at step {trial.last_step} (value {value})"
+        else:
+            outcome = f"{trial.status.value}: {trial.error}"
         tally = track.tallies[trial.round]
         self._say(
             f"round {trial.round}/{track.rounds}: trial {trial.number} {outcome} "

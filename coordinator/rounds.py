@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -53,8 +53,9 @@ from common.errors import (
 from common.settings import QUEUES, TASK_NAME
 from common.store import CoordinatorLock, Event, RoundRecord, StudyStore, is_refused
 from common.study import StudySpec
-from common.trial import Trial, TrialMessage, TrialStatus
+from common.trial import Rung, Trial, TrialMessage, TrialStatus
 from coordinator.progress import StudyProgress
+from coordinator.pruning import ReferenceCurve, rungs_for
 from coordinator.search import CoarseToFine
 
 log = logging.getLogger("zoomtune.coordinator")
@@ -175,6 +176,10 @@ class RoundLoop:
         self._sent_at: dict[tuple[int, int], float] = {}
         self._next_housekeeping = 0.0
         self._next_read = 0.0
+        self._finished: dict[int, Trial] = {}
+        """Finished trials by number: their curves set the early-stopping rungs."""
+        self._curves: dict[int, ReferenceCurve] = {}
+        """Reference curves already read (a finished trial's reports never change)."""
         self._search: CoarseToFine | None = None
 
     # -- the loop ------------------------------------------------------------------------------
@@ -254,9 +259,11 @@ class RoundLoop:
         while not search.done:
             while search.can_ask():
                 number = search.rounds_asked + 1
+                reference = [self._finished[n] for n in search.reference(number)]
+                rungs = round_rungs(self.spec, self.store, reference, self._curves)
                 batch = search.ask_next()
                 box = search.boxes[-1].to_dict(self.spec.space)
-                record = self.store.write_round(lock, epoch, number, box, batch)
+                record = self.store.write_round(lock, epoch, number, box, batch, rungs)
                 self._send_round(record, batch, in_flight)
             if not in_flight:
                 raise StoreError(
@@ -264,6 +271,7 @@ class RoundLoop:
                 )
             for trial in self._wait(lock, epoch, in_flight):
                 search.tell_trial(trial.number, _score(trial))
+                self._finished[trial.number] = trial
                 outcome = self._round_may_be_over(search, trial.round, lock)
                 if outcome is not None:
                     return outcome
@@ -305,10 +313,11 @@ class RoundLoop:
             time.sleep(min(1.0, self.settings.tick))
 
     def _resume(self) -> tuple[CoarseToFine, dict[int, list[Trial]], dict[int, Trial]]:
-        """Replay every stored round into a fresh search, telling it each finished trial;
-        return the stored rounds not yet finished (by number, with all their trials) and the
-        trials still in flight."""
+        """Replay every stored round into a fresh search, telling it each finished trial
+        (kept in `self._finished` for early stopping); return the stored rounds not yet
+        finished (by number, with all their trials) and the trials still in flight."""
         search = CoarseToFine(self.spec)
+        self._finished = {}
         unfinished: dict[int, list[Trial]] = {}
         in_flight: dict[int, Trial] = {}
         for record in self.store.rounds():
@@ -327,6 +336,7 @@ class RoundLoop:
             for trial in trials:
                 if trial.status.is_finished():
                     search.tell_trial(trial.number, _score(trial))
+                    self._finished[trial.number] = trial
                 else:
                     in_flight[trial.number] = trial
                     unfinished[record.number] = trials
@@ -348,7 +358,14 @@ class RoundLoop:
         all QUEUED (reading 600 of them back took 50 ms before the first could be sent)."""
         if record.queued_at is not None:
             trials = [
-                Trial(self.spec.name, number, record.number, params, queued_at=record.queued_at)
+                Trial(
+                    self.spec.name,
+                    number,
+                    record.number,
+                    params,
+                    queued_at=record.queued_at,
+                    rungs=record.rungs,
+                )
                 for number, params in zip(record.trial_numbers, batch, strict=True)
             ]
         else:
@@ -366,9 +383,7 @@ class RoundLoop:
             if trial.status is TrialStatus.QUEUED:
                 self._dispatch(trial)
 
-    def _wait(
-        self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]
-    ) -> list[Trial]:
+    def _wait(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> list[Trial]:
         """Follow the event stream until some trial in flight finishes; return those that did
         (removed from `in_flight`), in trial order."""
         next_housekeeping = self._next_housekeeping
@@ -520,12 +535,39 @@ class RoundLoop:
             attempt=trial.attempt,
             objective=self.spec.objective.name,
             params=dict(trial.params),
+            rungs=trial.rungs,
         )
         self._sent_at[(trial.number, trial.attempt)] = time.monotonic()
         try:
             self.dispatcher.send(message, self.queue, self.spec.resources.timeout)
         except Exception as exc:  # kombu raises its own errors; the trial stays QUEUED
             log.warning("could not send trial %d (it will be re-sent): %s", trial.number, exc)
+
+
+def round_rungs(
+    spec: StudySpec,
+    store: StudyStore,
+    reference: Sequence[Trial],
+    curves: dict[int, ReferenceCurve],
+) -> tuple[Rung, ...]:
+    """Early stopping: the rungs of the round about to be written (`coordinator.pruning`).
+
+    `reference` are the trials whose curves set the thresholds: the round's reference trials
+    (`CoarseToFine.reference`), the same ones that narrow its box. They must all be terminal,
+    so that the rungs are a function of the seed. Their reported values are read with one
+    pipelined call; `curves` keeps the ones already read.
+    """
+    if not spec.early_stopping.enabled:
+        return ()
+    unfinished = [t.number for t in reference if not t.status.is_finished()]
+    if unfinished:
+        raise StoreError(f"rungs from unfinished trials {unfinished[:5]} would depend on timing")
+    usable = [t for t in reference if t.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED)]
+    missing = [t for t in usable if t.number not in curves]
+    reports = store.all_reports(t.number for t in missing)
+    for trial in missing:
+        curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
+    return rungs_for(spec.early_stopping, [curves[t.number] for t in usable], spec.maximize)
 
 
 def _check_answered_in_time(took: float, asked: float) -> None:

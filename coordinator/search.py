@@ -290,9 +290,7 @@ class CoarseToFine:
         for told in history:
             by_round.setdefault(told.round, []).append(told)
         if sorted(by_round) != list(range(1, len(by_round) + 1)):
-            raise MessageError(
-                f"replay needs rounds from 1 on, got rounds {sorted(by_round)!r}"
-            )
+            raise MessageError(f"replay needs rounds from 1 on, got rounds {sorted(by_round)!r}")
         if len(by_round) > spec.search.rounds:
             raise MessageError(
                 f"replay got {len(by_round)} rounds, the study has {spec.search.rounds}"
@@ -323,8 +321,7 @@ class CoarseToFine:
     def _check_round(self, round_number: int) -> None:
         if not 1 <= round_number <= self._spec.search.rounds + 1:
             raise MessageError(
-                f"round {round_number} is not a round of this study "
-                f"(1..{self._spec.search.rounds})"
+                f"round {round_number} is not a round of this study (1..{self._spec.search.rounds})"
             )
 
     def _round_of(self, number: int) -> int:

@@ -124,6 +124,7 @@ def plan_view(plan: StudyPlan, workers: int) -> RenderableType:
         rounds.add_row(str(r.number), str(r.trials), str(r.in_box), str(r.whole_space))
     parts.append(rounds)
     parts.append(Text(f"total budget: {plan.total_trials} trials in {len(plan.rounds)} rounds"))
+    parts.extend(Text(line) for line in plan.early_stopping_lines())
     parts.append(_trials_table(f"round 1's {len(plan.first_round)} trials", plan.first_round))
     worker_seconds = plan.worker_seconds()
     wall = plan.wall_seconds(workers)
@@ -169,6 +170,7 @@ def _rounds_table(record: StudyRecord, summaries: Sequence[RoundSummary]) -> Tab
         "running",
         "queued",
         "failed",
+        "pruned",
         "best",
         "box",
         title=f"rounds ({len(summaries)} of {record.spec.search.rounds} written)",
@@ -182,6 +184,7 @@ def _rounds_table(record: StudyRecord, summaries: Sequence[RoundSummary]) -> Tab
             str(s.count(TrialStatus.RUNNING)),
             str(s.count(TrialStatus.QUEUED)),
             str(s.count(TrialStatus.FAILED)),
+            str(s.count(TrialStatus.PRUNED)),
             "-" if s.best is None else f"{s.best.score:.6g}",
             f"{share_text(s.volume)} of the space",
         )

@@ -35,6 +35,27 @@ def reports_curve(params: Mapping[str, Any], trial: Any) -> float:
     return value
 
 
+def learning_curve(params: Mapping[str, Any], step: int) -> float:
+    """A loss falling towards `deterministic_score` as training goes on: the ranking at every
+    step is the final one (predictive curves)."""
+    return deterministic_score(params) + 1.0 / step
+
+
+def prunable(params: Mapping[str, Any], trial: Any) -> float:
+    """Trains for `options.steps` steps (default 9): reports `learning_curve` at every step,
+    works `options.step_seconds` (default 0, plus a random 0 to `options.jitter`), then asks
+    `trial.should_prune()` and returns at once when told to. Returns the last step's value."""
+    steps = int(trial.options.get("steps", 9))
+    pause = float(trial.options.get("step_seconds", 0.0))
+    jitter = float(trial.options.get("jitter", 0.0))
+    for step in range(1, steps + 1):
+        trial.report(step, learning_curve(params, step))
+        time.sleep(pause + random.uniform(0.0, jitter))
+        if trial.should_prune():
+            return -1.0  # whatever a pruned objective returns is not recorded
+    return learning_curve(params, steps)
+
+
 def raises(params: Mapping[str, Any], trial: Any) -> float:
     raise RuntimeError("boom: the model diverged")
 

@@ -77,6 +77,18 @@ def test_a_valid_message_runs_the_objective_with_params_and_options() -> None:
         (message(trial=99), "unknown_trial"),
         (message(attempt=5), "ahead"),
         (message(params={"x": "a" * 70_000, "y": 2}), "malformed"),
+        (message(rungs=[[3, 0.5], [1, 0.2]]), "malformed"),
+        (message(rungs=[[1, 0.5], [1, 0.2]]), "malformed"),
+        (message(rungs=[[-1, 0.5]]), "malformed"),
+        (message(rungs=[[True, 0.5]]), "malformed"),
+        (message(rungs=[[1.5, 0.5]]), "malformed"),
+        (message(rungs=[[1, math.nan]]), "malformed"),
+        (message(rungs=[[1, math.inf]]), "malformed"),
+        (message(rungs=[[1, "0.5"]]), "malformed"),
+        (message(rungs=[[1, 0.5, 2]]), "malformed"),
+        (message(rungs={"1": 0.5}), "malformed"),
+        (message(rungs=[[s, 0.5] for s in range(1001)]), "malformed"),
+        (message(rung=[]), "malformed"),
     ],
 )
 def test_a_bad_message_is_dropped_without_running_anything(body: Any, why: str) -> None:
@@ -165,3 +177,103 @@ def test_reporting_a_non_finite_value_fails_the_trial() -> None:
     runtime = make_runtime(lambda params, trial: trial.report(1, math.nan))
     execute(message(), runtime)
     assert "reported values must be finite" in trial_of(runtime).error
+
+
+# --- early stopping: trial.should_prune() ------------------------------------------------------
+
+
+def reports_and_asks(values: list[float]) -> Callable[..., Any]:
+    """Reports values[i] at step i + 1 and returns at once when told to prune."""
+
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        for step, value in enumerate(values, start=1):
+            trial.report(step, value)
+            if trial.should_prune():
+                return -1.0  # whatever it returns, the trial is pruned
+        return values[-1]
+
+    return objective
+
+
+def test_a_trial_worse_than_a_rung_is_pruned_at_that_step() -> None:
+    # Given a minimizing study and a rung at step 2 that keeps values <= 0.5
+    runtime = make_runtime(reports_and_asks([0.9, 0.8, 0.7, 0.6]))
+
+    assert execute(message(rungs=[[2, 0.5]]), runtime) == "ok"
+
+    trial = trial_of(runtime)
+    assert (trial.status, trial.score) == (TrialStatus.PRUNED, None)
+    assert (trial.last_step, trial.last_value) == (2, 0.8)
+    assert runtime.store("demo").reports(0) == [(1, 0.9), (2, 0.8)]
+
+
+def test_a_trial_as_good_as_every_rung_completes() -> None:
+    runtime = make_runtime(reports_and_asks([0.9, 0.5, 0.3, 0.2]))
+
+    execute(message(rungs=[[2, 0.5], [3, 0.3]]), runtime)
+
+    trial = trial_of(runtime)
+    assert (trial.status, trial.score, trial.last_step) == (TrialStatus.COMPLETE, 0.2, None)
+
+
+def test_a_trial_is_judged_at_its_first_report_at_or_after_a_rung() -> None:
+    def every_other_step(params: dict[str, Any], trial: Any) -> float:
+        for step in (2, 4, 6):
+            trial.report(step, 1.0)
+            if trial.should_prune():
+                return 0.0
+        return 1.0
+
+    runtime = make_runtime(every_other_step)
+
+    execute(message(rungs=[[3, 0.5]]), runtime)
+
+    assert (trial_of(runtime).status, trial_of(runtime).last_step) == (TrialStatus.PRUNED, 4)
+
+
+def test_an_objective_that_never_asks_is_never_pruned() -> None:
+    def reports_only(params: dict[str, Any], trial: Any) -> float:
+        trial.report(1, 0.9)
+        return 0.9
+
+    runtime = make_runtime(reports_only)
+
+    execute(message(rungs=[[1, 0.1]]), runtime)
+
+    assert trial_of(runtime).status is TrialStatus.COMPLETE
+
+
+def test_a_pruned_trial_that_then_raises_is_still_pruned_and_never_retried() -> None:
+    def raises_when_pruned(params: dict[str, Any], trial: Any) -> float:
+        trial.report(1, 0.9)
+        if trial.should_prune():
+            raise RuntimeError("pruned")  # as Optuna users write `raise TrialPruned()`
+        return 0.9
+
+    runtime = make_runtime(raises_when_pruned, retry_failed=True)
+
+    assert execute(message(rungs=[[1, 0.1]]), runtime) == "ok"
+
+    trial = trial_of(runtime)
+    assert (trial.status, trial.attempt, trial.error) == (TrialStatus.PRUNED, 1, None)
+
+
+def test_should_prune_is_true_once_the_attempt_lost_its_trial_and_its_result_is_dropped() -> None:
+    asked: list[bool] = []
+
+    def loses_its_lease(params: dict[str, Any], trial: Any) -> float:
+        trial.report(1, 0.1)
+        asked.append(trial.should_prune())
+        # The reaper takes the trial away (its lease expired) between two reports
+        store = runtime.store("demo")
+        store.client.hset(store.keys.trial(0), mapping={"status": "queued", "attempt": 2})
+        trial.report(2, 0.1)
+        asked.append(trial.should_prune())
+        return 0.1
+
+    runtime = make_runtime(loses_its_lease)
+
+    assert execute(message(), runtime) == "stale"
+
+    assert asked == [False, True]
+    assert (trial_of(runtime).status, trial_of(runtime).attempt) == (TrialStatus.QUEUED, 2)

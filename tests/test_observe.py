@@ -101,12 +101,12 @@ def test_status_shows_rounds_boxes_best_importance_and_the_edge(finished: Finish
     assert "study observed (minimize quadratic): complete" in out
     rows = [line.split("│")[1:-1] for line in out.splitlines() if line.startswith("│")]
     cells = [[cell.strip() for cell in row] for row in rows]
-    # round, trials, complete, running, queued, failed, best, box
-    assert [row[:6] for row in cells[:3]] == [
-        [str(r), "12", "12", "0", "0", "0"] for r in (1, 2, 3)
+    # round, trials, complete, running, queued, failed, pruned, best, box
+    assert [row[:7] for row in cells[:3]] == [
+        [str(r), "12", "12", "0", "0", "0", "0"] for r in (1, 2, 3)
     ]
-    assert cells[0][7] == "100% of the space"
-    assert float(cells[2][7].split("%")[0]) < 100  # later rounds sample a smaller box
+    assert cells[0][8] == "100% of the space"
+    assert float(cells[2][8].split("%")[0]) < 100  # later rounds sample a smaller box
     assert cells[3][:2] == ["x", "0.6 .. 1"]  # the box table starts with round 1's
     best = min(finished.store.trials(), key=lambda t: t.score or 0.0)
     assert f"best: trial {best.number} (round {best.round}), score {best.score:.6g}" in out

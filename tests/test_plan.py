@@ -98,3 +98,16 @@ def test_the_projected_wall_time_counts_rounds_as_waves() -> None:
     assert study_plan.wall_seconds(workers=100) == 4.0
     with pytest.raises(ValueError, match="workers must be >= 1"):
         study_plan.wall_seconds(0)
+
+
+def test_plan_shows_the_early_stopping_rule_and_where_its_rungs_can_be(tmp_path: Path) -> None:
+    code, out = plan(tmp_path, study_toml())
+
+    assert code == 0, out
+    assert "early stopping: halving (reduction_factor 3): rungs at steps 1, 3, 9, 27, 81" in out
+    assert "the thresholds are known only once results exist" in out
+
+    median = study_toml() + '\n[early_stopping]\nrule = "median"\nmin_step = 5\n'
+    assert "a rung at every reported step from 5 on" in plan(tmp_path, median)[1]
+    off = study_toml() + '\n[early_stopping]\nrule = "none"\n'
+    assert "early stopping: none" in plan(tmp_path, off)[1]

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
+from rich.console import Console
 
-from common.errors import StudyExists, StudyLocked
+from common.errors import StoreError, StudyExists, StudyLocked
 from common.settings import Settings
 from common.store import StudyStore
 from common.study import StudySpec
-from common.trial import TrialMessage, TrialStatus
+from common.trial import Trial, TrialMessage, TrialStatus
+from coordinator.export import StudyRecord, study_json, trials_csv
 from coordinator.progress import LogProgress
-from coordinator.rounds import LoopSettings, RoundLoop
+from coordinator.report import Findings
+from coordinator.rounds import LoopSettings, RoundLoop, round_rungs
+from coordinator.views import status_view
+from tests.faults.process_rig import PrunedRun
 from tests.harness import study_toml
-from tests.objectives import deterministic_score
+from tests.objectives import deterministic_score, learning_curve, prunable
 from workers.execute import WorkerRuntime, execute
 from workers.registry import ObjectiveRegistry
 
@@ -244,3 +252,122 @@ def test_a_changed_study_file_under_the_same_name_is_refused(
     run(server, spec_for(rounds=1), ThreadWorkers(server, score))
     with pytest.raises(StudyExists):
         run(server, spec_for(rounds=1, seed=99), ThreadWorkers(server, score))
+
+
+# --- early stopping ------------------------------------------------------------------------
+
+
+def pruning_toml(rounds: int = 3, trials: int = 8) -> str:
+    return study_toml(
+        objective="obj", rounds=rounds, trials_per_round=trials, seed=11, resources=RESOURCES
+    )
+
+
+def test_pruned_trials_are_a_function_of_the_seed_in_any_finish_order(
+    server: fakeredis.FakeServer,
+) -> None:
+    # Given a study whose objective reports a predictive curve and asks should_prune
+    toml = pruning_toml()
+    expected = PrunedRun.reference(toml)
+    assert expected.pruned, "the test needs a study that prunes"
+    assert expected.rungs[0] == []  # round 1 has no reference: nothing is pruned there
+
+    # When it runs twice, its trials finishing in two different orders
+    workers = ThreadWorkers(server, prunable, order_seed=1)
+    outcome = run(server, StudySpec.from_toml(toml), workers)
+    other = fakeredis.FakeServer()
+    run(other, StudySpec.from_toml(toml), ThreadWorkers(other, prunable, order_seed=2))
+
+    # Then both pruned the same trials at the same steps, with the reference's rungs
+    assert outcome.state == "complete"
+    assert PrunedRun.from_store(store_on(server)) == expected
+    assert PrunedRun.from_store(store_on(other)) == expected
+    # And every message carried its round's rungs
+    rounds = store_on(server).rounds()
+    for message in workers.sent:
+        [record] = [r for r in rounds if message.trial in r.trial_numbers]
+        assert message.rungs == record.rungs
+    # And the best trial is the best COMPLETE one (a pruned trial's last value is not a score)
+    complete = [t for t in store_on(server).trials() if t.status is TrialStatus.COMPLETE]
+    assert outcome.best is not None
+    assert outcome.best[1] == min(t.score for t in complete if t.score is not None)
+
+
+def test_a_resumed_study_computes_the_same_rungs(server: fakeredis.FakeServer) -> None:
+    toml = pruning_toml()
+    rounds_done: list[int] = []
+
+    def stop_after_round_2() -> None:
+        rounds_done.append(1)
+        if len(rounds_done) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(server, StudySpec.from_toml(toml), ThreadWorkers(server, prunable), stop_after_round_2)
+    run(server, StudySpec.from_toml(toml), ThreadWorkers(server, prunable))
+
+    assert PrunedRun.from_store(store_on(server)) == PrunedRun.reference(toml)
+
+
+def test_a_round_whose_trials_are_all_pruned_stops_the_study(server: fakeredis.FakeServer) -> None:
+    # Given an objective whose round-2 trials are all far worse than round 1's at every step
+    def worse_in_round_2(params: dict[str, Any], trial: Any) -> float:
+        offset = 100.0 if trial.number >= 8 else 0.0
+        for step in range(1, 10):
+            trial.report(step, learning_curve(params, step) + offset)
+            if trial.should_prune():
+                return 0.0
+        return learning_curve(params, 9) + offset
+
+    outcome = run(
+        server, StudySpec.from_toml(pruning_toml()), ThreadWorkers(server, worse_in_round_2)
+    )
+
+    # Then round 2 counts no completed trial, and the study stops as for failed trials
+    assert (outcome.state, outcome.message) == ("failed", "round 2: 0 completed trials")
+    round_2 = store_on(server).trials(range(8, 16))
+    assert {(t.status, t.last_step) for t in round_2} == {(TrialStatus.PRUNED, 1)}
+
+
+def test_pruned_trials_show_in_status_trials_csv_and_study_json(
+    server: fakeredis.FakeServer, tmp_path: Path
+) -> None:
+    # Given a finished study that pruned some trials
+    run(server, StudySpec.from_toml(pruning_toml()), ThreadWorkers(server, prunable))
+    record = StudyRecord.from_store(store_on(server))
+    pruned = [t for t in record.trials if t.status is TrialStatus.PRUNED]
+    assert pruned
+
+    # Then status counts them per round
+    console = Console(width=200, record=True)
+    console.print(status_view(record, Findings.of(record)))
+    lines = [line.split() for line in console.export_text().splitlines()]
+    header = next([c for c in line if c != "┃"] for line in lines if "pruned" in line)
+    assert header[:7] == ["round", "trials", "complete", "running", "queued", "failed", "pruned"]
+    for summary in record.round_summaries():
+        row = next(line for line in lines if line[:3] == ["│", str(summary.number), "│"])
+        cells = [cell for cell in row if cell != "│"]
+        assert cells[6] == str(summary.count(TrialStatus.PRUNED))
+    # And trials.csv has them as "pruned" with where they stopped, and no score
+    rows = list(csv.DictReader(io.StringIO(trials_csv(record))))
+    for trial in pruned:
+        row = rows[trial.number]
+        assert (row["status"], row["score"]) == ("pruned", "")
+        assert (int(row["last_step"]), float(row["last_value"])) == (
+            trial.last_step,
+            trial.last_value,
+        )
+    # And study.json keeps them, with each round's rungs, and reads back the same
+    (tmp_path / "study.json").write_text(study_json(record))
+    again = StudyRecord.from_json_file(tmp_path / "study.json")
+    assert again.trials == record.trials
+    assert [r.rungs for r in again.rounds] == [r.rungs for r in record.rounds]
+    assert record.best() is not None
+    assert record.best().status is TrialStatus.COMPLETE
+
+
+def test_rungs_are_never_computed_from_unfinished_trials(server: fakeredis.FakeServer) -> None:
+    running = Trial("demo", 0, 1, {"x": 0.5, "y": 2}, status=TrialStatus.RUNNING)
+
+    with pytest.raises(StoreError, match=r"unfinished trials \[0\]"):
+        round_rungs(StudySpec.from_toml(pruning_toml()), store_on(server), [running], {})

@@ -12,7 +12,7 @@ import redis
 
 from common.errors import LeaseLost, StudyExists, StudyLocked, StudyWiped
 from common.store import CoordinatorLock, StudyStore
-from common.trial import TrialResult, TrialStatus
+from common.trial import Rung, TrialResult, TrialStatus
 
 SPEC = {"study": {"name": "demo"}, "space": {"x": {"type": "float", "low": 0, "high": 1}}}
 
@@ -156,6 +156,19 @@ class TestRounds:
         assert store.trial(0).params == {"x": 0.1}
         assert store.meta()["trials"] == "1"
 
+    def test_a_rounds_rungs_are_stored_with_each_trial_as_canonical_json(
+        self, store: StudyStore
+    ) -> None:
+        lock, epoch = open_study(store)
+        rungs = (Rung(1, 0.25), Rung(3, 0.5))
+        record = store.write_round(lock, epoch, 1, {}, [{"x": 0.1}, {"x": 0.2}], rungs)
+        assert record.rungs == rungs
+        assert [t.rungs for t in store.trials(record.trial_numbers)] == [rungs, rungs]
+        assert store.client.hget(store.keys.trial(0), "rungs") == "[[1,0.25],[3,0.5]]"
+        assert store.round(1).rungs == rungs
+        plain = store.write_round(lock, epoch, 2, {}, [{"x": 0.3}])
+        assert (plain.rungs, store.trial(2).rungs, store.round(2).rungs) == ((), (), ())
+
 
 class TestAttempts:
     def test_the_first_delivery_starts_the_trial(self, store: StudyStore) -> None:
@@ -230,6 +243,37 @@ class TestAttempts:
         assert store.report(n, 1, "tok", 1, 0.5)
         assert not store.report(n, 1, "forged", 2, 9.0)
         assert store.reports(n) == [(1, 0.5)]
+
+    def test_a_pruned_result_records_its_last_step_and_value_without_a_score(
+        self, store: StudyStore
+    ) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, token="tok")
+        assert store.finish(n, 1, "tok", TrialResult.pruned((3, 0.125)), retry=True) == "ok"
+        trial = store.trial(n)
+        assert (trial.status, trial.score, trial.error) == (TrialStatus.PRUNED, None, None)
+        assert (trial.last_step, trial.last_value, trial.attempt) == (3, 0.125, 1)
+
+    def test_a_pruned_result_is_fenced_like_any_other(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        start(store, n, token="tok")
+        assert store.finish(n, 1, "forged", TrialResult.pruned((1, 0.0))) == "forged"
+        assert store.finish(n, 2, "tok", TrialResult.pruned((1, 0.0))) == "stale"
+        store.finish(n, 1, "tok", TrialResult.complete(0.5))
+        assert store.finish(n, 1, "late", TrialResult.pruned((1, 0.0))) == "finished"
+        trial = store.trial(n)
+        assert (trial.status, trial.last_step) == (TrialStatus.COMPLETE, None)
+
+    def test_curves_of_many_trials_are_read_at_once_in_report_order(
+        self, store: StudyStore
+    ) -> None:
+        [a, b, c] = write_round(store)
+        for n, token in ((a, "ta"), (b, "tb")):
+            start(store, n, token=token)
+            store.report(n, 1, token, 2, 0.5)
+            store.report(n, 1, token, 1, 0.25)
+        assert store.all_reports([c, a]) == {a: [(2, 0.5), (1, 0.25)]}
+        assert store.all_reports([]) == {}
 
 
 class TestLeases:

@@ -8,7 +8,7 @@ import pytest
 
 from common.errors import ConfigError
 from common.space import ChoiceParameter, FloatParameter, IntParameter, Scale
-from common.study import SearchSettings, StudySpec
+from common.study import EarlyStopping, SearchSettings, StudySpec
 
 SOURCE = "study.toml"
 
@@ -64,6 +64,25 @@ def test_a_valid_file_builds_the_space_and_fills_in_the_search_defaults() -> Non
     assert spec.search == SearchSettings(
         trials_per_round=(SearchSettings().trials_per_round[0],) * SearchSettings().rounds
     )
+
+
+def test_early_stopping_defaults_to_conservative_halving() -> None:
+    spec = StudySpec.from_toml(study())
+
+    assert spec.early_stopping == EarlyStopping(
+        rule="halving", min_step=1, reduction_factor=3, min_trials=8
+    )
+    assert spec.early_stopping.enabled
+
+
+def test_early_stopping_is_read_from_its_table() -> None:
+    text = study() + '\n[early_stopping]\nrule = "median"\nmin_step = 5\nmin_trials = 12\n'
+
+    spec = StudySpec.from_toml(text)
+
+    assert spec.early_stopping == EarlyStopping(rule="median", min_step=5, min_trials=12)
+    assert StudySpec.from_dict(spec.to_dict()) == spec
+    assert not StudySpec.from_toml(text.replace('"median"', '"none"')).early_stopping.enabled
 
 
 def test_trials_per_round_may_list_one_size_per_round() -> None:
@@ -210,6 +229,33 @@ def test_search_knobs_outside_their_range(line: str, field: str) -> None:
     message = error_for(study(search=line))
 
     assert_names(message, f"[search] {field}", f"got {line.split(' = ')[1]}")
+
+
+@pytest.mark.parametrize(
+    ("line", "parts"),
+    [
+        ('rule = "halvng"', ("[early_stopping] rule", "'halving', 'median' or 'none'", "'halvng'")),
+        ("rule = 1", ("[early_stopping] rule", "'halving'", "got 1")),
+        ("min_step = -1", ("[early_stopping] min_step", "greater than or equal to 0", "got -1")),
+        ("min_step = 1.5", ("[early_stopping] min_step", "valid integer", "got 1.5")),
+        ("reduction_factor = 1", ("[early_stopping] reduction_factor", "equal to 2", "got 1")),
+        ("reduction_factor = true", ("[early_stopping] reduction_factor", "got True")),
+        ("min_trials = 1", ("[early_stopping] min_trials", "equal to 2", "got 1")),
+        ('min_trials = "8"', ("[early_stopping] min_trials", "valid integer", "got '8'")),
+        ("min_steps = 2", ("[early_stopping]", "unknown key 'min_steps'", "'min_step'?")),
+    ],
+)
+def test_early_stopping_mistakes(line: str, parts: tuple[str, ...]) -> None:
+    message = error_for(study() + f"\n[early_stopping]\n{line}\n")
+
+    assert "\n" not in message, message  # one problem, one line
+    assert_names(message, *parts)
+
+
+def test_misspelt_early_stopping_table_suggests_the_closest() -> None:
+    message = error_for(study() + '\n[early_stoping]\nrule = "none"\n')
+
+    assert_names(message, "unknown section [early_stoping]", "did you mean [early_stopping]?")
 
 
 @pytest.mark.parametrize("bound", ["nan", "inf", "-inf"])

@@ -248,11 +248,17 @@ def execute(raw: object, runtime: WorkerRuntime) -> str:
         params=dict(message.params),
         options=dict(spec.objective.options),
         device=runtime.device,
+        rungs=message.rungs,
+        maximize=spec.maximize,
         _store=store,
         _token=token,
     )
     with runtime.heartbeat.keep(store, context, token, resources.heartbeat, resources.lease):
         result = run_objective(runtime, message.objective, context)
+    if context.pruned:
+        # However the objective ended after `should_prune()` said True, the trial was pruned
+        # (an attempt that lost its trial also lands here: the store drops its result).
+        result = TrialResult.pruned(context.last_report)
     retry = resources.retry_failed and result.status is TrialStatus.FAILED
     verdict = record_result(store, message, token, result, retry)
     if verdict in ("ok", "requeued"):
@@ -325,6 +331,10 @@ def _exception_reason(exc: BaseException) -> str:
 def _describe(result: TrialResult) -> str:
     if result.status is TrialStatus.COMPLETE:
         return f"score {result.score:.6g}"
+    if result.status is TrialStatus.PRUNED:
+        if result.last_step is None:
+            return "pruned before its first report"
+        return f"pruned at step {result.last_step} (value {result.last_value:.6g})"
     return f"{result.status.value}: {result.error}"
 
 

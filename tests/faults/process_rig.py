@@ -20,12 +20,13 @@ import redis
 from common.errors import StudyNotFound
 from common.store import StudyStore, canonical_json, connect
 from common.study import StudySpec
-from common.trial import Trial, TrialStatus
+from common.trial import Trial, TrialStatus, pruned_at
 from coordinator.embedded import RedisServer
+from coordinator.pruning import ReferenceCurve, rungs_for
 from coordinator.search import CoarseToFine
 from tests.faults.invariants import check_invariants
 from tests.harness import CoordinatorProcess, WorkerProcess, objective_option
-from tests.objectives import deterministic_score
+from tests.objectives import deterministic_score, learning_curve
 
 PREFIX = "zoomtune:"
 
@@ -161,3 +162,61 @@ class StudyRun:
             [dict(record.box) for record in store.rounds()],
             [(dict(t.params), t.score) for t in store.trials()],
         )
+
+
+PrunedTrial = tuple[dict[str, Any], str, float | None, int | None, float | None]
+"""A trial of a study with early stopping: params, status, score, last step, last value."""
+
+
+@dataclass(frozen=True)
+class PrunedRun:
+    """What a study of the `prunable` test objective produced: each trial's outcome and the
+    rungs of each round."""
+
+    trials: list[PrunedTrial]
+    rungs: list[list[tuple[int, float]]]
+
+    @classmethod
+    def reference(cls, toml: str, steps: int = 9) -> PrunedRun:
+        """The study run in this process, without Redis or workers: each round's rungs from
+        the curves of the earlier rounds, each trial stopped where `prunable` would stop."""
+        spec = StudySpec.from_toml(toml)
+        search = CoarseToFine(spec)
+        curves: list[ReferenceCurve] = []
+        trials: list[PrunedTrial] = []
+        all_rungs: list[list[tuple[int, float]]] = []
+        while batch := search.ask():
+            rungs = rungs_for(spec.early_stopping, curves, spec.maximize)
+            all_rungs.append([(r.step, r.threshold) for r in rungs])
+            told: list[tuple[dict[str, Any], float | None]] = []
+            for params in batch:
+                done: list[int] = []
+                values: list[float] = []
+                status = TrialStatus.COMPLETE
+                for step in range(1, steps + 1):
+                    done.append(step)
+                    values.append(learning_curve(params, step))
+                    if pruned_at(rungs, done, values, spec.maximize) is not None:
+                        status = TrialStatus.PRUNED
+                        break
+                score = values[-1] if status is TrialStatus.COMPLETE else None
+                last = (done[-1], values[-1]) if status is TrialStatus.PRUNED else (None, None)
+                trials.append((params, status.value, score, *last))
+                curves.append(
+                    ReferenceCurve(len(curves), status, tuple(done), tuple(values), score)
+                )
+                told.append((params, score))
+            search.tell(told)
+        return cls(trials, all_rungs)
+
+    @classmethod
+    def from_store(cls, store: StudyStore) -> PrunedRun:
+        trials = store.trials()
+        return cls(
+            [(dict(t.params), t.status.value, t.score, t.last_step, t.last_value) for t in trials],
+            [[(r.step, r.threshold) for r in record.rungs] for record in store.rounds()],
+        )
+
+    @property
+    def pruned(self) -> list[int]:
+        return [n for n, trial in enumerate(self.trials) if trial[1] == "pruned"]
