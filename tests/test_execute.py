@@ -76,6 +76,7 @@ def test_a_valid_message_runs_the_objective_with_params_and_options() -> None:
         (message(study="nosuch"), "unknown_study"),
         (message(trial=99), "unknown_trial"),
         (message(attempt=5), "ahead"),
+        (message(params={"x": 0.25, "y": 7}), "forged"),  # trial 1's params, in the space
         (message(params={"x": "a" * 70_000, "y": 2}), "malformed"),
     ],
 )

@@ -29,6 +29,7 @@ from common.store import Keys, StudyStore
 from common.study import StudySpec
 from common.trial import TrialResult, TrialStatus
 from coordinator.embedded import RedisServer
+from tests.faults.invariants import live_group_members
 from tests.harness import (
     CoordinatorProcess,
     WorkerProcess,
@@ -393,3 +394,70 @@ def test_the_scan_finds_what_it_looks_for() -> None:
         "names the pickle serializer",
     ], found
     assert dangerous_uses(ast.parse("import re\nre.compile('x')"), may_import=False) == []
+
+
+def stop_and_check_nothing_left(worker: WorkerProcess) -> None:
+    """Stop the worker; no process of it (daemon or pool child) may be left running."""
+    worker.stop()
+    wait_until(
+        lambda: not live_group_members(worker.pid),
+        timeout=10,
+        what=f"every process of worker {worker.pid} to end",
+    )
+
+
+def run_honest_trial(client: redis.Redis, study: StudyStore, trial: int) -> None:
+    """Send trial `trial` as the coordinator would, with its stored params; it must complete
+    with the score of those params."""
+    params = dict(study.trial(trial).params)
+    client.lpush(QUEUE_KEY, kombu_envelope(task_body(trial_message(trial, params=params))))
+    done = wait_until(
+        lambda: (t := study.trial(trial)).status.is_finished() and t,
+        timeout=60,
+        what=f"the honest trial {trial} to finish",
+    )
+    assert done.status is TrialStatus.COMPLETE, done
+    assert done.score == pytest.approx(deterministic_score(params))
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_forged_message_for_a_queued_trial_records_nothing_and_the_honest_one_runs(
+    real_client: redis.Redis, study: StudyStore, worker: WorkerProcess
+) -> None:
+    # Given trial 0 QUEUED with params x=0.25, y=2, and a message naming trial 0 attempt 1
+    # with other params, inside the space, that would score better than the stored ones
+    stored = dict(study.trial(0).params)
+    forged_params = {"x": 0.3, "y": 5}
+    assert deterministic_score(forged_params) < deterministic_score(stored)
+    forged = trial_message(0, params=forged_params)
+    events_before = real_client.xlen(study.keys.events)
+
+    # When the forged message arrives first
+    real_client.lpush(QUEUE_KEY, kombu_envelope(task_body(forged)))
+    wait_until(
+        lambda: study.counters()["forged_messages"] == 1,
+        timeout=60,
+        what="the forged message to be counted",
+    )
+
+    # Then nothing ran and nothing was recorded: the trial is still QUEUED, attempt 1
+    trial = study.trial(0)
+    assert (trial.status, trial.attempt, trial.score, trial.started_at) == (
+        TrialStatus.QUEUED,
+        1,
+        None,
+        None,
+    )
+    assert dict(trial.params) == stored
+    assert real_client.xlen(study.keys.events) == events_before  # no "started" event
+    assert "params are not the trial's" in worker.log()
+    assert worker.alive()
+
+    # And the honest delivery that follows runs and records the stored params' score
+    run_honest_trial(real_client, study, 0)
+    counters = study.counters()
+    assert counters["forged_messages"] == 1
+    assert counters["duplicate_deliveries"] == 0
+    stop_and_check_nothing_left(worker)
+
