@@ -15,7 +15,8 @@ below buy:
   the study store, so one ACL pattern (`~zoomtune:*`, `&zoomtune:*`) covers everything.
 - Publishing retries, and the worker keeps running trials when its connection drops.
 - TLS: for a rediss:// broker the certificate is verified (`Settings.tls_options`); Celery
-  alone would accept any certificate. Remote control can be turned off (`Settings`).
+  alone would accept any certificate. Remote control (broadcast `shutdown` and the like) is
+  off unless the site turns it on (`Settings.remote_control`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def make_celery(settings: Settings, *, events: bool = True) -> Celery:
         task_create_missing_queues=True,
         task_routes={TASK_NAME: {"queue": QUEUES["cpu"]}},
         # Security: TLS verified for rediss:// (None for redis://); broadcast commands
-        # (inspect, ping, shutdown from Flower) only where the site wants them.
+        # (inspect, ping, but also shutdown, from any broker client) off unless the site
+        # turns them on with ZOOMTUNE_REMOTE_CONTROL=1.
         broker_use_ssl=settings.tls_options(),
         worker_enable_remote_control=settings.remote_control,
         # Observability: workers send task events, so Flower shows every trial from the moment

@@ -5,7 +5,7 @@
 | ZOOMTUNE_BROKER_URL           | redis:// or rediss:// URL of the broker and store   | (embedded) |
 | ZOOMTUNE_PREFIX               | prefix of every Redis key zoomtune and Celery write | zoomtune:  |
 | ZOOMTUNE_VISIBILITY_TIMEOUT   | seconds before Redis redelivers an unacked message  | 86400      |
-| ZOOMTUNE_REMOTE_CONTROL       | 0: workers ignore Celery remote control             | 1          |
+| ZOOMTUNE_REMOTE_CONTROL       | 1: workers obey Celery remote control (see below)   | 0          |
 | ZOOMTUNE_TLS_ALLOW_UNVERIFIED | 1: accept a rediss:// URL that skips verification   | 0          |
 | ZOOMTUNE_TEST_CLOCK_OFFSET    | seconds added to this process's clock (tests only)  | 0          |
 
@@ -18,9 +18,13 @@ Security lives in the broker URL, so that one secret carries it everywhere:
   verified, by redis-py and by Celery alike; a URL that turns that off (`ssl_cert_reqs=none` or
   `optional`, `ssl_check_hostname=false`) is refused unless ZOOMTUNE_TLS_ALLOW_UNVERIFIED=1.
 
-Remote control (Celery's `inspect`/`control`, which Flower uses) travels on a pub/sub channel
-under the same prefix, so the ACL above grants it; ZOOMTUNE_REMOTE_CONTROL=0 turns it off on
-the workers for sites that want no broadcast commands at all (Flower then shows events only).
+Remote control (Celery's `inspect`/`control` broadcasts: ping, stats, but also `shutdown`,
+`pool_shrink`, `rate_limit`, `revoke`) is off on the workers: any client that can publish to
+the broker could otherwise stop every worker of every study with one message. Nothing in
+zoomtune needs it; Flower shows the workers and every trial from their events without it, and
+only its worker detail pages and buttons need it. ZOOMTUNE_REMOTE_CONTROL=1 turns it on, for a
+site whose broker only trusted clients can write to. It travels on a pub/sub channel under the
+same prefix, so the ACL above grants it.
 Credentials never reach a log or an output: print URLs through `redact_url`.
 
 The visibility timeout is only the transport's last resort: zoomtune recovers a lost trial
@@ -65,8 +69,9 @@ class Settings:
     prefix: str = "zoomtune:"
     visibility_timeout: float = 86400.0
     clock_offset: float = 0.0
-    remote_control: bool = True
-    """Workers answer Celery's broadcast commands (inspect, ping; Flower's worker pages)."""
+    remote_control: bool = False
+    """Workers obey Celery's broadcast commands (inspect, ping, but also shutdown): off unless
+    ZOOMTUNE_REMOTE_CONTROL=1, since any broker client could send them."""
     allow_unverified_tls: bool = False
     """Accept a rediss:// URL that turns certificate or host name checks off."""
 
@@ -111,7 +116,7 @@ class Settings:
             prefix=env.get("ZOOMTUNE_PREFIX", "zoomtune:"),
             visibility_timeout=visibility,
             clock_offset=offset,
-            remote_control=_flag(env, "ZOOMTUNE_REMOTE_CONTROL", default=True),
+            remote_control=_flag(env, "ZOOMTUNE_REMOTE_CONTROL", default=False),
             allow_unverified_tls=_flag(env, "ZOOMTUNE_TLS_ALLOW_UNVERIFIED", default=False),
         )
 

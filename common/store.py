@@ -8,6 +8,8 @@ Every state change here is one Lua script, so it is an atomic compare-and-set:
   meta record names the last coordinator that took the lock, so a coordinator that was paused
   past its lock's TTL learns that another one ran the study meanwhile, even after that one
   finished and released the lock;
+- a message starts an attempt only if what it says about the trial (its payload: the params)
+  is what the coordinator stored for it; any other message is dropped and counted;
 - a worker that starts an attempt takes a *lease* (a key with a TTL its heartbeat renews) and a
   random token; a result counts only if it comes with the current attempt and token while the
   trial is still RUNNING. Late, duplicate and forged results are dropped and counted;
@@ -69,7 +71,7 @@ REPORTS_MAXLEN = 10_000
 COUNTERS = (
     "duplicate_deliveries",  # a message for a trial that is running or finished
     "stale_deliveries",  # a message for an attempt that was superseded
-    "forged_messages",  # a message for an unknown trial or a future attempt
+    "forged_messages",  # a message for an unknown trial, a future attempt, or other params
     "stale_results",  # a result from a superseded attempt
     "late_results",  # a result for a trial already finished
     "forged_results",  # a result with a wrong token or for an unknown trial
@@ -320,13 +322,25 @@ _START = (
     _NOW
     + """
 -- KEYS: trial, lease, running, events, meta, counters.
--- ARGV: number, attempt, token, worker, host, device, pid, lease_ms.
+-- ARGV: number, attempt, token, worker, host, device, pid, lease_ms, then the message's
+--       payload as pairs: a field of the trial's record and the canonical JSON the message
+--       carries for it. A message whose payload is not the trial's is a forgery.
 local state = redis.call('HGET', KEYS[5], 'state')
 if not state then return {'unknown_study'} end
-local h = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'token')
+local fields = {'status', 'attempt', 'token'}
+for i = 9, #ARGV, 2 do fields[#fields + 1] = ARGV[i] end
+local h = redis.call('HMGET', KEYS[1], unpack(fields))
 if not h[1] then
   redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
   return {'unknown_trial'}
+end
+local j = 4
+for i = 9, #ARGV, 2 do
+  if h[j] ~= ARGV[i + 1] then
+    redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
+    return {'forged', ARGV[i]}
+  end
+  j = j + 1
 end
 local attempt = tonumber(ARGV[2])
 local stored = tonumber(h[2])
@@ -621,6 +635,8 @@ class StartOutcome:
     ok: bool
     reason: str
     started_at: float | None = None
+    mismatch: str = ""
+    """For reason "forged": the payload field whose value is not the trial's."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -743,6 +759,9 @@ class StudyStore:
         """Write round `number` and its QUEUED trials, once. A round already written is returned
         unchanged (the coordinator never re-samples a round).
 
+        Each trial's params are stored as canonical JSON, the encoding `start` compares a
+        message's payload with.
+
         `rungs` (early stopping) are stored in every trial's hash as canonical JSON, as their
         messages carry them: [[step, threshold], ...]."""
         box_json = canonical_json(box)
@@ -838,21 +857,30 @@ class StudyStore:
         attempt: int,
         token: str,
         *,
+        payload: Mapping[str, Any],
         worker: str,
         host: str,
         device: str,
         pid: int,
         lease: float,
     ) -> StartOutcome:
-        """Claim attempt `attempt` of `trial` for this worker and take its lease."""
-        keys = self._trial_keys(trial)
-        result = self._run(
-            self._start,
-            keys,
-            [trial, attempt, token, worker, host, device, pid, _ms(lease)],
-        )
+        """Claim attempt `attempt` of `trial` for this worker and take its lease.
+
+        `payload` is what the message says about the trial (`TrialMessage.payload`: its params,
+        and any field added later), by field of the trial's record. Each value must be the one
+        stored, compared as canonical JSON, the encoding `write_round` stores; a message that
+        differs is refused as "forged" and counted, and the trial is left as it was.
+        """
+        if not payload:
+            raise StoreError("a start needs the message's payload to compare with the trial")
+        args: list[Any] = [trial, attempt, token, worker, host, device, pid, _ms(lease)]
+        for name, value in payload.items():
+            args += [name, canonical_json(value)]
+        result = self._run(self._start, self._trial_keys(trial), args)
         if result[0] == "ok":
             return StartOutcome(ok=True, reason="ok", started_at=float(result[1]))
+        if result[0] == "forged":
+            return StartOutcome(ok=False, reason="forged", mismatch=str(result[1]))
         return StartOutcome(ok=False, reason=str(result[0]))
 
     def heartbeat(self, trial: int, attempt: int, token: str, lease: float) -> bool:

@@ -235,6 +235,14 @@ class TrialMessage:
     params: Mapping[str, ParamValue] = field(default_factory=dict)
     rungs: tuple[Rung, ...] = ()
 
+    def payload(self) -> dict[str, Any]:
+        """What the message says about its trial, by field of the trial's stored record: the
+        worker runs it only if every value is the stored one (`StudyStore.start` compares them
+        as canonical JSON). The study, trial and attempt are the trial's identity, checked by
+        the same call; a field added to the message (and written by `write_round`) joins here.
+        """
+        return {"params": dict(self.params), "rungs": [rung.to_list() for rung in self.rungs]}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "study": self.study,

@@ -15,6 +15,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from common.settings import Settings, redact_url, redis_acl_rules
 from common.store import TransientRetry
 from coordinator.cli import main as coordinator_main
 from coordinator.embedded import RedisServer, find_redis_server, free_port
+from tests.faults.invariants import live_group_members
 from tests.harness import (
     CoordinatorProcess,
     WorkerProcess,
@@ -97,11 +99,13 @@ class TestTlsSettings:
         assert not make_celery(settings).conf.broker_use_ssl
 
 
-def test_remote_control_can_be_turned_off_for_strict_sites() -> None:
+def test_remote_control_is_off_unless_the_site_turns_it_on() -> None:
     url = {"ZOOMTUNE_BROKER_URL": "redis://127.0.0.1:6379/0"}
-    assert make_celery(Settings.from_env(url)).conf.worker_enable_remote_control is True
+    assert make_celery(Settings.from_env(url)).conf.worker_enable_remote_control is False
     off = Settings.from_env({**url, "ZOOMTUNE_REMOTE_CONTROL": "0"})
     assert make_celery(off).conf.worker_enable_remote_control is False
+    on = Settings.from_env({**url, "ZOOMTUNE_REMOTE_CONTROL": "1"})
+    assert make_celery(on).conf.worker_enable_remote_control is True
     with pytest.raises(ConfigError, match="ZOOMTUNE_REMOTE_CONTROL must be 1 or 0"):
         Settings.from_env({**url, "ZOOMTUNE_REMOTE_CONTROL": "maybe"})
 
@@ -337,30 +341,43 @@ def test_s18_a_study_runs_as_an_acl_user_limited_to_the_prefix_with_flower_watch
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_s18_remote_control_works_under_the_acl_and_can_be_turned_off(
+def test_s18_a_broadcast_shutdown_does_not_stop_a_default_worker(
     acl_server: RedisServer, tmp_path: Path
 ) -> None:
+    # Given a default worker, and one whose site turned remote control on
     settings = Settings(broker_url=acl_server.url)
-    answering = WorkerProcess(acl_server.url, tmp_path / "on.log", extra_args=["--name", "on@t"])
-    silent = WorkerProcess(
+    default = WorkerProcess(acl_server.url, tmp_path / "off.log", extra_args=["--name", "off@t"])
+    opted_in = WorkerProcess(
         acl_server.url,
-        tmp_path / "off.log",
-        extra_args=["--name", "off@t"],
-        env={"ZOOMTUNE_REMOTE_CONTROL": "0"},
+        tmp_path / "on.log",
+        extra_args=["--name", "on@t"],
+        env={"ZOOMTUNE_REMOTE_CONTROL": "1"},
     )
     try:
-        answering.start()
-        silent.start()
-        answering.wait_ready()
-        silent.wait_ready()
+        default.start()
+        opted_in.start()
+        default.wait_ready()
+        opted_in.wait_ready()
         app = make_celery(settings)
-        # The pidbox channel is under the prefix, so the ACL lets `ping` through.
+        # Only the opted-in worker answers a ping (the pidbox channel is under the prefix, so
+        # the ACL lets it through)
         replies = wait_until(lambda: app.control.ping(timeout=1.0), timeout=30, what="a pong")
         assert [name for reply in replies for name in reply] == ["on@t"]
+
+        # When any client of the broker broadcasts `shutdown`
+        app.control.broadcast("shutdown")
         app.close()
+
+        # Then the opted-in worker obeys it, and the default worker keeps running
+        assert opted_in.process is not None
+        assert opted_in.process.wait(30) == 0
+        time.sleep(2)
+        assert default.alive(), default.log()[-2000:]
     finally:
-        answering.stop()
-        silent.stop()
+        default.stop()
+        opted_in.stop()
+    for worker in (default, opted_in):
+        wait_until(lambda w=worker: not live_group_members(w.pid), timeout=10, what="no process")
 
 
 # -- S18: TLS --------------------------------------------------------------------------------------

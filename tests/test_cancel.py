@@ -54,7 +54,17 @@ def test_a_worker_drops_the_message_of_a_cancelled_trial_without_counting_a_dupl
 ) -> None:
     three_trials(store)
     store.cancel(REASON)
-    outcome = store.start(2, 1, "late", worker="w", host="h", device="cpu", pid=9, lease=30)
+    outcome = store.start(
+        2,
+        1,
+        "late",
+        payload={"params": {"x": 0.3}},
+        worker="w",
+        host="h",
+        device="cpu",
+        pid=9,
+        lease=30,
+    )
     assert (outcome.ok, outcome.reason) == (False, "study_cancelled")
     assert store.counters()["duplicate_deliveries"] == 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import fakeredis
@@ -12,7 +12,7 @@ import pytest
 from common.settings import Settings
 from common.store import StudyStore
 from common.study import StudySpec
-from common.trial import TrialMessage, TrialStatus
+from common.trial import Rung, TrialMessage, TrialStatus
 from tests.harness import study_toml
 from workers.execute import WorkerRuntime, execute, score_result
 from workers.registry import ObjectiveRegistry
@@ -20,8 +20,14 @@ from workers.registry import ObjectiveRegistry
 SPACE = 'x = { type = "float", low = 0.0, high = 1.0 }\ny = { type = "int", low = 1, high = 8 }'
 
 
-def make_runtime(objective: Callable[..., Any], *, retry_failed: bool = False) -> WorkerRuntime:
-    """A worker runtime with `objective` registered as "obj" and one study with 2 trials."""
+def make_runtime(
+    objective: Callable[..., Any],
+    *,
+    retry_failed: bool = False,
+    rungs: Sequence[Sequence[float]] = (),
+) -> WorkerRuntime:
+    """A worker runtime with `objective` registered as "obj" and one study with 2 trials
+    (written with early-stopping `rungs`, [[step, threshold], ...])."""
     client = fakeredis.FakeRedis(decode_responses=True)
     resources = 'heartbeat = "0.5s"\nlease = "3s"\nmax_attempts = 2'
     if retry_failed:
@@ -32,7 +38,8 @@ def make_runtime(objective: Callable[..., Any], *, retry_failed: bool = False) -
     store = StudyStore(client, "zoomtune:", spec.name)
     lock = store.acquire(30)
     epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
-    store.write_round(lock, epoch, 1, {}, [{"x": 0.5, "y": 2}, {"x": 0.25, "y": 7}])
+    stored_rungs = [Rung(int(step), float(threshold)) for step, threshold in rungs]
+    store.write_round(lock, epoch, 1, {}, [{"x": 0.5, "y": 2}, {"x": 0.25, "y": 7}], stored_rungs)
     registry = ObjectiveRegistry(targets={"obj": "unused:obj"})
     registry._loaded["obj"] = objective
     return WorkerRuntime(Settings(broker_url="redis://unused"), registry, "w1@host", _client=client)
@@ -76,6 +83,7 @@ def test_a_valid_message_runs_the_objective_with_params_and_options() -> None:
         (message(study="nosuch"), "unknown_study"),
         (message(trial=99), "unknown_trial"),
         (message(attempt=5), "ahead"),
+        (message(params={"x": 0.25, "y": 7}), "forged"),  # trial 1's params, in the space
         (message(params={"x": "a" * 70_000, "y": 2}), "malformed"),
         (message(rungs=[[3, 0.5], [1, 0.2]]), "malformed"),
         (message(rungs=[[1, 0.5], [1, 0.2]]), "malformed"),
@@ -197,7 +205,7 @@ def reports_and_asks(values: list[float]) -> Callable[..., Any]:
 
 def test_a_trial_worse_than_a_rung_is_pruned_at_that_step() -> None:
     # Given a minimizing study and a rung at step 2 that keeps values <= 0.5
-    runtime = make_runtime(reports_and_asks([0.9, 0.8, 0.7, 0.6]))
+    runtime = make_runtime(reports_and_asks([0.9, 0.8, 0.7, 0.6]), rungs=[[2, 0.5]])
 
     assert execute(message(rungs=[[2, 0.5]]), runtime) == "ok"
 
@@ -208,7 +216,7 @@ def test_a_trial_worse_than_a_rung_is_pruned_at_that_step() -> None:
 
 
 def test_a_trial_as_good_as_every_rung_completes() -> None:
-    runtime = make_runtime(reports_and_asks([0.9, 0.5, 0.3, 0.2]))
+    runtime = make_runtime(reports_and_asks([0.9, 0.5, 0.3, 0.2]), rungs=[[2, 0.5], [3, 0.3]])
 
     execute(message(rungs=[[2, 0.5], [3, 0.3]]), runtime)
 
@@ -224,7 +232,7 @@ def test_a_trial_is_judged_at_its_first_report_at_or_after_a_rung() -> None:
                 return 0.0
         return 1.0
 
-    runtime = make_runtime(every_other_step)
+    runtime = make_runtime(every_other_step, rungs=[[3, 0.5]])
 
     execute(message(rungs=[[3, 0.5]]), runtime)
 
@@ -236,7 +244,7 @@ def test_an_objective_that_never_asks_is_never_pruned() -> None:
         trial.report(1, 0.9)
         return 0.9
 
-    runtime = make_runtime(reports_only)
+    runtime = make_runtime(reports_only, rungs=[[1, 0.1]])
 
     execute(message(rungs=[[1, 0.1]]), runtime)
 
@@ -250,7 +258,7 @@ def test_a_pruned_trial_that_then_raises_is_still_pruned_and_never_retried() -> 
             raise RuntimeError("pruned")  # as Optuna users write `raise TrialPruned()`
         return 0.9
 
-    runtime = make_runtime(raises_when_pruned, retry_failed=True)
+    runtime = make_runtime(raises_when_pruned, retry_failed=True, rungs=[[1, 0.1]])
 
     assert execute(message(rungs=[[1, 0.1]]), runtime) == "ok"
 

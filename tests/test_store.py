@@ -6,12 +6,13 @@ import os
 import socket
 import subprocess
 import time
+from typing import Any
 
 import pytest
 import redis
 
-from common.errors import LeaseLost, StudyExists, StudyLocked, StudyWiped
-from common.store import CoordinatorLock, StudyStore
+from common.errors import LeaseLost, StoreError, StudyExists, StudyLocked, StudyWiped
+from common.store import CoordinatorLock, StartOutcome, StudyStore
 from common.trial import Rung, TrialResult, TrialStatus
 
 SPEC = {"study": {"name": "demo"}, "space": {"x": {"type": "float", "low": 0, "high": 1}}}
@@ -40,9 +41,37 @@ def start(
     lease: float = 30.0,
 ) -> bool:
     outcome = store.start(
-        trial, attempt, token, worker="w1@host", host="host", device="cpu", pid=pid, lease=lease
+        trial,
+        attempt,
+        token,
+        payload=honest_payload(store, trial),
+        worker="w1@host",
+        host="host",
+        device="cpu",
+        pid=pid,
+        lease=lease,
     )
     return outcome.ok
+
+
+def honest_payload(store: StudyStore, trial: int) -> dict[str, Any]:
+    """What the coordinator's message for `trial` says about it: its stored params."""
+    found = store.trials([trial])
+    return {"params": dict(found[0].params) if found else {}}
+
+
+def start_with(store: StudyStore, trial: int, params: dict[str, Any], token: str) -> StartOutcome:
+    return store.start(
+        trial,
+        1,
+        token,
+        payload={"params": params},
+        worker="w1@host",
+        host="host",
+        device="cpu",
+        pid=1,
+        lease=30.0,
+    )
 
 
 class TestStudyLock:
@@ -196,6 +225,72 @@ class TestAttempts:
         assert not start(store, 999)
         assert not start(store, n, attempt=2)
         assert store.counters()["forged_messages"] == 2
+
+    def test_a_message_with_other_params_is_a_forgery_and_changes_nothing(
+        self, store: StudyStore
+    ) -> None:
+        [n, *_] = write_round(store)  # trial n stores x = 0.0
+        after = store.last_event_id()
+        outcome = start_with(store, n, {"x": 0.3}, token="forger")
+        assert (outcome.ok, outcome.reason, outcome.mismatch) == (False, "forged", "params")
+        trial = store.trial(n)
+        assert (trial.status, trial.attempt, trial.started_at) == (TrialStatus.QUEUED, 1, None)
+        assert store.events(after, block=0.01) == []
+        assert store.counters()["forged_messages"] == 1
+        # The honest message still starts it
+        assert start_with(store, n, {"x": 0.0}, token="honest").ok
+
+    def test_a_forged_message_for_a_running_trial_leaves_the_attempt_alone(
+        self, store: StudyStore
+    ) -> None:
+        [_, n, *_] = write_round(store)  # trial n stores x = 0.1
+        assert start(store, n, token="honest")
+        assert start_with(store, n, {"x": 0.2}, token="honest").reason == "forged"
+        counters = store.counters()
+        assert (counters["forged_messages"], counters["duplicate_deliveries"]) == (1, 0)
+        assert store.trial(n).status is TrialStatus.RUNNING
+        assert store.finish(n, 1, "honest", TrialResult.complete(0.5)) == "ok"
+
+    def test_params_are_compared_as_canonical_json(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        store.write_round(lock, epoch, 1, {}, [{"y": 3, "x": 0.1, "c": "relu", "b": True}])
+        reordered = {"b": True, "c": "relu", "x": 0.1, "y": 3}
+        assert start_with(store, 0, reordered, token="t").ok
+        store.write_round(lock, epoch, 2, {}, [{"x": 0.1, "y": 3}])
+        for other in ({"x": 0.1 + 1e-12, "y": 3}, {"x": 0.1, "y": "3"}, {"x": 0.1}):
+            assert start_with(store, 1, other, token="t").reason == "forged", other
+
+    def test_a_message_with_other_rungs_is_a_forgery(self, store: StudyStore) -> None:
+        lock, epoch = open_study(store)
+        rungs = (Rung(1, 0.25), Rung(3, 0.5))
+        store.write_round(lock, epoch, 1, {}, [{"x": 0.1}], rungs)
+
+        def start_rungs(sent: list[list[float]]) -> StartOutcome:
+            return store.start(
+                0,
+                1,
+                "t",
+                payload={"params": {"x": 0.1}, "rungs": sent},
+                worker="w",
+                host="h",
+                device="cpu",
+                pid=1,
+                lease=30.0,
+            )
+
+        # A forger who lowers the thresholds (to keep a trial alive) or drops them is refused
+        lowered = start_rungs([[1, 0.0], [3, 0.5]])
+        assert (lowered.reason, lowered.mismatch) == ("forged", "rungs")
+        assert start_rungs([]).reason == "forged"
+        assert start_rungs([r.to_list() for r in rungs]).ok
+
+    def test_a_start_without_a_payload_is_refused(self, store: StudyStore) -> None:
+        [n, *_] = write_round(store)
+        with pytest.raises(StoreError, match="payload"):
+            store.start(
+                n, 1, "t", payload={}, worker="w", host="h", device="cpu", pid=1, lease=30.0
+            )
+        assert store.trial(n).status is TrialStatus.QUEUED
 
     def test_the_result_of_the_current_attempt_is_recorded(self, store: StudyStore) -> None:
         [n, *_] = write_round(store)

@@ -16,6 +16,7 @@ import pickle
 import subprocess
 import sys
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from common.store import Keys, StudyStore
 from common.study import StudySpec
 from common.trial import TrialResult, TrialStatus
 from coordinator.embedded import RedisServer
+from tests.faults.invariants import live_group_members
 from tests.harness import (
     CoordinatorProcess,
     WorkerProcess,
@@ -37,6 +39,7 @@ from tests.harness import (
     wait_until,
 )
 from tests.objectives import deterministic_score
+from workers.intake import MAX_ENCODED_BODY, GuardTrialQueues, allow_only_trials, refusal
 
 PREFIX = "zoomtune:"
 QUEUE_KEY = f"{PREFIX}{QUEUES['cpu']}"
@@ -175,12 +178,12 @@ def test_s16_a_worker_drops_malicious_messages_without_running_code_or_dying(
     # When the worker has taken them all
     expected_log = [
         "ContentDisallowed",  # the pickle is refused before anything decodes it
-        "unregistered task of type 'os.system'",
+        "refused a message for task 'os.system'",  # from its headers, body unread
         "bad objective name 'os:system'",
         "objective 'os.system' is not registered on this worker",
         "params outside the study's space",
         "__class__",
-        "exceeds 65536 bytes",
+        "a trial message is at most 65536 bytes",  # refused before its body is decoded
         "a trial message must be a JSON object",
     ]
     wait_until(
@@ -393,3 +396,190 @@ def test_the_scan_finds_what_it_looks_for() -> None:
         "names the pickle serializer",
     ], found
     assert dangerous_uses(ast.parse("import re\nre.compile('x')"), may_import=False) == []
+
+
+def stop_and_check_nothing_left(worker: WorkerProcess) -> None:
+    """Stop the worker; no process of it (daemon or pool child) may be left running."""
+    worker.stop()
+    wait_until(
+        lambda: not live_group_members(worker.pid),
+        timeout=10,
+        what=f"every process of worker {worker.pid} to end",
+    )
+
+
+def run_honest_trial(client: redis.Redis, study: StudyStore, trial: int) -> None:
+    """Send trial `trial` as the coordinator would, with its stored params; it must complete
+    with the score of those params."""
+    params = dict(study.trial(trial).params)
+    client.lpush(QUEUE_KEY, kombu_envelope(task_body(trial_message(trial, params=params))))
+    done = wait_until(
+        lambda: (t := study.trial(trial)).status.is_finished() and t,
+        timeout=60,
+        what=f"the honest trial {trial} to finish",
+    )
+    assert done.status is TrialStatus.COMPLETE, done
+    assert done.score == pytest.approx(deterministic_score(params))
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_forged_message_for_a_queued_trial_records_nothing_and_the_honest_one_runs(
+    real_client: redis.Redis, study: StudyStore, worker: WorkerProcess
+) -> None:
+    # Given trial 0 QUEUED with params x=0.25, y=2, and a message naming trial 0 attempt 1
+    # with other params, inside the space, that would score better than the stored ones
+    stored = dict(study.trial(0).params)
+    forged_params = {"x": 0.3, "y": 5}
+    assert deterministic_score(forged_params) < deterministic_score(stored)
+    forged = trial_message(0, params=forged_params)
+    events_before = real_client.xlen(study.keys.events)
+
+    # When the forged message arrives first
+    real_client.lpush(QUEUE_KEY, kombu_envelope(task_body(forged)))
+    wait_until(
+        lambda: study.counters()["forged_messages"] == 1,
+        timeout=60,
+        what="the forged message to be counted",
+    )
+
+    # Then nothing ran and nothing was recorded: the trial is still QUEUED, attempt 1
+    trial = study.trial(0)
+    assert (trial.status, trial.attempt, trial.score, trial.started_at) == (
+        TrialStatus.QUEUED,
+        1,
+        None,
+        None,
+    )
+    assert dict(trial.params) == stored
+    assert real_client.xlen(study.keys.events) == events_before  # no "started" event
+    assert "params are not the trial's" in worker.log()
+    assert worker.alive()
+
+    # And the honest delivery that follows runs and records the stored params' score
+    run_honest_trial(real_client, study, 0)
+    counters = study.counters()
+    assert counters["forged_messages"] == 1
+    assert counters["duplicate_deliveries"] == 0
+    stop_and_check_nothing_left(worker)
+
+
+def signature(task: str, *args: object, queue: str | None = None) -> dict[str, object]:
+    """A Celery signature as JSON, the way a canvas puts it inside a message."""
+    return {
+        "task": task,
+        "args": list(args),
+        "kwargs": {},
+        "options": {} if queue is None else {"queue": queue},
+        "subtask_type": None,
+        "immutable": False,
+    }
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_celery_builtin_tasks_are_refused_without_running_or_fanning_out(
+    real_client: redis.Redis, study: StudyStore, worker: WorkerProcess
+) -> None:
+    # Given a celery.group that nests another group, each fanning out into a probe queue, and
+    # a celery.accumulate whose callback would publish into the probe queue once it ran
+    probe = "probe"
+    probe_key = f"{PREFIX}{probe}"
+    leaf = signature("celery.accumulate", 1, queue=probe)
+    inner = signature("celery.group", [leaf, leaf], [["g2", None], None], "g2", [])
+    outer = task_body([inner, leaf, leaf], [["g1", None], None], "g1", [])
+    accumulate = json.dumps(
+        [[1, 2], {}, {"callbacks": [leaf], "errbacks": None, "chain": None, "chord": None}]
+    ).encode()
+
+    # When both are pushed into the worker's queue
+    real_client.lpush(QUEUE_KEY, kombu_envelope(outer, task="celery.group"))
+    real_client.lpush(QUEUE_KEY, kombu_envelope(accumulate, task="celery.accumulate"))
+    wait_until(
+        lambda: all(
+            f"refused a message for task {name!r}" in worker.log()
+            for name in ("celery.group", "celery.accumulate")
+        ),
+        timeout=60,
+        what="the worker to refuse both built-in tasks",
+    )
+
+    # Then nothing ran: no message was published anywhere, the queue is empty
+    assert real_client.llen(probe_key) == 0
+    assert real_client.llen(QUEUE_KEY) == 0
+    assert worker.alive()
+    # And the same worker still runs a trial
+    run_honest_trial(real_client, study, 1)
+    assert real_client.llen(probe_key) == 0
+    stop_and_check_nothing_left(worker)
+
+
+def peak_memory_mb(pid: int) -> float:
+    """The peak resident memory (VmHWM) of process `pid`, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_compressed_message_is_refused_without_being_decompressed(
+    real_client: redis.Redis, study: StudyStore, worker: WorkerProcess
+) -> None:
+    # Given a 100 MiB message body compressed to about 100 KB
+    bomb = zlib.compress(b"\0" * (100 * 1024 * 1024), 9)
+    assert len(bomb) < 200_000
+    envelope = json.loads(kombu_envelope(bomb))
+    envelope["headers"]["compression"] = "application/x-gzip"
+    before = peak_memory_mb(worker.pid)
+
+    # When it is pushed into the worker's queue
+    real_client.lpush(QUEUE_KEY, json.dumps(envelope))
+    wait_until(
+        lambda: "refused a compressed message" in worker.log(),
+        timeout=60,
+        what="the worker to refuse the compressed message",
+    )
+
+    # Then the worker's main process never held the decompressed body
+    assert peak_memory_mb(worker.pid) - before < 30, (before, peak_memory_mb(worker.pid))
+    assert real_client.llen(QUEUE_KEY) == 0
+    assert worker.alive()
+    # And it still runs a trial
+    run_honest_trial(real_client, study, 0)
+    stop_and_check_nothing_left(worker)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "refused_for"),
+    [
+        ({"task": TASK_NAME}, "e30=", None),
+        ({"task": TASK_NAME, "compression": "application/x-gzip"}, "e30=", "compressed"),
+        ({"task": TASK_NAME, "compression": "zlib"}, "e30=", "compressed"),
+        ({"task": "celery.group"}, "e30=", "task 'celery.group'"),
+        ({"task": "celery.chord_unlock"}, "e30=", "task 'celery.chord_unlock'"),
+        ({}, "e30=", "task None"),  # protocol 1: the task would be read from the body
+        (None, "e30=", "without headers"),
+        ({"task": TASK_NAME}, "A" * (MAX_ENCODED_BODY + 1), "at most 65536 bytes"),
+    ],
+)
+def test_the_intake_decides_from_headers_and_body_length_alone(
+    headers: object, body: str, refused_for: str | None
+) -> None:
+    reason = refusal(headers, body)
+    assert (reason is None) == (refused_for is None), reason
+    assert refused_for is None or refused_for in str(reason)
+
+
+def test_a_worker_app_knows_no_task_but_run_trial() -> None:
+    app = make_celery(Settings(broker_url="redis://127.0.0.1:1/0"))
+
+    def run_trial(message: object) -> str:
+        return "ok"
+
+    app.task(name=TASK_NAME)(run_trial)
+    assert "celery.group" in app.tasks  # Celery's built-ins, before
+    allow_only_trials(app)
+    assert list(app.tasks) == [TASK_NAME]
+    assert GuardTrialQueues in app.steps["consumer"]

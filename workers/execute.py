@@ -3,8 +3,9 @@ heartbeat renews the lease, and record a fenced result.
 
 Nothing here trusts the message: it must decode exactly, name an objective from this worker's
 allow-list that matches the study's, and carry params inside the study's space; otherwise it is
-dropped and logged without running anything. The result is recorded only if this attempt still
-owns the trial (see `common.store`).
+dropped and logged without running anything. The attempt starts only if the message's params
+are the ones stored for its trial, and its result is recorded only if it still owns the trial
+(see `common.store`).
 """
 
 from __future__ import annotations
@@ -230,12 +231,20 @@ def execute(raw: object, runtime: WorkerRuntime) -> str:
         message.trial,
         message.attempt,
         token,
+        payload=message.payload(),
         worker=runtime.worker_name,
         host=runtime.host,
         device=runtime.device,
         pid=os.getpid(),
         lease=resources.lease,
     )
+    if started.reason == "forged":
+        log.warning(
+            "dropped %s: its %s are not the trial's (a forged message); nothing ran",
+            where,
+            started.mismatch,
+        )
+        return started.reason
     if not started.ok:
         log.info("dropped a delivery of %s: %s", where, started.reason)
         return started.reason

@@ -26,6 +26,7 @@ from common.errors import MessageError, ZoomtuneError
 from common.settings import TASK_NAME
 from common.trial import TrialMessage
 from workers.execute import WorkerRuntime, execute
+from workers.intake import allow_only_trials
 
 log = logging.getLogger("zoomtune.worker")
 
@@ -122,7 +123,8 @@ def _report(call: Any) -> None:
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> Task:
-    """Register `zoomtune.run_trial` on `app`, bound to this worker's runtime."""
+    """Register `zoomtune.run_trial` on `app`, bound to this worker's runtime, as the only task
+    its worker runs (see `workers.intake`)."""
 
     @app.task(  # type: ignore[untyped-decorator]
         name=TASK_NAME,
@@ -142,4 +144,5 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> Task:
             hub.call_repeatedly(POOL_WATCH_INTERVAL, maintain_pool)
 
     signals.worker_ready.connect(watch_pool, weak=False)
+    allow_only_trials(app)
     return run_trial

@@ -10,7 +10,7 @@ fast round loop (`FAST_LOOP`), its studies fast lease timings, so that a scenari
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,10 @@ class ProcessRig:
         objectives: Sequence[str] = ("sleepy",),
         concurrency: int = 1,
         wait: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> list[WorkerProcess]:
-        """Start `count` workers with `concurrency` pool processes each (and wait until ready)."""
+        """Start `count` workers with `concurrency` pool processes each (and wait until ready),
+        with `env` added to their environment."""
         first = sum(isinstance(p, WorkerProcess) for p in self.started)
         workers = [
             WorkerProcess(
@@ -63,6 +65,7 @@ class ProcessRig:
                 self.folder / f"worker{first + i}.log",
                 concurrency=concurrency,
                 objectives=[objective_option(name) for name in objectives],
+                env=dict(env or {}),
             ).start()
             for i in range(count)
         ]

@@ -2,8 +2,8 @@
 
 Promise: the running trials are not killed, each result commits once, and the workers keep
 consuming. `CLIENT KILL TYPE normal` drops the workers' queue, heartbeat and result
-connections and the coordinator's; `TYPE pubsub` drops Celery's remote-control and event
-subscriptions.
+connections and the coordinator's; `TYPE pubsub` drops Celery's remote-control subscriptions,
+which only workers that turned remote control on have (ZOOMTUNE_REMOTE_CONTROL=1).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 def test_dropped_connections_kill_no_trial_and_workers_keep_consuming(
     rig: ProcessRig, kind: str
 ) -> None:
-    # Given two workers and a study of 4 trials of 2 s
-    workers = rig.workers(2)
+    # Given two workers (subscribed to remote control for the pubsub blip) and a study of 4
+    # trials of 2 s
+    workers = rig.workers(2, env={"ZOOMTUNE_REMOTE_CONTROL": "1"} if kind == "pubsub" else {})
     toml = study_toml(
         rounds=1, trials_per_round=4, options="{ duration = 2 }", resources=FAST_RESOURCES
     )
