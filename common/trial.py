@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from common.errors import MessageError
+from common.names import OBJECTIVE_NAME, STUDY_NAME
 from common.space import ParamValue
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -23,8 +23,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 
 MAX_ERROR_CHARS = 2000
 """Failure reasons are cut to this length before they are stored."""
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class TrialStatus(StrEnum):
@@ -153,9 +151,9 @@ class TrialMessage:
             raise MessageError(f"trial message of {size} bytes exceeds {MAX_MESSAGE_BYTES} bytes")
         study, trial, attempt = data["study"], data["trial"], data["attempt"]
         objective, params = data["objective"], data["params"]
-        if not isinstance(study, str) or not _NAME.match(study):
+        if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
             raise MessageError(f"bad study name {study!r}")
-        if not isinstance(objective, str) or not _NAME.match(objective):
+        if not isinstance(objective, str) or not OBJECTIVE_NAME.fullmatch(objective):
             raise MessageError(f"bad objective name {objective!r}")
         for key, value in (("trial", trial), ("attempt", attempt)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
