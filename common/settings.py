@@ -36,15 +36,16 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from common.errors import ConfigError
+from common.names import KEY_PREFIX
+from common.redact import redact_url as redact_url  # where the code has always found it
 
 QUEUES: Mapping[str, str] = {"cpu": "trials.cpu", "gpu": "trials.gpu"}
 """Resource kind -> the Celery queue its trials go to."""
@@ -55,12 +56,13 @@ TASK_NAME = "zoomtune.run_trial"
 VISIBILITY_MARGIN = 300.0
 """Seconds the visibility timeout must exceed a study's trial time limit by."""
 
-_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}:$")
-
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 """A URL's `ssl_cert_reqs` values (also spelled CERT_REQUIRED etc.), as redis-py reads them."""
 
 _TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+_TLS_OPTIONS = (*_TLS_FILES, "ssl_cert_reqs", "ssl_check_hostname")
+"""The query parameters a broker URL may have (rediss:// only): what `tls_options` reads."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Settings:
     """Accept a rediss:// URL that turns certificate or host name checks off."""
 
     def __post_init__(self) -> None:
-        if not _PREFIX.match(self.prefix):
+        if not KEY_PREFIX.fullmatch(self.prefix):
             raise ConfigError(
                 f"ZOOMTUNE_PREFIX must be 1-64 letters, digits, '_', '.', '-' and end with ':', "
                 f"got {self.prefix!r}"
@@ -87,13 +89,8 @@ class Settings:
                 f"got {self.visibility_timeout!r}"
             )
         if self.broker_url is not None:
-            scheme = urlsplit(self.broker_url).scheme
-            if scheme not in ("redis", "rediss", "redis+socket", "unix"):
-                raise ConfigError(
-                    f"the broker URL must start with redis://, rediss:// or unix://, "
-                    f"got {redact_url(self.broker_url)!r}"
-                )
-            if scheme == "rediss" and not self.allow_unverified_tls:
+            check_broker_url(self.broker_url)
+            if urlsplit(self.broker_url).scheme == "rediss" and not self.allow_unverified_tls:
                 weakened = unverified_tls(self.broker_url)
                 if weakened:
                     raise ConfigError(
@@ -160,8 +157,85 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
 def _cert_reqs_name(value: str) -> str:
     name = value.lower().removeprefix("cert_")
     if name not in _CERT_REQS:
-        raise ConfigError(f"ssl_cert_reqs in the broker URL must be required, got {value!r}")
+        raise ConfigError(
+            "ssl_cert_reqs in the broker URL must be required (or, with "
+            f"ZOOMTUNE_TLS_ALLOW_UNVERIFIED=1, optional or none), got {value!r}"
+        )
     return name
+
+
+def check_broker_url(url: str) -> None:
+    """Refuse a broker URL that redis-py and Celery would not both read, or would read
+    differently, with a message naming the problem (and never the password).
+
+    Checked once, here, so that no command gets as far as a traceback: a scheme other than
+    redis:// or rediss://, a port that is not a number, a database that is not one, query
+    parameters that redis-py would pass on as keyword arguments (a TypeError at the first
+    command) or that Celery ignores.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(_unreadable_url(shown)) from None
+    if parts.scheme in ("unix", "redis+socket", "socket"):
+        raise ConfigError(
+            f"the broker URL {shown!r} names a Unix socket, which zoomtune does not support "
+            "(redis-py and Celery spell it differently); let Redis listen on TCP and use "
+            "redis://127.0.0.1:6379/0"
+        )
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"the broker URL must start with redis:// or rediss://, got {shown!r}")
+    if port == 0:
+        raise ConfigError(f"the broker URL {shown!r} has port 0: expected 1 to 65535")
+    database = parts.path.removeprefix("/")
+    if database and not database.isdigit():
+        raise ConfigError(
+            f"the broker URL {shown!r} names the database {database!r}: expected a number, "
+            "as in redis://host:6379/0"
+        )
+    if parts.fragment:
+        raise ConfigError(_unreadable_url(shown))
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "password":
+            raise ConfigError(
+                f"the broker URL {shown!r} gives the password as ?password=, which Celery "
+                "does not read: put it before the host, redis://:PASSWORD@host:6379/0"
+            )
+        if name not in _TLS_OPTIONS:
+            raise ConfigError(
+                f"the broker URL {shown!r} has an unknown parameter {name!r}; zoomtune reads "
+                f"only {', '.join(_TLS_OPTIONS)} (for rediss://)"
+            )
+        if parts.scheme != "rediss":
+            raise ConfigError(
+                f"the broker URL {shown!r} has the TLS parameter {name!r}, but TLS needs "
+                "a rediss:// URL"
+            )
+        if name == "ssl_cert_reqs":
+            _cert_reqs_name(value)
+        if name == "ssl_check_hostname" and value.lower() not in ("true", "false"):
+            raise ConfigError(
+                f"ssl_check_hostname in the broker URL must be true or false, got {value!r}"
+            )
+
+
+def _unreadable_url(shown: str) -> str:
+    """Why a broker URL does not parse, from its redacted form only: the password may be what
+    broke the parse (an unescaped '#', '?' or '/'), and must not show up in the message."""
+    authority = shown.partition("://")[2].rpartition("@")[2].partition("/")[0]
+    try:
+        urlsplit(shown).port  # noqa: B018  (raises for a bad port or host)
+    except ValueError:
+        return (
+            f"the broker URL {shown!r} has a bad host or port {authority!r}: expected "
+            "HOST:PORT with a port from 1 to 65535 (redis://:PASSWORD@host:6379/0)"
+        )
+    return (
+        f"the broker URL {shown!r} cannot be read: percent-encode special characters in the "
+        "password ('%23' for '#', '%3F' for '?', '%2F' for '/', '%40' for '@')"
+    )
 
 
 def unverified_tls(url: str) -> str:
@@ -190,19 +264,3 @@ def redis_acl_rules(prefix: str) -> str:
     """
     channels = f"&{prefix}* &{prefix}celery.pidbox &{prefix}celeryev/*"
     return f"resetchannels ~{prefix}* {channels} +@all -@dangerous +info"
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by `**`, safe to print or log."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(name == "password" for name, _ in query):
-        query = [(name, "**" if name == "password" else value) for name, value in query]
-        parts = parts._replace(query=urlencode(query, safe="*/"))
-    if parts.password is None:
-        return urlunsplit(parts)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:**@{host}"))

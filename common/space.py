@@ -19,7 +19,6 @@ them (an interval per numeric parameter, a subset of the values per choice param
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -30,14 +29,12 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import ConfigError
+from common.names import PARAMETER_NAME
 
 Choice: TypeAlias = str | int | float | bool
 """A value a choice parameter may take: any JSON scalar."""
 
 ParamValue: TypeAlias = float | int | str | bool
-
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-"""Parameter names: identifiers of at most 64 characters (they become CSV columns and kwargs)."""
 
 _STEP_TOLERANCE = 1e-9
 
@@ -51,7 +48,7 @@ class Scale(StrEnum):
 
 
 def _check_name(name: str) -> None:
-    if not NAME_PATTERN.match(name):
+    if not PARAMETER_NAME.fullmatch(name):
         raise ConfigError(
             f"a parameter name must be an identifier of at most 64 characters "
             f"(letters, digits, '_'), got {name!r}"

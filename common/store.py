@@ -105,6 +105,25 @@ def is_refused(exc: BaseException) -> bool:
     )
 
 
+MISSING_CREDENTIALS = (
+    "the broker needs a password: put it in the URL (redis://:PASSWORD@host:port/0) "
+    "or ZOOMTUNE_BROKER_URL"
+)
+
+_NO_CREDENTIALS = ("NOAUTH", "Authentication required", "HELLO must be called with the client")
+"""What Redis answers a client that sent no password (redis-py's HELLO gets the last one)."""
+
+
+def refusal(exc: BaseException) -> str:
+    """Why Redis refused this client, in words for people (for an `is_refused` error)."""
+    if any(text in str(exc) for text in _NO_CREDENTIALS):
+        return MISSING_CREDENTIALS
+    reason = str(exc).rstrip(".")
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return f"the broker's TLS certificate failed verification: {reason}"
+    return f"the broker refused the credentials: {reason}"
+
+
 class _Refused(Exception):
     def __init__(self, error: redis.ConnectionError) -> None:
         super().__init__(str(error))
@@ -134,11 +153,13 @@ def call_redis(function: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
     except redis.AuthenticationError as exc:
-        raise BrokerError(f"Redis refused the credentials: {exc}") from exc
+        raise BrokerError(refusal(exc)) from exc
     except redis.ConnectionError as exc:
         raise BrokerError(f"cannot reach Redis: {exc}") from exc
     except redis.ResponseError as exc:
-        if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
+        if "NOAUTH" in str(exc):
+            raise BrokerError(MISSING_CREDENTIALS) from exc
+        if "NOPERM" in str(exc):
             raise BrokerError(f"Redis refused the command: {exc}") from exc
         raise
 
@@ -1145,4 +1166,5 @@ __all__ = [
     "connect",
     "is_refused",
     "list_studies",
+    "refusal",
 ]

@@ -47,6 +47,7 @@ reported at once, each naming the file, the field and the bad value.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import tomllib
@@ -58,6 +59,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from common.errors import ConfigError
+from common.names import ENTRYPOINT, OBJECTIVE_NAME, PARAMETER_NAME, STUDY_NAME
 from common.space import (
     ChoiceParameter,
     FloatParameter,
@@ -67,18 +69,13 @@ from common.space import (
     SearchSpace,
 )
 
-STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-"""Study names appear in Redis keys and folder names, so they are kept plain and short."""
-
-OBJECTIVE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-
 QUEUES = ("cpu", "gpu")
 DEFAULT_LAG = 0
 """`[search] lag`: how many of the latest trials a new round does not wait for (see
 `SearchSettings`); chosen on the rolling-rounds benchmark (BENCHMARKS.md)."""
 SAMPLERS = ("random", "sobol", "lhs", "grid")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -89,7 +86,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(value)
+        match = _DURATION.fullmatch(value)
         if not match:
             raise ValueError(f"expected a duration such as '30s' or '10m', got {value!r}")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
@@ -115,7 +112,7 @@ class _StudySection(_Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        if not re.match(STUDY_NAME_PATTERN, value):
+        if not STUDY_NAME.fullmatch(value):
             raise ValueError(
                 "a study name is 1 to 64 letters, digits, '_', '.' or '-', starting with a "
                 f"letter or digit (it names Redis keys and folders), got {value!r}"
@@ -131,7 +128,7 @@ class _ObjectiveSection(_Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        if not re.match(OBJECTIVE_NAME_PATTERN, value):
+        if not OBJECTIVE_NAME.fullmatch(value):
             raise ValueError(
                 "an objective name is 1 to 128 letters, digits, '_', '.' or '-', starting with "
                 f"a letter or digit, got {value!r}"
@@ -141,7 +138,7 @@ class _ObjectiveSection(_Section):
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_]*$", value):
+        if value is not None and not ENTRYPOINT.fullmatch(value):
             raise ValueError(
                 f"expected 'module:function' or 'path/to/file.py:function', got {value!r}"
             )
@@ -476,7 +473,9 @@ def _build(model: _StudyFile, source: str) -> StudySpec:
         try:
             parameters.append(_parameter(name, entry))
         except ConfigError as exc:
-            problems.extend(f"{source}: [space.{name}] {p}" for p in exc.problems)
+            # A name such as "x\n" is quoted, so that each problem stays on one line.
+            key = name if PARAMETER_NAME.fullmatch(name) else json.dumps(name)
+            problems.extend(f"{source}: [space.{key}] {p}" for p in exc.problems)
 
     search = model.search
     tpr = search.trials_per_round

@@ -10,13 +10,13 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from common.errors import MessageError
+from common.names import OBJECTIVE_NAME, STUDY_NAME
 from common.space import ParamValue
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -27,8 +27,6 @@ MAX_ERROR_CHARS = 2000
 
 MAX_RUNGS = 1000
 """A trial message carries at most this many rungs (each a step and a threshold)."""
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class TrialStatus(StrEnum):
@@ -270,9 +268,9 @@ class TrialMessage:
             raise MessageError(f"trial message of {size} bytes exceeds {MAX_MESSAGE_BYTES} bytes")
         study, trial, attempt = data["study"], data["trial"], data["attempt"]
         objective, params = data["objective"], data["params"]
-        if not isinstance(study, str) or not _NAME.match(study):
+        if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
             raise MessageError(f"bad study name {study!r}")
-        if not isinstance(objective, str) or not _NAME.match(objective):
+        if not isinstance(objective, str) or not OBJECTIVE_NAME.fullmatch(objective):
             raise MessageError(f"bad objective name {objective!r}")
         for key, value in (("trial", trial), ("attempt", attempt)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -26,29 +26,27 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 import click
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from rich.console import Console
 from rich.markup import escape
 
+from common.broker import wait_for_broker
 from common.celery_app import check_visibility_timeout, make_celery
-from common.errors import BrokerError, ConfigError, StudyLocked, StudyNotFound, ZoomtuneError
+from common.errors import ConfigError, StudyLocked, StudyNotFound, ZoomtuneError
+from common.redact import install_redacting_excepthook
 from common.settings import Settings, redact_url
-from common.store import StudyStore, connect, is_refused, list_studies, owner_id
+from common.store import StudyStore, connect, list_studies, owner_id
 from common.study import StudySpec
 from coordinator.embedded import LocalWorkers, embedded_broker, local_gpus
 from coordinator.export import StudyRecord, study_json, trials_csv, write_run_dir
 from coordinator.plan import StudyPlan
-from coordinator.progress import StudyProgress, make_progress
+from coordinator.progress import StudyProgress, make_progress, notes_from_logging
 from coordinator.report import Findings, write_report
 from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop, StudyOutcome
 from coordinator.views import findings_view, plan_view, status_view, studies_table
@@ -63,7 +61,8 @@ def fail(exc: ZoomtuneError) -> NoReturn:
     """Print a zoomtune error for people and exit: 2 for bad input, 1 for everything else."""
     console = Console(stderr=True)
     # Messages quote the file's [section] names: escape them, or rich takes them for markup.
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    text = escape(redact_url(str(exc)))
+    console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
     sys.exit(2 if isinstance(exc, ConfigError) else 1)
 
 
@@ -74,37 +73,6 @@ def broker_option(function: F) -> F:
         metavar="URL",
         help="redis:// or rediss:// URL of the broker (default: $ZOOMTUNE_BROKER_URL).",
     )(function)
-
-
-def wait_for_broker(url: str, timeout: float) -> None:
-    """Retry until Redis answers PING, for `timeout` seconds, then fail naming the address.
-
-    It probes with a client of its own that does not retry by itself (the store's client
-    retries each command for about 9 s, which would stretch a short timeout).
-    """
-    probe = redis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                probe.ping()
-                return
-            except redis.AuthenticationError as exc:
-                raise BrokerError(f"the broker refused the credentials: {exc}") from exc
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if is_refused(exc):
-                    raise BrokerError(f"cannot connect to the broker: {exc}") from exc
-                if time.monotonic() >= deadline:
-                    parts = urlsplit(url)
-                    where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url
-                    raise BrokerError(
-                        f"cannot reach broker at {where} (tried for {timeout:g}s): {exc}"
-                    ) from exc
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-    finally:
-        probe.close()
 
 
 def persistence_warnings(client: redis.Redis) -> list[str]:
@@ -190,6 +158,7 @@ def run_study(
 @click.group()
 def main() -> None:
     """zoomtune coordinator: coarse-to-fine random search over Celery and Redis."""
+    install_redacting_excepthook()
 
 
 @main.command()
@@ -244,13 +213,23 @@ def start(
         loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
         progress = make_progress(maximize=spec.maximize)
         try:
-            if settings.broker_url is None:
-                outcome = _run_embedded(
-                    spec, study_file, settings, run_dir, workers, progress, connect_timeout, loop
-                )
-            else:
-                progress.note(f"broker {redact_url(settings.broker_url)}")
-                outcome = run_study(spec, settings, run_dir, progress, connect_timeout, loop)
+            # Warnings logged by the round loop become notes: timestamped like every other
+            # line in a log, printed above the live display on a terminal.
+            with notes_from_logging(progress):
+                if settings.broker_url is None:
+                    outcome = _run_embedded(
+                        spec,
+                        study_file,
+                        settings,
+                        run_dir,
+                        workers,
+                        progress,
+                        connect_timeout,
+                        loop,
+                    )
+                else:
+                    progress.note(f"broker {redact_url(settings.broker_url)}")
+                    outcome = run_study(spec, settings, run_dir, progress, connect_timeout, loop)
         finally:
             progress.close()
     except ZoomtuneError as exc:

@@ -6,6 +6,11 @@ free loopback port with a random password and AOF persistence in the run folder,
 `worker start` processes. Both are stopped by their own pids when the study ends; restarting
 the same study later reuses the AOF, so an interrupted embedded study resumes too.
 
+The password is new at every start and never written down: Redis reads it from its stdin
+(not its command line, which any local user can see), and the local workers get it in their
+environment. The AOF holds data, not configuration, so a restarted server with another
+password still holds the study, and the run folder holds no credentials.
+
 A study on the `gpu` queue gets local GPU workers (`worker start --gpus all`) when the machine
 has GPUs. The coordinator finds them by asking the worker CLI (`worker gpus`) in a subprocess,
 the way it starts the workers themselves: GPU discovery stays in one place (workers/gpus.py,
@@ -99,10 +104,12 @@ class RedisServer:
             self.process = subprocess.Popen(
                 self._command(),
                 cwd=self.directory,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
+            self._send_config(self.process)
             try:
                 self._wait_ready()
                 return self
@@ -111,9 +118,24 @@ class RedisServer:
                 self._terminate(signal.SIGKILL, timeout=5)
         raise BrokerError(f"could not start redis-server in {self.directory}: {last_error}")
 
+    def _stdin_config(self) -> str:
+        """The configuration redis-server reads from its stdin (`-`): the secrets."""
+        if self.password and self.username is None:
+            return f"requirepass {self.password}\n"
+        return ""
+
+    def _send_config(self, process: subprocess.Popen[bytes]) -> None:
+        if process.stdin is None:
+            return
+        with contextlib.suppress(BrokenPipeError):  # it died at once: `_wait_ready` says so
+            process.stdin.write(self._stdin_config().encode())
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
+
     def _command(self) -> list[str]:
         command = [
             find_redis_server(),
+            "-",  # read the configuration from stdin, then apply the options below
             "--port",
             str(self.port),
             "--bind",
@@ -133,8 +155,6 @@ class RedisServer:
             "--maxmemory-policy",
             "noeviction",
         ]
-        if self.password and self.username is None:
-            command += ["--requirepass", self.password]
         return command + list(self.extra_args)
 
     def _log_tail(self) -> str:
@@ -271,16 +291,12 @@ def local_gpus(timeout: float = 60.0) -> tuple[list[str], str]:
 
 @contextlib.contextmanager
 def embedded_broker(directory: Path) -> Iterator[RedisServer]:
-    """A private Redis with AOF in `directory` for the duration of the block."""
-    password_file = directory / "redis.password"
+    """A private Redis with AOF in `directory` for the duration of the block, with a password
+    of its own for this start (see the module's docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
-    if password_file.exists():
-        password = password_file.read_text().strip()
-    else:
-        password = secrets.token_urlsafe(24)
-        password_file.write_text(password)
-        password_file.chmod(0o600)
-    server = RedisServer(directory, password=password).start()
+    # Earlier versions kept the password here; nothing reads it any more.
+    (directory / "redis.password").unlink(missing_ok=True)
+    server = RedisServer(directory, password=secrets.token_urlsafe(24)).start()
     try:
         yield server
     finally:

@@ -13,15 +13,18 @@ the pace of the trials finished since this coordinator started (so a resumed stu
 count the trials finished before). Notes (warnings, retries) are printed above the display and
 stay in the scrollback. When stdout is not a terminal, `LogProgress` writes one plain,
 timestamped line per event instead, so logs stay readable. Both receive the same calls from the
-round loop (`coordinator.rounds`).
+round loop (`coordinator.rounds`). Warnings the loop logs (a lease expired, a trial re-sent)
+reach the display as notes too (`notes_from_logging`), so a log has one format.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -30,6 +33,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from common.redact import RedactingFormatter, redact_url
 from common.trial import Trial, TrialStatus
 
 
@@ -254,7 +258,7 @@ class LogProgress:
         )
 
     def note(self, text: str) -> None:
-        self._say(text)
+        self._say(redact_url(text))
 
     def close(self) -> None:
         return None
@@ -339,7 +343,7 @@ class LiveProgress:
 
     def note(self, text: str) -> None:
         # Printed above the live display, so notes stay in the scrollback.
-        self._console.print(text, highlight=False, markup=False)
+        self._console.print(redact_url(text), highlight=False, markup=False)
 
     def close(self) -> None:
         if self._started:
@@ -354,3 +358,31 @@ def make_progress(stream: TextIO | None = None, *, maximize: bool = False) -> St
     if stream.isatty():
         return LiveProgress(Console(file=stream), maximize=maximize)
     return LogProgress(stream, maximize=maximize)
+
+
+class NoteHandler(logging.Handler):
+    """Log records shown as the display's notes (`warning: ...`), passwords hidden."""
+
+    def __init__(self, progress: StudyProgress, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self._progress = progress
+        self.setFormatter(RedactingFormatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._progress.note(f"{record.levelname.lower()}: {self.format(record)}")
+        except Exception:  # a broken display must not break the study: logging's own rule
+            self.handleError(record)
+
+
+@contextmanager
+def notes_from_logging(progress: StudyProgress) -> Iterator[None]:
+    """While the block runs, every warning logged in this process is a note of `progress`
+    (Python's fallback handler would print it bare, without a timestamp, to stderr)."""
+    handler = NoteHandler(progress)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from common.store import StudyStore, connect
 from common.trial import TrialStatus
 from coordinator.embedded import RedisServer
 from tests.harness import (
+    TEST_OBJECTIVES,
     CoordinatorProcess,
     WorkerProcess,
     objective_option,
@@ -188,6 +190,74 @@ def test_an_embedded_study_can_register_its_own_objective_file(tmp_path: Path) -
     run_dir = run_study(tmp_path, None, toml)
     study = json.loads((run_dir / "study.json").read_text())
     assert all(t["status"] == "complete" for t in study["trials"])
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The processes `pid` started: pid -> command line."""
+    listing = subprocess.run(
+        ["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return {int(line.split()[0]): line.split(None, 1)[1] for line in listing.splitlines()}
+
+
+def embedded_password(coordinator: CoordinatorProcess) -> str:
+    """The password of a running embedded study's Redis, read from its workers' environment
+    (where the coordinator puts the URL), after checking that Redis's command line lacks it."""
+    children = wait_until(
+        lambda: (found := children_of(coordinator.pid)) and len(found) >= 2 and found,
+        30,
+        what="the embedded redis-server and workers",
+    )
+    worker = next(pid for pid, args in children.items() if "workers.cli" in args)
+    environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    url = next(v for v in environ if v.startswith(b"ZOOMTUNE_BROKER_URL=")).decode()
+    password = url.split("://:", 1)[1].split("@", 1)[0]
+    redis_args = next(args for args in children.values() if "redis-server" in args)
+    assert password not in redis_args
+    return password
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_the_embedded_redis_password_is_never_written_and_a_rerun_still_resumes(
+    tmp_path: Path,
+) -> None:
+    # Given an embedded study of slow trials, interrupted (Ctrl-C) after its first result
+    toml = study_toml(rounds=1, trials_per_round=6, options="{ duration = 1.0 }")
+    toml = toml.replace(
+        'name = "sleepy"', f'name = "sleepy"\nentrypoint = "{TEST_OBJECTIVES}:sleepy"'
+    )
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(toml)
+    run_dir = tmp_path / "run"
+    first = CoordinatorProcess(
+        study_file, run_dir, None, tmp_path / "first.log", extra_args=("--workers", "1")
+    ).start()
+    try:
+        password = embedded_password(first)
+        wait_until(lambda: "score" in first.log(), 60, what="a first result")
+        first.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
+        assert first.wait(60) == 130, first.log()[-3000:]
+    finally:
+        first.stop()
+
+    # Then the password is in no file of the run folder (and there is no password file)
+    assert not (run_dir / "redis" / "redis.password").exists()
+    files = [path for path in run_dir.rglob("*") if path.is_file()]
+    assert [path for path in files if password.encode() in path.read_bytes()] == []
+
+    # When the same command runs again, Redis gets a new password and the study resumes
+    second = CoordinatorProcess(
+        study_file, run_dir, None, tmp_path / "second.log", extra_args=("--workers", "1")
+    ).start()
+    try:
+        assert embedded_password(second) != password
+        assert second.wait(120) == 0, second.log()[-3000:]
+    finally:
+        second.stop()
+    assert "resuming study 'demo'" in second.log()
+    study = json.loads((run_dir / "study.json").read_text())
+    assert [t["status"] for t in study["trials"]] == ["complete"] * 6
+    assert not (run_dir / "redis" / "redis.password").exists()
 
 
 def test_wait_until_reports_what_it_waited_for() -> None:

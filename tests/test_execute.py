@@ -76,6 +76,8 @@ def test_a_valid_message_runs_the_objective_with_params_and_options() -> None:
         ("not a dict", "malformed"),
         ({"study": "demo"}, "malformed"),
         (message(objective="os:system"), "malformed"),
+        (message(objective="obj\n"), "malformed"),
+        (message(study="demo\n"), "malformed"),
         (message(objective="other"), "unknown_objective"),
         (message(params={"x": 5.0, "y": 2}), "bad_params"),
         (message(params={"x": 0.5, "y": 2, "z": 1}), "bad_params"),

@@ -62,6 +62,17 @@ def test_a_bad_study_file_is_refused_naming_the_field(tmp_path: Path) -> None:
     assert "[space.x] low <= high must hold, got (low=2.0, high=1.0)" in out
 
 
+def test_names_with_a_trailing_newline_are_refused_naming_the_field(tmp_path: Path) -> None:
+    code, out = plan(tmp_path, study_toml(name="nl\\n"))
+    assert code == 2
+    assert "[study] name" in out
+    assert "got 'nl\\n'" in out
+
+    code, out = plan(tmp_path, study_toml(space='"x\\n" = { type = "float", low = 0, high = 1 }'))
+    assert code == 2
+    assert '[space."x\\n"] a parameter name' in out
+
+
 def test_a_missing_objective_file_is_refused(tmp_path: Path) -> None:
     toml = study_toml().replace('name = "sleepy"', 'name = "sleepy"\nentrypoint = "nope.py:f"')
     code, out = plan(tmp_path, toml)

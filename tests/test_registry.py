@@ -52,3 +52,9 @@ def test_a_bad_target_fails_when_the_worker_starts(target: str, message: str) ->
 def test_the_objective_option_must_be_name_equals_target(option: str) -> None:
     with pytest.raises(ObjectiveError, match="--objective takes NAME=module:function"):
         ObjectiveRegistry.parse_option(option)
+
+
+@pytest.mark.parametrize("option", ["mine\n=m:f", "mine=m:f\n"])
+def test_an_objective_option_with_a_trailing_newline_is_refused(option: str) -> None:
+    with pytest.raises(ObjectiveError, match="--objective takes NAME=module:function"):
+        ObjectiveRegistry.parse_option(option)

@@ -66,3 +66,8 @@ def test_a_trial_time_limit_longer_than_the_visibility_timeout_is_refused() -> N
     check_visibility_timeout(settings, trial_timeout=60)
     with pytest.raises(ConfigError, match="visibility timeout is 600s"):
         check_visibility_timeout(settings, trial_timeout=3600)
+
+
+def test_a_key_prefix_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ZOOMTUNE_PREFIX"):
+        Settings.from_env({"ZOOMTUNE_PREFIX": "zt:\n"})

@@ -324,3 +324,31 @@ def test_every_problem_is_reported_at_once() -> None:
         f"{SOURCE}: [space.c",
         f"{SOURCE}: [search",
     ]
+
+
+# --- names are matched whole: no trailing newline slips through ----------------------------
+
+
+def test_a_study_name_with_a_trailing_newline_is_refused() -> None:
+    # `re.match(r"^...$")` would accept it: `$` also matches before a final newline, and the
+    # study would run in a folder `runs/nl\n/` that `coordinator status nl` cannot find.
+    message = error_for(study(study_name="nl\\n"))
+
+    assert_names(message, "[study] name", "got 'nl\\n'")
+
+
+def test_an_objective_name_or_entrypoint_with_a_trailing_newline_is_refused() -> None:
+    text = study().replace('name = "sklearn-mlp-digits"', 'name = "sklearn-mlp-digits\\n"')
+    assert_names(error_for(text), "[objective] name", "got 'sklearn-mlp-digits\\n'")
+
+    text = study().replace(
+        'name = "sklearn-mlp-digits"', 'name = "mine"\nentrypoint = "my_objective.py:score\\n"'
+    )
+    assert_names(error_for(text), "[objective] entrypoint", "got 'my_objective.py:score\\n'")
+
+
+def test_a_parameter_name_with_a_trailing_newline_is_refused() -> None:
+    message = error_for(study(space='"x\\n" = { type = "float", low = 0.0, high = 1.0 }'))
+
+    assert_names(message, '[space."x\\n"]', "parameter name", "got 'x\\n'")
+    assert "\n" not in message  # one problem, one line

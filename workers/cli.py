@@ -9,6 +9,12 @@ Without `--gpus` it is one Celery worker (`--concurrency` processes on `--queues
 supervises one such worker per slot (see `workers.supervisor`): each GPU slot pinned to one GPU
 with concurrency 1 on `trials.gpu`, plus a CPU slot on `trials.cpu` when `--queues` has cpu.
 
+Before it takes any trial it waits for the broker: for as long as Redis is not reachable (not up
+yet, restarting), but only `--refused-timeout` seconds (default 30) while Redis refuses it (a
+wrong or missing password, a certificate that fails verification); then it exits 1 saying why,
+so that systemd or Kubernetes show the failure. Bad input (a malformed broker URL, bad options)
+exits 2.
+
 `--health-file` makes the worker touch a file whenever its consumer sends a heartbeat (every 2 s
 while it is connected and consuming); `worker health FILE` is the liveness probe that checks it
 is fresh, for Kubernetes, compose and systemd watchdogs.
@@ -27,8 +33,10 @@ from typing import Any
 import click
 from celery import signals
 
+from common.broker import wait_for_broker
 from common.celery_app import describe_broker, make_celery
-from common.errors import GpuError, ZoomtuneError
+from common.errors import ConfigError, GpuError, ZoomtuneError
+from common.redact import RedactingFormatter, install_redacting_excepthook, redact_url
 from common.settings import QUEUES, Settings
 from workers.execute import WorkerRuntime
 from workers.gpus import GpuRequest, discover_gpus, pinned_env, resolve_gpus
@@ -47,11 +55,12 @@ pool, so it is quieted (it still shows at DEBUG, and failures at every level).""
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s",
+    """Log lines on stdout, passwords hidden even in Celery's own messages and tracebacks."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        RedactingFormatter("%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s")
     )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         for name in CELERY_PER_TASK_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -79,9 +88,22 @@ def touch_on_heartbeat(path: Path) -> None:
     signals.heartbeat_sent.connect(touch, weak=False)
 
 
+class BadInput(click.ClickException):
+    """Bad input (a malformed broker URL, a bad setting): exit code 2, like the coordinator."""
+
+    exit_code = 2
+
+
+def cli_error(exc: ZoomtuneError) -> click.ClickException:
+    """A zoomtune error as click's, passwords hidden: exit 2 for bad input, 1 otherwise."""
+    kind = BadInput if isinstance(exc, ConfigError) else click.ClickException
+    return kind(redact_url(str(exc)))
+
+
 @click.group()
 def main() -> None:
     """zoomtune worker daemons."""
+    install_redacting_excepthook()
 
 
 @main.command()
@@ -143,6 +165,15 @@ def main() -> None:
     default=None,
     help="Touch this file at every heartbeat (for `worker health`).",
 )
+@click.option(
+    "--refused-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="ZOOMTUNE_REFUSED_TIMEOUT",
+    help="Seconds to keep trying while the broker refuses this worker (wrong or missing "
+    "password, failed certificate check) before exiting 1 ($ZOOMTUNE_REFUSED_TIMEOUT).",
+)
 def start(
     broker: str | None,
     queues: str | None,
@@ -154,6 +185,7 @@ def start(
     device: str,
     loglevel: str,
     health_file: Path | None,
+    refused_timeout: float,
 ) -> None:
     """Consume trials from the broker and run them until stopped.
 
@@ -174,8 +206,11 @@ def start(
         registry = ObjectiveRegistry.build(extra)
         node = name or f"zoomtune-{os.getpid()}@{socket.gethostname()}"
         gpu_ids = gpus_to_pin(request, queue_kinds)
+        wait_for_broker(
+            settings.broker_url, None, refused_timeout=refused_timeout, on_retry=log.warning
+        )
     except ZoomtuneError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise cli_error(exc) from exc
     if gpu_ids:
         slots_on_gpus = len(gpu_ids) * (trials_per_gpu or 1)
         cpu_processes = 0
@@ -193,7 +228,10 @@ def start(
         supervisor = Supervisor(
             slots,
             command=lambda slot: slot_command(slot, node, objectives, loglevel, health_file),
-            env=lambda slot: slot_env(slot, settings.broker_url or ""),
+            env=lambda slot: {
+                **slot_env(slot, settings.broker_url or ""),
+                "ZOOMTUNE_REFUSED_TIMEOUT": f"{refused_timeout:g}",
+            },
         )
         sys.exit(supervisor.run())
     if request.wants_gpus:
@@ -223,7 +261,7 @@ def run_celery_worker(
         app = make_celery(settings)
         register_tasks(app, runtime)
     except ZoomtuneError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise cli_error(exc) from exc
     processes = concurrency or os.cpu_count() or 1
     if health_file is not None:
         touch_on_heartbeat(health_file)

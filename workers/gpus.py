@@ -37,7 +37,7 @@ DEVICE_ORDER = "PCI_BUS_ID"
 """CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi numbers them by PCI bus.
 Slots set `CUDA_DEVICE_ORDER=PCI_BUS_ID` so that `--gpus 1` is the GPU nvidia-smi calls 1."""
 
-_GPU_ID = re.compile(r"^(\d{1,3}|(GPU|MIG)-[A-Za-z0-9/-]{1,80})$")
+_GPU_ID = re.compile(r"\d{1,3}|(GPU|MIG)-[A-Za-z0-9/-]{1,80}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class GpuRequest:
         if text.lower() in ("all", "none"):
             return cls(text.lower())
         ids = tuple(part.strip() for part in text.split(","))
-        bad = [i for i in ids if not _GPU_ID.match(i)]
+        bad = [i for i in ids if not _GPU_ID.fullmatch(i)]
         if not text or bad:
             raise GpuError(
                 f"--gpus takes 'all', 'none' or comma-separated GPU ids (0,1,3 or GPU-/MIG- "

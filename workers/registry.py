@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ObjectiveError
+from common.names import ENTRYPOINT, OBJECTIVE_NAME
 
 Objective = Callable[[dict[str, Any], Any], Any]
 """objective(params, trial) -> float: a plain function; `trial` is a TrialContext."""
@@ -41,13 +41,10 @@ BUILTINS: Mapping[str, str] = {
 }
 """Built-in objectives: name -> module:function inside this package."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_TARGET = re.compile(r"^(?P<module>[^:\s]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
-
 
 def load_target(target: str) -> Objective:
     """Import `module:function` or `path/to/file.py:function` (from the operator, not a message)."""
-    match = _TARGET.match(target)
+    match = ENTRYPOINT.fullmatch(target)
     if not match:
         raise ObjectiveError(
             f"expected 'module:function' or 'path/to/file.py:function', got {target!r}"
@@ -100,7 +97,7 @@ class ObjectiveRegistry:
         for point in entry_points(group=entry_point_group):
             registry.targets[point.name] = point.value
         for name, target in extra.items():
-            if not _NAME.match(name):
+            if not OBJECTIVE_NAME.fullmatch(name):
                 raise ObjectiveError(f"bad objective name {name!r}")
             registry.targets[name] = target
             if preload:
@@ -111,7 +108,7 @@ class ObjectiveRegistry:
     def parse_option(option: str) -> tuple[str, str]:
         """'NAME=module:function' -> (NAME, 'module:function')."""
         name, sep, target = option.partition("=")
-        if not sep or not _NAME.match(name) or not _TARGET.match(target):
+        if not sep or not OBJECTIVE_NAME.fullmatch(name) or not ENTRYPOINT.fullmatch(target):
             raise ObjectiveError(
                 f"--objective takes NAME=module:function or NAME=path/to/file.py:function, "
                 f"got {option!r}"
