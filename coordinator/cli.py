@@ -42,6 +42,7 @@ from rich.markup import escape
 
 from common.celery_app import check_visibility_timeout, make_celery
 from common.errors import BrokerError, ConfigError, StudyLocked, StudyNotFound, ZoomtuneError
+from common.objectives import BUILTIN_OBJECTIVES
 from common.settings import Settings, redact_url
 from common.store import StudyStore, connect, is_refused, list_studies, owner_id
 from common.study import StudySpec
@@ -146,6 +147,21 @@ def objective_options(spec: StudySpec, study_file: Path) -> list[str]:
     return [f"{spec.objective.name}={module}:{function}"]
 
 
+def check_embedded_objective(spec: StudySpec, study_file: Path) -> None:
+    """Refuse a study that the embedded default's workers cannot run: its objective is neither
+    built in nor given an entrypoint (the local workers register exactly those)."""
+    objective = spec.objective
+    if objective.entrypoint is not None or objective.name in BUILTIN_OBJECTIVES:
+        return
+    raise ConfigError(
+        f"{study_file}: [objective] name {objective.name!r} is not a built-in objective and the "
+        "study gives no entrypoint, so the local workers of the embedded default cannot run it; "
+        'add entrypoint = "path/to/file.py:function" to [objective], use a built-in '
+        f"({', '.join(sorted(BUILTIN_OBJECTIVES))}), or run the study on a cluster whose "
+        "workers register it (--broker URL or ZOOMTUNE_BROKER_URL)"
+    )
+
+
 def run_study(
     spec: StudySpec,
     settings: Settings,
@@ -240,6 +256,8 @@ def start(
         settings = Settings.from_env().with_broker(broker)
         if not force:
             check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
+        if settings.broker_url is None:
+            check_embedded_objective(spec, study_file)
         run_dir = run_dir or Path("runs") / spec.name
         loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
         progress = make_progress(maximize=spec.maximize)
@@ -482,13 +500,22 @@ def cancel(study: str, reason: str | None, broker: str | None) -> None:
     default=None,
     help="Worker processes to project the time for (default: the cores, like `start`).",
 )
-def plan(study_file: Path, workers: int | None) -> None:
+@click.option(
+    "--broker",
+    envvar="ZOOMTUNE_BROKER_URL",
+    metavar="URL",
+    help="The broker `start` will use (not contacted): without one, the study is checked for "
+    "the embedded default, whose workers run only built-in objectives and the entrypoint.",
+)
+def plan(study_file: Path, workers: int | None, broker: str | None) -> None:
     """Validate STUDY_FILE and show what `start` would run; writes nothing, connects nowhere."""
     try:
         spec = StudySpec.from_file(study_file)
         objective_options(spec, study_file)  # the entry point file must exist
+        settings = Settings.from_env().with_broker(broker)
+        if settings.broker_url is None:
+            check_embedded_objective(spec, study_file)
         study_plan = StudyPlan.from_spec(spec)
-        settings = Settings.from_env()
     except ZoomtuneError as exc:
         fail(exc)
     console = Console()
