@@ -462,8 +462,10 @@ def _url_store(url: str, study: str | None, where: str) -> Iterator[StudyStore]:
     try:
         if study is None:
             names = list_studies(client, prefix)
-            if len(names) != 1:
-                raise ConfigError(f"name one STUDY; {where} has {names or 'none'}")
+            if not names:
+                raise StudyNotFound(f"no study in {where}")
+            if len(names) > 1:
+                raise ConfigError(f"name one STUDY; {where} has {names}")
             study = names[0]
         store = StudyStore(client, prefix, study)
         if not store.exists():
