@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import Settings
+from common.study import StudySpec
+from coordinator.cli import _delete_command, _print_outcome
+from coordinator.rounds import StudyOutcome
 from tests.harness import REPO, CoordinatorProcess, study_toml
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -123,3 +127,18 @@ def test_every_study_command_works_on_the_run_folder_and_suggests_what_works(
     assert "2 run folders under runs/; pick one:" in several.stderr
     assert "coordinator status --run-dir runs/demo" in several.stderr
     assert "coordinator status --run-dir runs/other" in several.stderr
+
+
+@pytest.mark.parametrize("state", ["failed", "cancelled"])
+def test_a_study_that_stays_failed_or_cancelled_says_how_to_start_it_afresh(
+    capsys: pytest.CaptureFixture[str], state: str
+) -> None:
+    spec = StudySpec.from_toml(TOML)
+    outcome = StudyOutcome(state, "round 1: 0 completed trials", None)
+    embedded = _delete_command("demo", Path("runs/demo"), Settings())
+    _print_outcome(spec, outcome, Path("runs/demo"), embedded)
+    text = words(capsys.readouterr().out)
+    assert f"the study stays {state}; to run it afresh: " in text
+    assert "coordinator delete demo --run-dir runs/demo --yes, then start it again" in text
+    cluster = _delete_command("demo", Path("runs/demo"), Settings(broker_url="redis://h:6379/0"))
+    assert cluster == "coordinator delete demo --yes"
