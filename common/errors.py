@@ -6,7 +6,10 @@ ZoomtuneError
 ├── MessageError           a task message or stored record does not decode (bad shape or values)
 ├── ObjectiveError         an objective name is not in the worker's allow-list, or cannot load
 ├── BrokerError            Redis cannot be reached, or is configured to lose data
+│   └── RunFolderInUse     a run folder's private Redis is held by processes still running
 ├── GpuError               `--gpus` names no usable GPU (none found, an unknown id, a bad value)
+├── TrialRejected          a worker cannot run the study's objective (it is not registered there)
+├── WorkersExited          the embedded default's local workers stopped while the study ran
 └── StoreError             the study store refused an operation
     ├── StudyNotFound      no study of that name in the store
     ├── StudyExists        a different study of that name is already stored
@@ -51,8 +54,20 @@ class BrokerError(ZoomtuneError):
     """Redis cannot be reached, or is set up in a way that would lose the study."""
 
 
+class RunFolderInUse(BrokerError):
+    """Another coordinator, or processes one left behind, holds the run folder's Redis data."""
+
+
 class GpuError(ZoomtuneError):
     """The GPUs a worker was asked to use cannot be found or pinned."""
+
+
+class TrialRejected(ZoomtuneError):
+    """A worker refused a trial because the study's objective is not registered on it."""
+
+
+class WorkersExited(ZoomtuneError):
+    """The local workers that the embedded default started exited while the study ran."""
 
 
 class StoreError(ZoomtuneError):

@@ -30,7 +30,7 @@ Redis Cluster hash tag, so one study's keys live on one node and a script may to
     {prefix}{study}:lease:<n>       string  the token of the attempt running trial n, with a TTL
     {prefix}{study}:running         set     numbers of the RUNNING trials (what the reaper scans)
     {prefix}{study}:reports:<n>     list    intermediate values [step, value] as JSON
-    {prefix}{study}:events          stream  started / finished / requeued / round / study events
+    {prefix}{study}:events          stream  started / finished / requeued / rejected / round / study
     {prefix}{study}:counters        hash    dropped deliveries and results, by reason
 """
 
@@ -492,6 +492,19 @@ return 'ok'
 """
 )
 
+_REJECT = """
+-- A worker that cannot run the study's objective says so on the trial and leaves it QUEUED (a
+-- worker that has the objective may still run it); the coordinator sees the event and stops.
+-- KEYS: trial, events, meta. ARGV: number, attempt, worker, reason.
+if redis.call('HGET', KEYS[3], 'state') ~= 'running' then return 'ignored' end
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if h[1] ~= 'queued' or tonumber(h[2]) ~= tonumber(ARGV[2]) then return 'ignored' end
+redis.call('HSET', KEYS[1], 'last_error', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'rejected', 'trial', ARGV[1],
+           'attempt', ARGV[2], 'worker', ARGV[3], 'reason', ARGV[4])
+return 'ok'
+"""
+
 _REAP = (
     _NOW
     + _REQUEUE_OR_FAIL
@@ -702,6 +715,7 @@ class StudyStore:
         self._finish = register(_FINISH)
         self._abandon = register(_ABANDON)
         self._fail_attempt = register(_FAIL_ATTEMPT)
+        self._reject = register(_REJECT)
         self._reap = register(_REAP)
         self._report = register(_REPORT)
         self._set_state = register(_SET_STATE)
@@ -760,8 +774,7 @@ class StudyStore:
         if status == "different":
             raise StudyExists(
                 f"a study named {self.study!r} with a different specification is already in "
-                "this broker; give the study a new name, or delete the old one "
-                f"(coordinator delete {self.study})"
+                "this broker; give the study a new name, or delete the old one"
             )
         if status == "corrupt":
             raise StudyWiped(f"study {self.study!r} has a spec but no meta record in Redis")
@@ -957,6 +970,14 @@ class StudyStore:
         limit), without retrying it."""
         keys = self._trial_keys(trial)[:4]
         return str(self._run(self._fail_attempt, keys, [trial, attempt, host, pid, reason]))
+
+    def reject(self, trial: int, attempt: int, worker: str, reason: str) -> str:
+        """Say that `worker` cannot run attempt `attempt` of the QUEUED `trial`, and why (its
+        objective is not registered there). The trial stays QUEUED with the reason as its
+        `last_error`, and a "rejected" event tells the coordinator. Returns "ok", or "ignored"
+        when the trial is no longer that queued attempt or the study is not running."""
+        keys = [self.keys.trial(trial), self.keys.events, self.keys.meta]
+        return str(self._run(self._reject, keys, [trial, attempt, worker, reason]))
 
     def report(self, trial: int, attempt: int, token: str, step: int, value: float) -> bool:
         """Append an intermediate value; False when this attempt no longer owns the trial."""

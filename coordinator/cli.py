@@ -6,15 +6,17 @@
     coordinator report [STUDY] [-o DIR] [--broker URL | --run-dir DIR]
     coordinator export [STUDY] [--format csv|json] [-o FILE] [--broker URL | --run-dir DIR]
     coordinator list [--broker URL]
-    coordinator cancel STUDY [--reason TEXT] [--broker URL]
-    coordinator delete STUDY [--yes] [--broker URL]
+    coordinator cancel STUDY [--reason TEXT] [--broker URL | --run-dir DIR]
+    coordinator delete STUDY [--yes] [--broker URL | --run-dir DIR]
     coordinator flower [--port 5555] [--address 127.0.0.1] [-- FLOWER OPTIONS]
 
 Without a broker URL (`--broker` or ZOOMTUNE_BROKER_URL), `start` runs the embedded default: a
-private redis-server and local workers, the same code path as a cluster.
+private redis-server and local workers, the same code path as a cluster. The other commands
+then read the study from its run folder: `--run-dir DIR`, else `runs/STUDY`, else the only
+folder under `runs/`.
 
 Exit codes: 0 done, 1 failed (or an error), 2 bad input, 3 the study was cancelled,
-130 interrupted (run `start` again to resume).
+130 interrupted by SIGINT, SIGTERM or SIGHUP (run `start` again to resume).
 
 `start` has hidden options for tests that need a faster round loop (see `LoopSettings`):
 `--tick SECONDS` (housekeeping period, default 1), `--lock-ttl SECONDS` (how long the study lock
@@ -25,10 +27,12 @@ is ridden out, default 300).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -38,12 +42,25 @@ from rich.markup import escape
 
 from common.broker import wait_for_broker
 from common.celery_app import check_visibility_timeout, make_celery
-from common.errors import ConfigError, StudyLocked, StudyNotFound, ZoomtuneError
+from common.errors import (
+    ConfigError,
+    StudyExists,
+    StudyLocked,
+    StudyNotFound,
+    ZoomtuneError,
+)
+from common.objectives import BUILTIN_OBJECTIVES
 from common.redact import install_redacting_excepthook
 from common.settings import Settings, redact_url
 from common.store import StudyStore, connect, list_studies, owner_id
 from common.study import StudySpec
-from coordinator.embedded import LocalWorkers, embedded_broker, local_gpus
+from coordinator.embedded import (
+    LocalWorkers,
+    embedded_broker,
+    holds_study_data,
+    local_gpus,
+    run_folder_broker,
+)
 from coordinator.export import StudyRecord, study_json, trials_csv, write_run_dir
 from coordinator.plan import StudyPlan
 from coordinator.progress import StudyProgress, make_progress, notes_from_logging
@@ -56,6 +73,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES = {"complete": 0, "failed": 1, "cancelled": 3}
 """`coordinator start`'s exit code for each way a study ends."""
 
+EXIT_INTERRUPTED = 130
+"""`coordinator start` stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP: run it again to resume."""
+
+RUNS = Path("runs")
+"""Where `coordinator start` puts run folders by default: runs/<study name>."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that it stops as Ctrl-C stops it."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def interrupt_on_termination() -> None:
+    """Make SIGTERM (`kill`, `timeout`, systemd, `docker stop`) and SIGHUP (the terminal went
+    away) stop `coordinator start` the way SIGINT does: every `finally` runs, so the local
+    workers and the private Redis of the embedded default are stopped, and the study resumes."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
 
 def fail(exc: ZoomtuneError) -> NoReturn:
     """Print a zoomtune error for people and exit: 2 for bad input, 1 for everything else."""
@@ -63,7 +106,7 @@ def fail(exc: ZoomtuneError) -> NoReturn:
     # Messages quote the file's [section] names: escape them, or rich takes them for markup.
     text = escape(redact_url(str(exc)))
     console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
-    sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    sys.exit(2 if isinstance(exc, ConfigError | StudyExists) else 1)
 
 
 def broker_option(function: F) -> F:
@@ -114,6 +157,21 @@ def objective_options(spec: StudySpec, study_file: Path) -> list[str]:
     return [f"{spec.objective.name}={module}:{function}"]
 
 
+def check_embedded_objective(spec: StudySpec, study_file: Path) -> None:
+    """Refuse a study that the embedded default's workers cannot run: its objective is neither
+    built in nor given an entrypoint (the local workers register exactly those)."""
+    objective = spec.objective
+    if objective.entrypoint is not None or objective.name in BUILTIN_OBJECTIVES:
+        return
+    raise ConfigError(
+        f"{study_file}: [objective] name {objective.name!r} is not a built-in objective and the "
+        "study gives no entrypoint, so the local workers of the embedded default cannot run it; "
+        'add entrypoint = "path/to/file.py:function" to [objective], use a built-in '
+        f"({', '.join(sorted(BUILTIN_OBJECTIVES))}), or run the study on a cluster whose "
+        "workers register it (--broker URL or ZOOMTUNE_BROKER_URL)"
+    )
+
+
 def run_study(
     spec: StudySpec,
     settings: Settings,
@@ -121,8 +179,10 @@ def run_study(
     progress: StudyProgress,
     connect_timeout: float,
     loop_settings: LoopSettings | None = None,
+    watch: Callable[[], None] | None = None,
 ) -> StudyOutcome:
-    """Run the study against the broker in `settings`; the cluster and embedded path alike."""
+    """Run the study against the broker in `settings`; the cluster and embedded path alike.
+    `watch` runs at every tick of the round loop and stops the study by raising."""
     url = settings.broker_url
     if url is None:
         raise ConfigError("no broker URL")
@@ -137,7 +197,7 @@ def run_study(
 
     app = make_celery(settings)
     dispatcher = CeleryDispatcher(app, store, settings.prefix)
-    loop = RoundLoop(spec, store, dispatcher, progress, loop_settings, on_round=save)
+    loop = RoundLoop(spec, store, dispatcher, progress, loop_settings, on_round=save, watch=watch)
     refused = False
     try:
         return loop.run()
@@ -203,13 +263,21 @@ def start(
     lock_ttl: float,
     outage_limit: float,
 ) -> None:
-    """Run the study in STUDY_FILE to the end (resuming it if it was interrupted)."""
+    """Run the study in STUDY_FILE to the end (resuming it if it was interrupted).
+
+    SIGINT, SIGTERM and SIGHUP interrupt it (exit code 130): the embedded default's workers
+    finish their running trials (for at most 30 s) and stop, its Redis stops, and the same
+    command resumes the study."""
+    interrupt_on_termination()
     try:
         spec = StudySpec.from_file(study_file)
         settings = Settings.from_env().with_broker(broker)
         if not force:
             check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
-        run_dir = run_dir or Path("runs") / spec.name
+        if settings.broker_url is None:
+            check_embedded_objective(spec, study_file)
+        folder = run_dir or RUNS / spec.name
+        delete = _delete_command(spec.name, folder, settings)
         loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
         progress = make_progress(maximize=spec.maximize)
         try:
@@ -221,7 +289,7 @@ def start(
                         spec,
                         study_file,
                         settings,
-                        run_dir,
+                        folder,
                         workers,
                         progress,
                         connect_timeout,
@@ -229,16 +297,27 @@ def start(
                     )
                 else:
                     progress.note(f"broker {redact_url(settings.broker_url)}")
-                    outcome = run_study(spec, settings, run_dir, progress, connect_timeout, loop)
+                    outcome = run_study(spec, settings, folder, progress, connect_timeout, loop)
+        except StudyExists as exc:  # a changed study file: bad input, with the way out
+            raise StudyExists(f"{exc}: {delete}") from exc
         finally:
             progress.close()
     except ZoomtuneError as exc:
         fail(exc)
-    except KeyboardInterrupt:
-        click.echo("interrupted; run the same command again to resume the study", err=True)
-        sys.exit(130)
-    _print_outcome(spec, outcome, run_dir)
+    except KeyboardInterrupt as exc:
+        by = f" by {exc.signal_name}" if isinstance(exc, Interrupted) else ""
+        with suppress(OSError):  # after SIGHUP the terminal may be gone
+            click.echo(f"interrupted{by}; run the same command again to resume the study", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    _print_outcome(spec, outcome, folder, delete)
     sys.exit(EXIT_CODES.get(outcome.state, 1))
+
+
+def _delete_command(study: str, run_dir: Path, settings: Settings) -> str:
+    """The command that removes `study` where this `start` runs it (a cluster, or a run folder)."""
+    if settings.broker_url is None:
+        return f"coordinator delete {study} --run-dir {run_dir} --yes"
+    return f"coordinator delete {study} --yes"
 
 
 def _run_embedded(
@@ -266,16 +345,23 @@ def _run_embedded(
             objectives=objectives,
             gpus="all" if gpus else None,
             log_path=run_dir / "workers.log",
+            folder_lock=server.folder_lock,
         ).start()
         try:
             return run_study(
-                spec, settings.with_broker(server.url), run_dir, progress, connect_timeout, loop
+                spec,
+                settings.with_broker(server.url),
+                run_dir,
+                progress,
+                connect_timeout,
+                loop,
+                watch=local.check,  # workers that exit (a bad entrypoint) stop the study at once
             )
         finally:
             local.stop()
 
 
-def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path) -> None:
+def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path, delete: str) -> None:
     console = Console()
     if outcome.state == "cancelled":
         console.print(f"[bold yellow]stopped:[/] {escape(outcome.message)}", highlight=False)
@@ -292,37 +378,121 @@ def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path) -> Non
             console.print(f"  {name} = {value!r}")
     console.print(f"results in {run_dir}/ (trials.csv, study.json)", soft_wrap=True)
     console.print(f"plots and importance: coordinator report --run-dir {run_dir}", soft_wrap=True)
+    if outcome.state in ("failed", "cancelled"):
+        console.print(
+            f"the study stays {outcome.state}; to run it afresh: {delete}, then start it again "
+            "(or give the study a new name)",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def _run_folders() -> list[Path]:
+    """The run folders under runs/: those with a study.json or the embedded default's Redis."""
+    if not RUNS.is_dir():
+        return []
+    return sorted(
+        d for d in RUNS.iterdir() if (d / "study.json").is_file() or (d / "redis").is_dir()
+    )
+
+
+def _find_run_dir(
+    command: str, study: str | None, broker: str | None, run_dir: Path | None
+) -> Path | None:
+    """The run folder a command works on, or None for the broker: `--run-dir`; else the broker,
+    if one is given; else runs/STUDY; else the only run folder under runs/."""
+    if run_dir is not None:
+        return run_dir
+    if Settings.from_env().with_broker(broker).broker_url is not None:
+        return None
+    no_broker = "no broker (--broker URL or ZOOMTUNE_BROKER_URL)"
+    if study is not None:
+        folder = RUNS / study
+        if folder.is_dir():
+            return folder
+        raise ConfigError(
+            f"{no_broker} and no run folder {folder}/: give the study's run folder "
+            "(--run-dir DIR) or the broker that holds it"
+        )
+    folders = _run_folders()
+    if len(folders) == 1:
+        return folders[0]
+    if not folders:
+        raise ConfigError(f"{no_broker} and no run folder under {RUNS}/: give --run-dir DIR")
+    return _pick_one(command, folders)
+
+
+def _pick_one(command: str, folders: list[Path]) -> NoReturn:
+    raise ConfigError(
+        [
+            f"{len(folders)} run folders under {RUNS}/; pick one:",
+            *(f"  coordinator {command} --run-dir {folder}" for folder in folders),
+        ]
+    )
 
 
 @contextmanager
-def _broker_store(broker: str | None, study: str) -> Iterator[StudyStore]:
-    settings = Settings.from_env().with_broker(broker)
-    if settings.broker_url is None:
-        raise ConfigError("no broker: pass --broker URL, set ZOOMTUNE_BROKER_URL, or --run-dir")
-    client = connect(settings.broker_url)
+def _url_store(url: str, study: str | None, where: str) -> Iterator[StudyStore]:
+    """The store of `study` (None: the only study there) on the broker at `url`."""
+    prefix = Settings.from_env().prefix
+    client = connect(url)
     try:
-        yield StudyStore(client, settings.prefix, study)
+        if study is None:
+            names = list_studies(client, prefix)
+            if not names:
+                raise StudyNotFound(f"no study in {where}")
+            if len(names) > 1:
+                raise ConfigError(f"name one STUDY; {where} has {names}")
+            study = names[0]
+        store = StudyStore(client, prefix, study)
+        if not store.exists():
+            raise StudyNotFound(f"no study named {study!r} in {where}")
+        yield store
     finally:
         client.close()
 
 
-def _record(study: str | None, broker: str | None, run_dir: Path | None) -> StudyRecord:
-    if run_dir is not None:
-        return StudyRecord.from_json_file(run_dir / "study.json")
-    settings = Settings.from_env().with_broker(broker)
-    if study is None:
-        if settings.broker_url is None:
-            raise ConfigError("name a STUDY with --broker URL, or give --run-dir")
-        client = connect(settings.broker_url)
-        names = list_studies(client, settings.prefix)
-        client.close()
-        if len(names) != 1:
-            raise ConfigError(f"name one STUDY; this broker has {names or 'none'}")
-        study = names[0]
-    with _broker_store(broker, study) as store:
-        if not store.exists():
-            raise StudyNotFound(f"no study named {study!r} in this broker")
-        return StudyRecord.from_store(store)
+@contextmanager
+def _study_store(
+    command: str, study: str | None, broker: str | None, run_dir: Path | None
+) -> Iterator[tuple[StudyStore, Path | None]]:
+    """The study's store and its run folder (None on a broker): a run folder's is the Redis of
+    the coordinator running it, else a private redis-server started on the folder meanwhile."""
+    folder = _find_run_dir(command, study, broker, run_dir)
+    if folder is None:
+        url = Settings.from_env().with_broker(broker).broker_url or ""
+        with _url_store(url, study, "this broker") as store:
+            yield store, None
+        return
+    redis_dir = folder / "redis"
+    if not redis_dir.is_dir():
+        raise ConfigError(
+            f"{folder} has no Redis of its own (a coordinator on a broker wrote it): run "
+            f"`coordinator {command}` on that broker (--broker URL or ZOOMTUNE_BROKER_URL)"
+        )
+    with run_folder_broker(redis_dir) as url, _url_store(url, study, str(folder)) as store:
+        yield store, folder
+
+
+def _record(
+    command: str, study: str | None, broker: str | None, run_dir: Path | None
+) -> tuple[StudyRecord, Path | None]:
+    """The study's record and its run folder (None on a broker). A run folder is read from its
+    study.json, unless a coordinator is running the study (then from its Redis: the study.json
+    lags up to a round behind) or there is no study.json yet."""
+    folder = _find_run_dir(command, study, broker, run_dir)
+    if folder is not None:
+        redis_dir = folder / "redis"
+        # While a coordinator runs it, its Redis password is its own: read study.json (which
+        # lags at most a round behind); a folder without one is read from its Redis.
+        live = holds_study_data(redis_dir) and not (folder / "study.json").exists()
+        if not live:
+            record = StudyRecord.from_json_file(folder / "study.json")
+            if study is not None and record.spec.name != study:
+                raise ConfigError(f"{folder} holds study {record.spec.name!r}, not {study!r}")
+            return record, folder
+    with _study_store(command, study, broker, folder) as (store, _):
+        return StudyRecord.from_store(store), folder
 
 
 def run_dir_option(function: F) -> F:
@@ -330,7 +500,8 @@ def run_dir_option(function: F) -> F:
         "--run-dir",
         type=click.Path(file_okay=False, exists=True, path_type=Path),
         default=None,
-        help="Read the study from a run folder written by `coordinator start`.",
+        help="The study's run folder, as `coordinator start` wrote it (default without a "
+        "broker: runs/STUDY, or the only folder under runs/).",
     )(function)
 
 
@@ -342,7 +513,7 @@ def status(study: str | None, broker: str | None, run_dir: Path | None) -> None:
     """Rounds, the search box by round, running trials, the best trial and which
     hyperparameters matter, for STUDY (or the only study in the broker)."""
     try:
-        record = _record(study, broker, run_dir)
+        record, _ = _record("status", study, broker, run_dir)
     except ZoomtuneError as exc:
         fail(exc)
     Console().print(status_view(record, Findings.of(record)))
@@ -364,8 +535,8 @@ def report(
 ) -> None:
     """Plots (history, the funnel of every parameter, importance) and report.html for STUDY."""
     try:
-        record = _record(study, broker, run_dir)
-        directory = output or (run_dir or Path("runs") / record.spec.name) / "report"
+        record, folder = _record("report", study, broker, run_dir)
+        directory = output or (folder or RUNS / record.spec.name) / "report"
         written = write_report(record, directory)
     except ZoomtuneError as exc:
         fail(exc)
@@ -400,7 +571,7 @@ def export(
     from a run folder with --run-dir (after an embedded run, whose Redis stopped with it).
     """
     try:
-        record = _record(study, broker, run_dir)
+        record, _ = _record("export", study, broker, run_dir)
     except ZoomtuneError as exc:
         fail(exc)
     text = trials_csv(record) if fmt == "csv" else study_json(record)
@@ -435,7 +606,8 @@ def list_command(broker: str | None) -> None:
 @click.argument("study")
 @click.option("--reason", default=None, help="Why; stored with the study and its trials.")
 @broker_option
-def cancel(study: str, reason: str | None, broker: str | None) -> None:
+@run_dir_option
+def cancel(study: str, reason: str | None, broker: str | None, run_dir: Path | None) -> None:
     """Stop STUDY for good: no more rounds, its queued trials never run.
 
     Running trials may finish and their results are recorded (a running trial whose worker is
@@ -446,7 +618,7 @@ def cancel(study: str, reason: str | None, broker: str | None) -> None:
     if reason:
         text += f": {reason}"
     try:
-        with _broker_store(broker, study) as store:
+        with _study_store("cancel", study, broker, run_dir) as (store, _):
             done = store.cancel(text)
     except ZoomtuneError as exc:
         fail(exc)
@@ -465,13 +637,22 @@ def cancel(study: str, reason: str | None, broker: str | None) -> None:
     default=None,
     help="Worker processes to project the time for (default: the cores, like `start`).",
 )
-def plan(study_file: Path, workers: int | None) -> None:
+@click.option(
+    "--broker",
+    envvar="ZOOMTUNE_BROKER_URL",
+    metavar="URL",
+    help="The broker `start` will use (not contacted): without one, the study is checked for "
+    "the embedded default, whose workers run only built-in objectives and the entrypoint.",
+)
+def plan(study_file: Path, workers: int | None, broker: str | None) -> None:
     """Validate STUDY_FILE and show what `start` would run; writes nothing, connects nowhere."""
     try:
         spec = StudySpec.from_file(study_file)
         objective_options(spec, study_file)  # the entry point file must exist
+        settings = Settings.from_env().with_broker(broker)
+        if settings.broker_url is None:
+            check_embedded_objective(spec, study_file)
         study_plan = StudyPlan.from_spec(spec)
-        settings = Settings.from_env()
     except ZoomtuneError as exc:
         fail(exc)
     console = Console()
@@ -486,19 +667,24 @@ def plan(study_file: Path, workers: int | None) -> None:
 @click.argument("study")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @broker_option
-def delete(study: str, yes: bool, broker: str | None) -> None:
-    """Remove STUDY and all its trials from the broker."""
+@run_dir_option
+def delete(study: str, yes: bool, broker: str | None, run_dir: Path | None) -> None:
+    """Remove STUDY and all its trials from the broker, or from its run folder (its Redis data,
+    trials.csv and study.json), so that `coordinator start` begins it afresh."""
     try:
-        with _broker_store(broker, study) as store:
-            if not store.exists():
-                raise StudyNotFound(f"no study named {study!r} in this broker")
+        with _study_store("delete", study, broker, run_dir) as (store, folder):
             if not yes:
                 click.confirm(f"delete study {study!r} and all its trials?", abort=True)
             store.acquire(ttl=5)  # refuses while a coordinator runs the study
             removed = store.delete()
     except ZoomtuneError as exc:
         fail(exc)
-    click.echo(f"deleted study {study!r} ({removed} keys)")
+    files = ""
+    if folder is not None:
+        for name in ("trials.csv", "study.json"):
+            (folder / name).unlink(missing_ok=True)
+        files = f" and its trials.csv and study.json from {folder}/"
+    click.echo(f"deleted study {study!r} ({removed} keys){files}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -11,6 +11,13 @@ The password is new at every start and never written down: Redis reads it from i
 environment. The AOF holds data, not configuration, so a restarted server with another
 password still holds the study, and the run folder holds no credentials.
 
+Both also die with the coordinator when it is killed outright (`common.lifeline`: the kernel
+sends redis-server SIGTERM, so it flushes its AOF, and the workers SIGKILL). The coordinator
+holds an exclusive `flock` on `redis/lock` in the run folder, which the redis-server and the
+workers inherit: while any of them lives, no second server starts on the same AOF, and
+`redis/processes.json` says which processes hold it (and the port of the server, which the
+other commands use to reach a study that is running).
+
 A study on the `gpu` queue gets local GPU workers (`worker start --gpus all`) when the machine
 has GPUs. The coordinator finds them by asking the worker CLI (`worker gpus`) in a subprocess,
 the way it starts the workers themselves: GPU discovery stays in one place (workers/gpus.py,
@@ -21,6 +28,8 @@ worker code.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -35,10 +44,94 @@ from pathlib import Path
 
 import redis
 
-from common.errors import BrokerError
+from common.errors import BrokerError, RunFolderInUse, WorkersExited
+from common.lifeline import PARENT_PID_ENV, die_with_parent
 
 READY_TIMEOUT = 15.0
 """Seconds a new redis-server gets to answer PING."""
+
+LOCK_FILE = "lock"
+"""In a run folder's redis directory: the file whose flock the embedded default's processes hold."""
+
+PROCESSES_FILE = "processes.json"
+"""In a run folder's redis directory: which processes hold the lock, and the server's port."""
+
+WORKERS_LOG_LINES = 15
+"""How many lines of the workers' log an error about their exit quotes."""
+
+
+@dataclass
+class RunFolderLock:
+    """An exclusive flock on a run folder's redis directory.
+
+    The coordinator takes it; the redis-server and the workers it starts inherit the open file,
+    so the lock stays held while any of them lives, even after the coordinator died."""
+
+    directory: Path
+    fd: int
+
+    @classmethod
+    def take(cls, directory: Path) -> RunFolderLock:
+        """Take the lock, or raise RunFolderInUse naming the processes that hold it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holders = ", ".join(
+                f"{name} pid {pid}" for name, pid in held_by(directory).items() if name != "port"
+            )
+            raise RunFolderInUse(
+                f"{directory} is in use ({holders or 'by another process'}): another "
+                "`coordinator start` of this study is running, or processes it left behind "
+                "still are; stop them first"
+            ) from None
+        lock = cls(directory, fd)
+        lock._write({"coordinator": os.getpid()})  # what a killed run left there is stale
+        return lock
+
+    def record(self, **entries: int) -> None:
+        """Add processes (name=pid) or the server's port to `processes.json`."""
+        self._write({**held_by(self.directory), **entries})
+
+    def _write(self, entries: dict[str, int]) -> None:
+        partial = self.directory / f".{PROCESSES_FILE}.partial"
+        partial.write_text(json.dumps(entries, sort_keys=True))
+        os.replace(partial, self.directory / PROCESSES_FILE)
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / PROCESSES_FILE).unlink()
+        os.close(self.fd)
+
+
+def held_by(directory: Path) -> dict[str, int]:
+    """What `processes.json` says (only meaningful while the lock is held); {} if unreadable."""
+    try:
+        data = json.loads((directory / PROCESSES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, int)}
+
+
+def in_use(directory: Path) -> bool:
+    """Whether processes of the embedded default hold the run folder's lock right now."""
+    if not (directory / LOCK_FILE).exists():
+        return False
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing it also drops a lock this call took
+    return False
 
 
 def find_redis_server() -> str:
@@ -79,6 +172,8 @@ class RedisServer:
     appendonly: bool = True
     appendfsync: str = "everysec"
     extra_args: Sequence[str] = ()
+    folder_lock: RunFolderLock | None = None
+    """A run folder's lock: the server inherits it and dies with this process (SIGTERM)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -101,6 +196,7 @@ class RedisServer:
         for _ in range(attempts):
             if not fixed_port:
                 self.port = free_port()
+            lock = self.folder_lock
             self.process = subprocess.Popen(
                 self._command(),
                 cwd=self.directory,
@@ -108,10 +204,14 @@ class RedisServer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                pass_fds=() if lock is None else (lock.fd,),
+                preexec_fn=None if lock is None else die_with_parent(signal.SIGTERM),
             )
             self._send_config(self.process)
             try:
                 self._wait_ready()
+                if lock is not None:
+                    lock.record(redis_server=self.process.pid, port=self.port)
                 return self
             except BrokerError as exc:
                 last_error = f"{exc}; {self._log_tail()}"
@@ -222,7 +322,10 @@ class LocalWorkers:
     gpus: str | None = None
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    folder_lock: RunFolderLock | None = None
+    """A run folder's lock, which the workers inherit (see `RunFolderLock`)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_start: int = field(default=0, repr=False)
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "workers.cli", "start", "--queues", ",".join(self.queues)]
@@ -238,7 +341,12 @@ class LocalWorkers:
         env = dict(os.environ, **self.extra_env)
         # The URL holds the password, so it travels in the environment, not on the command line.
         env["ZOOMTUNE_BROKER_URL"] = self.broker_url
+        # They die with this process: the kernel kills them (Linux), and they watch it too.
+        env[PARENT_PID_ENV] = str(os.getpid())
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        if self.log_path:
+            self._log_start = self.log_path.stat().st_size
+        lock = self.folder_lock
         try:
             self.process = subprocess.Popen(
                 self.command(),
@@ -246,11 +354,32 @@ class LocalWorkers:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=() if lock is None else (lock.fd,),
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         finally:
             if self.log_path and not isinstance(log, int):
                 log.close()
+        if lock is not None:
+            lock.record(workers=self.process.pid)
         return self
+
+    def check(self) -> None:
+        """Raise WorkersExited, quoting the end of their log, once the workers have exited."""
+        if self.process is None or self.process.poll() is None:
+            return
+        code = self.process.returncode
+        where, tail = "", ""
+        if self.log_path is not None:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                lines = log.read().decode(errors="replace").splitlines()
+            tail = "\n".join(lines[-WORKERS_LOG_LINES:])
+            where = f" (log: {self.log_path})"
+        raise WorkersExited(
+            f"the local workers exited with code {code} while the study ran{where}"
+            + (f":\n{tail}" if tail else "")
+        )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -289,15 +418,45 @@ def local_gpus(timeout: float = 60.0) -> tuple[list[str], str]:
     return [line for line in done.stdout.splitlines() if line.strip()], ""
 
 
+def holds_study_data(directory: Path) -> bool:
+    """Whether a run folder's redis `directory` holds the embedded default's Redis data."""
+    return (directory / "appendonlydir").is_dir() or any(directory.glob("*.aof"))
+
+
 @contextlib.contextmanager
 def embedded_broker(directory: Path) -> Iterator[RedisServer]:
     """A private Redis with AOF in `directory` for the duration of the block, with a password
-    of its own for this start (see the module's docstring)."""
+    of its own for this start (see the module's docstring), holding the run folder's lock
+    (RunFolderInUse if processes of another run still hold it)."""
     directory.mkdir(parents=True, exist_ok=True)
     # Earlier versions kept the password here; nothing reads it any more.
     (directory / "redis.password").unlink(missing_ok=True)
-    server = RedisServer(directory, password=secrets.token_urlsafe(24)).start()
+    lock = RunFolderLock.take(directory)
     try:
-        yield server
+        server = RedisServer(directory, password=secrets.token_urlsafe(24), folder_lock=lock)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        lock.release()
+
+
+@contextlib.contextmanager
+def run_folder_broker(directory: Path) -> Iterator[str]:
+    """A broker URL for the study kept in a run folder's redis `directory`: a private server
+    started on the folder for the block, as `coordinator start` does. While a coordinator runs
+    the study its server's password is known to it alone (nothing is written down), so then
+    this refuses (RunFolderInUse): stop it first, or read the run folder's files."""
+    if not holds_study_data(directory):
+        raise BrokerError(f"{directory} holds no Redis data of the embedded default")
+    if in_use(directory):
+        pids = ", ".join(f"{name} {pid}" for name, pid in sorted(held_by(directory).items()))
+        raise RunFolderInUse(
+            f"the study in {directory.parent} is running ({pids or 'its processes hold it'}): "
+            "stop its `coordinator start` first (Ctrl-C); `status`, `report` and `export` read "
+            "the run folder's study.json meanwhile"
+        )
+    with embedded_broker(directory) as server:
+        yield server.url

@@ -38,7 +38,11 @@ from common.trial import Trial, TrialStatus
 
 
 class StudyProgress(Protocol):
-    def study_started(self, name: str, rounds: int, total_trials: int, resumed: bool) -> None: ...
+    def study_started(
+        self, name: str, rounds: int, total_trials: int, resumed: bool, best: float | None = None
+    ) -> None:
+        """`best`: the best score of the rounds already finished, when the study resumes."""
+
     def round_started(self, number: int, trials: list[Trial]) -> None: ...
     def trial_changed(self, trial: Trial) -> None: ...
     def round_finished(self, number: int, best: tuple[Mapping[str, Any], float] | None) -> None: ...
@@ -153,9 +157,10 @@ class _Tracker:
         """The tally of the newest round started (an empty one before any)."""
         return self.tallies.get(self.round) or RoundTally()
 
-    def study_started(self, name: str, rounds: int, total_trials: int) -> None:
+    def study_started(self, name: str, rounds: int, total_trials: int, best: float | None) -> None:
         self.name, self.rounds = name, rounds
         self.clock = StudyClock(total_trials)
+        self.best.offer(best)
 
     def round_started(self, number: int, trials: list[Trial]) -> None:
         first_started = not self.tallies
@@ -219,10 +224,13 @@ class LogProgress:
         stamp = time.strftime("%H:%M:%S")
         print(f"{stamp} {text}", file=self._stream, flush=True)
 
-    def study_started(self, name: str, rounds: int, total_trials: int, resumed: bool) -> None:
-        self._track.study_started(name, rounds, total_trials)
+    def study_started(
+        self, name: str, rounds: int, total_trials: int, resumed: bool, best: float | None = None
+    ) -> None:
+        self._track.study_started(name, rounds, total_trials, best)
         verb = "resuming" if resumed else "starting"
-        self._say(f"{verb} study {name!r}: {rounds} rounds, {total_trials} trials")
+        so_far = "" if best is None else f"; best so far {self._track.best.text()}"
+        self._say(f"{verb} study {name!r}: {rounds} rounds, {total_trials} trials{so_far}")
 
     def round_started(self, number: int, trials: list[Trial]) -> None:
         track = self._track
@@ -318,8 +326,10 @@ class LiveProgress:
         if self._started:
             self._live.refresh()
 
-    def study_started(self, name: str, rounds: int, total_trials: int, resumed: bool) -> None:
-        self._track.study_started(name, rounds, total_trials)
+    def study_started(
+        self, name: str, rounds: int, total_trials: int, resumed: bool, best: float | None = None
+    ) -> None:
+        self._track.study_started(name, rounds, total_trials, best)
         self._bars.update(self._study_task, description=f"study {name}", total=total_trials)
         if not self._started:
             self._live.start()

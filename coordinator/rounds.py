@@ -48,6 +48,7 @@ from common.errors import (
     StoreError,
     StudyCancelled,
     StudyWiped,
+    TrialRejected,
     ZoomtuneError,
 )
 from common.settings import QUEUES, TASK_NAME
@@ -159,13 +160,17 @@ class RoundLoop:
         progress: StudyProgress,
         settings: LoopSettings | None = None,
         on_round: Callable[[], None] | None = None,
+        watch: Callable[[], None] | None = None,
     ) -> None:
+        """`on_round` runs after every finished round; `watch` at every housekeeping tick, and
+        stops the study by raising (the embedded default checks that its workers still run)."""
         self.spec = spec
         self.store = store
         self.dispatcher = dispatcher
         self.progress = progress
         self.settings = settings or LoopSettings()
         self.on_round = on_round or (lambda: None)
+        self.watch = watch or (lambda: None)
         self.queue = QUEUES[spec.resources.queue]
         self._last_event = "0-0"
         self._run_id = ""
@@ -204,8 +209,7 @@ class RoundLoop:
         if meta.get("state") == "cancelled":
             raise StudyCancelled(
                 f"study {self.spec.name!r} was cancelled ({meta.get('message') or 'no reason'})"
-                f" and does not run again; remove it with `coordinator delete "
-                f"{self.spec.name}` or give the study a new name"
+                " and does not run again; delete it or give the study a new name"
             )
         self._run_id = self._redis_run_id()
         resync = False
@@ -244,6 +248,7 @@ class RoundLoop:
                 self.spec.search.rounds,
                 self.spec.search.total_trials,
                 resumed=search.rounds_asked > 0,
+                best=None if search.best is None else search.best[1],
             )
         told = search.history
         empty = sorted({t.round for t in told} - {t.round for t in told if t.score is not None})
@@ -407,6 +412,14 @@ class RoundLoop:
                 if event.type == "study" and event.fields.get("state") == "cancelled":
                     reason = self.store.meta().get("message") or "no reason given"
                     raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
+                if event.type == "rejected":
+                    # It stops with no end state written: once the workers have the objective,
+                    # the same `coordinator start` resumes the study.
+                    raise TrialRejected(
+                        f"trial {event.trial} was refused by worker "
+                        f"{event.fields.get('worker', '?')}: {event.fields.get('reason', '?')}; "
+                        "then run the same `coordinator start` again to resume the study"
+                    )
                 if event.trial is None or event.trial not in in_flight:
                     continue
                 if event.type == "started":
@@ -458,6 +471,7 @@ class RoundLoop:
         return events
 
     def _housekeeping(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> None:
+        self.watch()
         started = time.monotonic()
         self.store.renew(lock, epoch)
         _check_answered_in_time(time.monotonic() - started, 0.0)

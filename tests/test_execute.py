@@ -109,6 +109,32 @@ def test_a_bad_message_is_dropped_without_running_anything(body: Any, why: str) 
     assert trial_of(runtime).status is TrialStatus.QUEUED
 
 
+def test_a_worker_without_the_studys_objective_records_why_on_the_trial() -> None:
+    # Given a worker on which the study's objective "obj" is not registered
+    runtime = make_runtime(lambda params, trial: 0.0)
+    runtime.registry.targets.clear()
+    after = runtime.store("demo").last_event_id()
+
+    # When it is delivered a trial of the study
+    assert execute(message(), runtime) == "unknown_objective"
+
+    # Then the trial stays queued for a worker that has it, marked with the reason
+    trial = trial_of(runtime)
+    assert trial.status is TrialStatus.QUEUED
+    assert trial.last_error is not None
+    assert "objective 'obj' is not registered on worker w1@host" in trial.last_error
+    [event] = runtime.store("demo").events(after, block=0.1)
+    assert (event.type, event.trial, event.fields["worker"]) == ("rejected", 0, "w1@host")
+
+
+def test_a_message_naming_another_objective_than_the_studys_is_dropped_without_a_mark() -> None:
+    runtime = make_runtime(lambda params, trial: 0.0)
+    after = runtime.store("demo").last_event_id()
+    assert execute(message(objective="other"), runtime) == "unknown_objective"
+    assert trial_of(runtime).last_error is None
+    assert runtime.store("demo").events(after, block=0.05) == []
+
+
 def test_a_second_delivery_of_a_finished_trial_does_not_run_again() -> None:
     calls: list[int] = []
     runtime = make_runtime(lambda params, trial: calls.append(1) or 1.0)

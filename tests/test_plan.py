@@ -3,6 +3,7 @@ budget, the first round's trials and the projected time, and writes nothing anyw
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,20 @@ from tests.harness import study_toml
 pytestmark = pytest.mark.redis
 
 
-def plan(tmp_path: Path, toml: str, *args: str) -> tuple[int, str]:
+CLUSTER_URL = "redis://redis-host:6379/0"
+"""A broker that `plan` never contacts: the test studies' objectives live on cluster workers."""
+
+
+def plan(tmp_path: Path, toml: str, *args: str, embedded: bool = False) -> tuple[int, str]:
+    """`coordinator plan` for a cluster (ZOOMTUNE_BROKER_URL set), or for the embedded default."""
     study_file = tmp_path / "study.toml"
     study_file.write_text(toml)
+    broker = None if embedded else os.environ.get("ZOOMTUNE_BROKER_URL", CLUSTER_URL)
     result = CliRunner().invoke(
-        main, ["plan", str(study_file), *args], env={"COLUMNS": "160"}, catch_exceptions=False
+        main,
+        ["plan", str(study_file), *args],
+        env={"COLUMNS": "160", "ZOOMTUNE_BROKER_URL": broker},
+        catch_exceptions=False,
     )
     return result.exit_code, result.output
 
@@ -78,6 +88,54 @@ def test_a_missing_objective_file_is_refused(tmp_path: Path) -> None:
     code, out = plan(tmp_path, toml)
     assert code == 2
     assert "entrypoint: no file" in out
+
+
+def test_on_the_embedded_default_an_objective_no_local_worker_has_is_refused(
+    tmp_path: Path,
+) -> None:
+    # Given a study whose objective is neither built in nor given an entrypoint
+    toml = study_toml(objective="nosuch-objective")
+
+    # When it is planned for the embedded default (no broker)
+    code, out = plan(tmp_path, toml, embedded=True)
+
+    # Then it is refused as bad input, naming the objective and the ways out
+    assert code == 2, out
+    text = " ".join(out.split())
+    assert "[objective] name 'nosuch-objective' is not a built-in objective" in text
+    assert 'add entrypoint = "path/to/file.py:function"' in text
+    assert "--broker URL or ZOOMTUNE_BROKER_URL" in text
+    # ... while a cluster's workers may register it, so there the plan goes ahead
+    assert plan(tmp_path, toml)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "objective",
+    ['name = "branin"', 'name = "mine"\nentrypoint = "mine.py:score"'],
+    ids=["built-in", "entrypoint"],
+)
+def test_on_the_embedded_default_a_built_in_or_an_entrypoint_is_accepted(
+    tmp_path: Path, objective: str
+) -> None:
+    (tmp_path / "mine.py").write_text("def score(params, trial):\n    return 1.0\n")
+    toml = study_toml().replace('name = "sleepy"', objective)
+    code, out = plan(tmp_path, toml, embedded=True)
+    assert code == 0, out
+
+
+def test_start_on_the_embedded_default_refuses_it_before_starting_anything(tmp_path: Path) -> None:
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(study_toml(objective="nosuch-objective"))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["start", str(study_file), "--run-dir", str(run_dir)],
+        env={"ZOOMTUNE_BROKER_URL": None},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 2, result.output
+    assert "'nosuch-objective' is not a built-in objective" in " ".join(result.output.split())
+    assert not run_dir.exists()  # no Redis, no workers, no run folder
 
 
 def test_plan_writes_nothing_to_the_broker(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ObjectiveError
+from common.objectives import BUILTIN_OBJECTIVES
 from workers.registry import BUILTINS, ObjectiveRegistry, load_target
 
 
@@ -14,6 +15,11 @@ def test_builtins_are_registered_and_load_on_first_use() -> None:
     registry = ObjectiveRegistry.build()
     assert set(BUILTINS) <= set(registry.names())
     assert registry.get("branin").__name__ == "branin"
+
+
+def test_the_coordinators_list_of_built_in_names_is_the_registrys() -> None:
+    # The coordinator checks embedded studies against this list without importing workers.
+    assert set(BUILTINS) == BUILTIN_OBJECTIVES
 
 
 def test_an_unknown_name_is_refused_naming_what_is_known() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import fakeredis
 import pytest
 from rich.console import Console
 
-from common.errors import StoreError, StudyExists, StudyLocked
+from common.errors import StoreError, StudyExists, StudyLocked, TrialRejected
 from common.settings import Settings
 from common.store import StudyStore
 from common.study import StudySpec
@@ -110,8 +111,11 @@ def run(
     spec: StudySpec,
     workers: ThreadWorkers,
     on_round: Callable[[], None] | None = None,
+    progress: io.StringIO | None = None,
 ) -> Any:
-    loop = RoundLoop(spec, store_on(server), workers, LogProgress(), FAST, on_round=on_round)
+    loop = RoundLoop(
+        spec, store_on(server), workers, LogProgress(progress), FAST, on_round=on_round
+    )
     with workers:
         return loop.run()
 
@@ -166,6 +170,29 @@ def test_a_stopped_coordinator_resumes_without_resampling(server: fakeredis.Fake
     assert outcome.state == "complete"
     assert snapshot(server)[:5] == first_round
     assert snapshot(server) == snapshot(reference)
+
+
+def test_after_a_resume_the_progress_never_shows_a_best_worse_than_the_one_recorded(
+    server: fakeredis.FakeServer,
+) -> None:
+    # Given a study stopped after round 1 (minimizing), whose best score is then recorded
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(server, spec_for(), ThreadWorkers(server, score), on_round=stop)
+    recorded = min(t.score for t in store_on(server).trials() if t.score is not None)
+
+    # When it resumes, its progress lines going to a log
+    out = io.StringIO()
+    assert run(server, spec_for(), ThreadWorkers(server, score), progress=out).state == "complete"
+
+    # Then the first line already says the recorded best, and no line shows a worse one
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith(f"best so far {recorded:.6g}"), lines[0]
+    shown = [float(b) for b in re.findall(r"best (?:score so far )?([-\d.e+]+)", out.getvalue())]
+    assert len(shown) > 5
+    assert all(best <= float(f"{recorded:.6g}") for best in shown), lines
 
 
 def test_a_round_without_a_completed_trial_fails_the_study(server: fakeredis.FakeServer) -> None:
@@ -233,6 +260,32 @@ def test_a_lost_message_is_sent_again(server: fakeredis.FakeServer) -> None:
     outcome = run(server, spec_for(rounds=1), workers)
     assert outcome.state == "complete"
     assert [m.attempt for m in workers.sent if m.trial == 3] == [1, 1]
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_without_the_objective_stops_the_study_instead_of_waiting_forever(
+    server: fakeredis.FakeServer,
+) -> None:
+    # Given workers on which the study's objective is not registered
+    workers = ThreadWorkers(server, score)
+    workers.runtime.registry.targets.clear()
+
+    # When the study runs
+    with pytest.raises(TrialRejected) as refused:
+        run(server, spec_for(), workers)
+
+    # Then it stops at the first refusal, naming the worker and why, writing no end state
+    assert re.match(
+        r"trial \d+ was refused by worker thread: objective 'obj' is not registered on worker "
+        r"thread .*then run the same `coordinator start` again to resume the study$",
+        str(refused.value),
+    ), refused.value
+    store = store_on(server)
+    assert store.meta()["state"] == "running"
+    assert all(t.status is TrialStatus.QUEUED for t in store.trials())
+
+    # And once the workers have it, the same study resumes and completes
+    assert run(server, spec_for(), ThreadWorkers(server, score)).state == "complete"
 
 
 def test_a_second_coordinator_on_a_running_study_is_refused(

@@ -439,6 +439,38 @@ class TestHandBack:
         assert (trial.status, trial.error) == (TrialStatus.FAILED, "timeout after 3s")
 
 
+class TestRejection:
+    def test_a_worker_without_the_objective_marks_the_queued_attempt_and_leaves_it_queued(
+        self, store: StudyStore
+    ) -> None:
+        [n, *_] = write_round(store)
+        after = store.last_event_id()
+        assert store.reject(n, 1, "w1@host", "objective 'obj' is not registered") == "ok"
+        trial = store.trial(n)
+        assert (trial.status, trial.attempt) == (TrialStatus.QUEUED, 1)
+        assert trial.last_error == "objective 'obj' is not registered"
+        [event] = store.events(after, block=0.1)
+        assert (event.type, event.trial, event.attempt) == ("rejected", n, 1)
+        assert event.fields["worker"] == "w1@host"
+        assert event.fields["reason"] == "objective 'obj' is not registered"
+        assert start(store, n)  # a worker that has the objective may still run it
+
+    def test_only_the_current_queued_attempt_of_a_running_study_can_be_rejected(
+        self, store: StudyStore
+    ) -> None:
+        [a, b, c] = write_round(store)
+        start(store, a)
+        after = store.last_event_id()
+        assert store.reject(a, 1, "w", "no objective") == "ignored"  # running
+        assert store.reject(b, 2, "w", "no objective") == "ignored"  # not its attempt
+        assert store.reject(99, 1, "w", "no objective") == "ignored"  # no such trial
+        store.cancel("stop")
+        assert store.reject(c, 1, "w", "no objective") == "ignored"  # cancelled study
+        events = store.events(after, block=0.05)
+        assert [e.type for e in events] == ["study", "finished", "finished"]
+        assert store.trial(b).last_error is None
+
+
 class TestEvents:
     def test_every_transition_is_an_event_in_order(self, store: StudyStore) -> None:
         start_id = store.last_event_id()

@@ -36,6 +36,7 @@ from celery import signals
 from common.broker import wait_for_broker
 from common.celery_app import describe_broker, make_celery
 from common.errors import ConfigError, GpuError, ZoomtuneError
+from common.lifeline import watch_parent_from_env
 from common.redact import RedactingFormatter, install_redacting_excepthook, redact_url
 from common.settings import QUEUES, Settings
 from workers.execute import WorkerRuntime
@@ -195,6 +196,10 @@ def start(
     Set REMAP_SIGTERM=SIGQUIT where SIGTERM means preemption (spot instances).
     """
     configure_logging(loglevel)
+    try:
+        watch_parent_from_env()  # the embedded default's workers end with their coordinator
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         request = GpuRequest.parse(gpus or "none")
         queue_kinds = parse_queues(queues or ("gpu" if request.wants_gpus else "cpu"))

@@ -205,6 +205,7 @@ def execute(raw: object, runtime: WorkerRuntime) -> str:
         log.warning(
             "dropped %s: objective %r is not registered on this worker", where, message.objective
         )
+        reject_unknown_objective(runtime, message)
         return "unknown_objective"
     try:
         spec = runtime.spec(message.study)
@@ -275,6 +276,27 @@ def execute(raw: object, runtime: WorkerRuntime) -> str:
     else:
         log.warning("result of %s dropped (%s): %s", where, verdict, _describe(result))
     return verdict
+
+
+def reject_unknown_objective(runtime: WorkerRuntime, message: TrialMessage) -> None:
+    """Record on the trial that this worker lacks the study's objective, so that the coordinator
+    stops instead of re-sending the trial forever. Only for the study's own objective: a message
+    naming another one is not the coordinator's, and is only dropped."""
+    try:
+        spec = runtime.spec(message.study)
+        if spec.objective.name != message.objective:
+            return
+        reason = (
+            f"objective {message.objective!r} is not registered on worker "
+            f"{runtime.worker_name} (it has {runtime.registry.names()}); register it there "
+            f"(worker start --objective {message.objective}=module:function, or an entry point "
+            "of the zoomtune.objectives group)"
+        )
+        runtime.store(message.study).reject(
+            message.trial, message.attempt, runtime.worker_name, reason[:MAX_ERROR_CHARS]
+        )
+    except (StoreError, BrokerError) as exc:
+        log.warning("could not record the rejection of trial %d: %s", message.trial, exc)
 
 
 def record_result(
@@ -352,6 +374,7 @@ __all__ = [
     "WorkerRuntime",
     "execute",
     "record_result",
+    "reject_unknown_objective",
     "run_objective",
     "score_result",
 ]

@@ -2,8 +2,8 @@
 
 - the same study file (same spec): the study resumes where it was (a finished study just
   reports its result again, running nothing);
-- a different spec under the same name: refused with StudyExists, naming `coordinator delete`,
-  and nothing is written;
+- a different spec under the same name: refused with StudyExists (exit code 2, bad input),
+  naming `coordinator delete`, and nothing is written;
 - after `coordinator delete NAME --yes` the name is free for a new study.
 """
 
@@ -71,11 +71,11 @@ def test_a_different_study_under_an_existing_name_is_refused_until_deleted(rig: 
     other = rig.study_file(TOML.replace("seed = 3", "seed = 4"), "other.toml")
     refused = rig.coordinator(other, "refused")
 
-    # Then it is refused, naming how to free the name, and nothing is written
-    assert refused.wait(60) == 1
+    # Then it is refused as bad input, naming how to free the name, and nothing is written
+    assert refused.wait(60) == 2
     text = " ".join(refused.log().split())
     assert "a study named 'demo' with a different specification is already in this broker" in (text)
-    assert "(coordinator delete demo)" in text
+    assert "delete the old one: coordinator delete demo --yes" in text
     assert rig.client.dbsize() == before
     assert all(t.status is TrialStatus.COMPLETE for t in rig.trials())
 
