@@ -134,6 +134,7 @@ def test_status_shows_the_stores_counters_from_the_broker_and_from_the_run_folde
     box = spec.space.whole_box().to_dict(spec.space)
     store.write_round(lock, epoch, 1, box, [{"x": 0.25, "y": 2}, {"x": 0.75, "y": 6}])
     worker = {"worker": "w@h", "host": "h", "device": "cpu", "pid": 1}
+    worker["payload"] = {"params": {"x": 0.25, "y": 2}, "rungs": []}  # what the message says
     assert store.start(0, 1, "dead", lease=0.05, **worker).ok  # type: ignore[arg-type]
     time.sleep(0.2)
     assert [r.trial for r in store.reap(lock, epoch)] == [0]  # leases_expired
