@@ -565,22 +565,37 @@ _CANCEL = (
     _NOW
     + """
 -- Stop a study for good. Any process may run it (no lock): `coordinator cancel`.
--- KEYS: meta, events, running. ARGV: trial prefix, lease prefix, reason.
--- The study event goes first, so a coordinator reading the stream learns of the cancel before
--- it sees the trials finish. QUEUED trials fail with the reason (workers then drop their
--- messages); RUNNING trials finish normally, except those whose lease already expired.
+-- KEYS: meta, events. ARGV: reason.
+-- Only marks the study cancelled (a few commands, whatever its size): from then on no round is
+-- written, no attempt starts (workers drop the messages of its QUEUED trials) and a trial
+-- handed back fails; `_CANCEL_TRIALS` then fails the QUEUED trials a batch at a time. The
+-- study event goes first, so a coordinator reading the stream learns of the cancel before it
+-- sees the trials finish. Returns the state it found, the trial count and the epoch.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'unknown_study'} end
 if state ~= 'running' and state ~= 'cancelled' then return {'finished', state} end
-local t = now()
 if state == 'running' then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'message', ARGV[3], 'finished_at', t)
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'message', ARGV[1], 'finished_at', now())
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'study',
              'state', 'cancelled')
 end
+return {state == 'running' and 'ok' or 'again', redis.call('HGET', KEYS[1], 'trials') or '0',
+        redis.call('HGET', KEYS[1], 'epoch') or ''}
+"""
+)
+
+_CANCEL_TRIALS = (
+    _NOW
+    + """
+-- One batch of a cancel: trials first .. last - 1 of a study already marked cancelled.
+-- KEYS: meta, events, running. ARGV: trial prefix, lease prefix, reason, epoch, first, last.
+-- QUEUED trials fail with the reason; RUNNING trials finish normally, except those whose lease
+-- already expired. 'gone' when the study is no longer the cancelled one (deleted meanwhile).
+if redis.call('HGET', KEYS[1], 'state') ~= 'cancelled' then return {'gone'} end
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[4] then return {'gone'} end
+local t = now()
 local cancelled, running = 0, 0
-local total = tonumber(redis.call('HGET', KEYS[1], 'trials') or '0')
-for n = 0, total - 1 do
+for n = tonumber(ARGV[5]), tonumber(ARGV[6]) - 1 do
   local key = ARGV[1] .. n
   local h = redis.call('HMGET', key, 'status', 'attempt')
   local expired = h[1] == 'running' and redis.call('EXISTS', ARGV[2] .. n) == 0
@@ -594,9 +609,14 @@ for n = 0, total - 1 do
     running = running + 1
   end
 end
-return {state == 'running' and 'ok' or 'again', cancelled, running}
+return {'ok', cancelled, running}
 """
 )
+
+CANCEL_BATCH = 500
+"""Trials one `_CANCEL_TRIALS` call goes through: each call is short (a few ms), so cancelling
+100,000 queued trials never holds Redis for long (one script for all of them took 4.3 s, which
+stalled the heartbeats of every study on that Redis)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,6 +740,7 @@ class StudyStore:
         self._report = register(_REPORT)
         self._set_state = register(_SET_STATE)
         self._cancel = register(_CANCEL)
+        self._cancel_trials = register(_CANCEL_TRIALS)
 
     # -- coordinator: the lock ----------------------------------------------------------------
 
@@ -856,7 +877,7 @@ class StudyStore:
         )
         self._check(str(outcome))
 
-    def cancel(self, reason: str) -> Cancelled:
+    def cancel(self, reason: str, batch: int = CANCEL_BATCH) -> Cancelled:
         """Cancel the study: no round or attempt of it starts any more.
 
         Its QUEUED trials become FAILED with `reason` (workers drop their messages), and so do
@@ -864,12 +885,16 @@ class StudyStore:
         their results are recorded; a running trial handed back later fails instead of going
         back to the queue. The coordinator notices within a tick and stops. Calling it again
         on a cancelled study only cleans up trials whose lease expired since.
+
+        One short script marks the study cancelled (from then on workers and the store refuse
+        everything that could start a trial), then the trials are failed `batch` at a time,
+        one short script each, so that Redis keeps answering other clients meanwhile. Each
+        batch is a compare-and-set like every other write; a cancel cut short is finished by
+        calling it again.
         """
-        result = self._run(
-            self._cancel,
-            [self.keys.meta, self.keys.events, self.keys.running],
-            [self.keys.trial_prefix, self.keys.lease_prefix, reason],
-        )
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        result = self._run(self._cancel, [self.keys.meta, self.keys.events], [reason])
         status = str(result[0])
         if status == "unknown_study":
             raise StudyNotFound(f"no study named {self.study!r} in this broker")
@@ -877,10 +902,19 @@ class StudyStore:
             raise StoreError(
                 f"study {self.study!r} is already {result[1]}; there is nothing to cancel"
             )
+        total, epoch = int(result[1]), str(result[2])
+        cancelled = running = 0
+        keys = [self.keys.meta, self.keys.events, self.keys.running]
+        for first in range(0, total, batch):
+            last = min(total, first + batch)
+            args = [self.keys.trial_prefix, self.keys.lease_prefix, reason, epoch, first, last]
+            done = self._run(self._cancel_trials, keys, args)
+            if str(done[0]) != "ok":
+                raise StudyNotFound(f"study {self.study!r} was deleted while it was cancelled")
+            cancelled += int(done[1])
+            running += int(done[2])
         return Cancelled(
-            trials_cancelled=int(result[1]),
-            trials_running=int(result[2]),
-            already=status == "again",
+            trials_cancelled=cancelled, trials_running=running, already=status == "again"
         )
 
     # -- worker: attempts ------------------------------------------------------------------------

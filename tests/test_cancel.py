@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from common.errors import StoreError, StudyCancelled, StudyNotFound
-from common.store import CoordinatorLock, StudyStore
+from common.store import CANCEL_BATCH, CoordinatorLock, StudyStore
 from common.trial import TrialResult, TrialStatus
 from tests.test_store import open_study, start
 
@@ -129,3 +130,32 @@ def test_a_finished_or_unknown_study_cannot_be_cancelled(store: StudyStore) -> N
     store.set_state("complete", lock=lock)
     with pytest.raises(StoreError, match="already complete"):
         store.cancel(REASON)
+
+
+def test_cancelling_many_queued_trials_runs_as_short_batches(fake_client: Any) -> None:
+    # Given a study with 5,000 QUEUED trials
+    store = StudyStore(fake_client, "zoomtune:", "big")
+    lock, epoch = open_study(store)
+    store.write_round(lock, epoch, 1, {"x": [0, 1]}, [{"x": i / 5000} for i in range(5000)])
+    batches: list[tuple[int, int]] = []
+    script = store._cancel_trials
+
+    def counted(keys: list[str], args: list[Any]) -> Any:
+        assert store.meta()["state"] == "cancelled"  # marked before the first batch
+        batches.append((int(args[4]), int(args[5])))
+        return script(keys=keys, args=args)
+
+    store._cancel_trials = counted
+
+    # When it is cancelled
+    done = store.cancel(REASON)
+
+    # Then no script call went through more than one batch of trials, together all of them
+    assert CANCEL_BATCH == 500
+    assert len(batches) == 10
+    assert all(0 < last - first <= CANCEL_BATCH for first, last in batches)
+    assert [n for first, last in batches for n in range(first, last)] == list(range(5000))
+    # and the end result is that of one cancel: every trial failed with the reason
+    assert (done.trials_cancelled, done.trials_running, done.already) == (5000, 0, False)
+    trials = store.trials()
+    assert {(t.status, t.error) for t in trials} == {(TrialStatus.FAILED, REASON)}
