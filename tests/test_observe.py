@@ -267,6 +267,47 @@ def test_a_cancelled_study_stops_dispatching_and_its_coordinator_exits_3(
         store.client.close()
 
 
+def test_a_study_cancelled_while_its_round_is_published_stops_publishing(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Given a coordinator publishing a round of 20,000 trials, with no worker to take them
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(study_toml(rounds=2, trials_per_round=20_000))
+    coordinator = CoordinatorProcess(
+        study_file, tmp_path / "run", redis_server.url, tmp_path / "coord.log"
+    )
+    store = StudyStore(connect(redis_server.url), "zoomtune:", "demo")
+    queue = "zoomtune:trials.cpu"
+    try:
+        coordinator.start()
+        wait_until(
+            lambda: store.exists() and len(store.rounds()) == 1,
+            timeout=60,
+            what="round 1 to be written",
+        )
+
+        # When the study is cancelled as soon as its round is written
+        done = store.cancel("cancelled by a test")
+        cancelled_at = time.monotonic()
+
+        # Then the coordinator stops publishing within a few seconds, with exit code 3
+        assert coordinator.wait(15) == 3
+        took = time.monotonic() - cancelled_at
+        assert took < 8, f"the coordinator took {took:.1f}s to stop"
+        assert "was cancelled" in coordinator.log()
+        # ... having sent only a small part of the round, and nothing after it stopped
+        sent = int(store.client.llen(queue))
+        assert sent < 10_000, f"{sent} messages were published"
+        time.sleep(0.5)
+        assert int(store.client.llen(queue)) == sent
+        # ... and every trial failed with the reason
+        assert done.trials_cancelled == 20_000
+        assert {t.status for t in store.trials()} == {TrialStatus.FAILED}
+    finally:
+        coordinator.stop()
+        store.client.close()
+
+
 def test_cancelling_a_finished_or_unknown_study_is_an_error(finished: Finished) -> None:
     assert "already complete" in cli("cancel", "observed", "--broker", finished.url, code=1)
     assert "no study named 'nope'" in cli("cancel", "nope", "--broker", finished.url, code=1)
