@@ -74,6 +74,10 @@ DEFAULT_LAG = 0
 """`[search] lag`: how many of the latest trials a new round does not wait for (see
 `SearchSettings`); chosen on the rolling-rounds benchmark (BENCHMARKS.md)."""
 SAMPLERS = ("random", "sobol", "lhs", "grid")
+LARGE_BUDGET = 100_000
+"""A study of more trials in total is accepted with a warning (`budget_warning`): each trial is
+a message to publish, a record in Redis and a row of trials.csv, and a round of 100,000 takes
+minutes to publish."""
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -382,6 +386,20 @@ class StudySpec:
     @property
     def maximize(self) -> bool:
         return self.direction == "maximize"
+
+    def budget_warning(self, source: str = "<study>") -> str | None:
+        """A warning line when the study asks for more than `LARGE_BUDGET` trials in total
+        (a typo such as 1e8 trials is accepted otherwise); None for an ordinary budget."""
+        search = self.search
+        total = search.total_trials
+        if total <= LARGE_BUDGET:
+            return None
+        return (
+            f"{source}: [search] trials_per_round x rounds asks for {total:,} trials in total "
+            f"({search.rounds} rounds, up to {max(search.trials_per_round):,} trials each), "
+            f"more than {LARGE_BUDGET:,}: every trial is a message, a record in Redis and a row "
+            "of trials.csv; is that intended?"
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> StudySpec:

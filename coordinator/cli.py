@@ -271,6 +271,9 @@ def start(
     interrupt_on_termination()
     try:
         spec = StudySpec.from_file(study_file)
+        large = spec.budget_warning(str(study_file))
+        if large is not None:
+            click.echo(f"warning: {large}", err=True)
         settings = Settings.from_env().with_broker(broker)
         if not force:
             check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
@@ -657,6 +660,9 @@ def plan(study_file: Path, workers: int | None, broker: str | None) -> None:
         fail(exc)
     console = Console()
     console.print(plan_view(study_plan, workers or os.cpu_count() or 1))
+    large = spec.budget_warning(str(study_file))
+    if large is not None:
+        console.print(f"[yellow]warning:[/] {escape(large)}", highlight=False)
     try:
         check_visibility_timeout(settings, spec.resources.timeout)
     except ConfigError as exc:

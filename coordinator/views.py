@@ -22,6 +22,8 @@ from coordinator.report import Findings, box_text, share_text
 
 BOX_COLUMNS = 5
 """The box-by-round table shows round 1 and the last rounds, at most this many columns."""
+PLAN_TRIALS_SHOWN = 50
+"""`coordinator plan` lists at most this many of round 1's trials."""
 
 
 def status_view(record: StudyRecord, findings: Findings) -> RenderableType:
@@ -125,7 +127,13 @@ def plan_view(plan: StudyPlan, workers: int) -> RenderableType:
     parts.append(rounds)
     parts.append(Text(f"total budget: {plan.total_trials} trials in {len(plan.rounds)} rounds"))
     parts.extend(Text(line) for line in plan.early_stopping_lines())
-    parts.append(_trials_table(f"round 1's {len(plan.first_round)} trials", plan.first_round))
+    first = plan.first_round
+    shown = first[:PLAN_TRIALS_SHOWN]
+    parts.append(_trials_table(f"round 1's {len(first)} trials", shown))
+    if len(shown) < len(first):
+        parts.append(
+            Text(f"... and {len(first) - len(shown)} more (the first {len(shown)} are shown)")
+        )
     worker_seconds = plan.worker_seconds()
     wall = plan.wall_seconds(workers)
     if worker_seconds is None or wall is None:

@@ -180,3 +180,55 @@ def test_plan_shows_the_early_stopping_rule_and_where_its_rungs_can_be(tmp_path:
     assert "a rung at every reported step from 5 on" in plan(tmp_path, median)[1]
     off = study_toml() + '\n[early_stopping]\nrule = "none"\n'
     assert "early stopping: none" in plan(tmp_path, off)[1]
+
+
+def test_plan_lists_at_most_50_of_round_1s_trials_and_says_how_many_more(tmp_path: Path) -> None:
+    code, out = plan(tmp_path, study_toml(rounds=1, trials_per_round=200))
+
+    assert code == 0, out
+    assert "round 1's 200 trials" in out
+    assert "... and 150 more (the first 50 are shown)" in out
+    indices = [line.split()[1] for line in out.splitlines() if line.startswith("│")]
+    assert "49" in indices
+    assert "50" not in indices
+
+
+def test_plan_warns_on_a_huge_budget_naming_the_total_and_the_field(tmp_path: Path) -> None:
+    code, out = plan(tmp_path, study_toml(rounds=1000, trials_per_round=1000))
+
+    assert code == 0, out  # a warning, not a refusal
+    warning = " ".join(out[out.index("warning:") :].split())
+    assert "[search] trials_per_round x rounds asks for 1,000,000 trials in total" in warning
+    assert "more than 100,000" in warning
+
+
+def test_an_ordinary_budget_gets_no_warning(tmp_path: Path) -> None:
+    toml = study_toml(rounds=10, trials_per_round=10_000)  # 100,000: the limit itself
+    assert StudySpec.from_toml(toml).budget_warning() is None
+    code, out = plan(tmp_path, study_toml(rounds=2, trials_per_round=8))
+    assert code == 0, out
+    assert "trials in total" not in out
+
+
+def test_the_huge_budget_warning_names_the_study_file() -> None:
+    spec = StudySpec.from_toml(study_toml(rounds=2, trials_per_round=[100_000, 5]))
+    warning = spec.budget_warning("study.toml")
+    assert warning is not None
+    assert warning.startswith("study.toml: [search] trials_per_round x rounds asks for 100,005")
+    assert "up to 100,000 trials each" in warning
+
+
+def test_start_warns_on_a_huge_budget_before_anything_else(tmp_path: Path) -> None:
+    study_file = tmp_path / "study.toml"
+    toml = study_toml(objective="nosuch-objective", rounds=1000, trials_per_round=200)
+    study_file.write_text(toml)
+    result = CliRunner().invoke(
+        main,
+        ["start", str(study_file), "--run-dir", str(tmp_path / "run")],
+        env={"ZOOMTUNE_BROKER_URL": None},
+        catch_exceptions=False,
+    )
+    # (refused afterwards for its objective, so that nothing starts)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"warning: {study_file}: [search] trials_per_round x rounds asks for 200,000" in text
