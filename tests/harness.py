@@ -34,6 +34,15 @@ def wait_until(
         time.sleep(interval)
 
 
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead and waiting for its parent, does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def objective_option(name: str) -> str:
     """`--objective` value registering tests/objectives.py:NAME under NAME."""
     return f"{name}={TEST_OBJECTIVES}:{name}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.embedded import RedisServer, RunFolderLock
-from tests.harness import CoordinatorProcess, study_toml, wait_until
+from tests.harness import CoordinatorProcess, alive, study_toml, wait_until
 
 pytestmark = [
     pytest.mark.redis,
@@ -54,15 +54,6 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie, dead and waiting for its parent, does not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def coordinator(tmp_path: Path, name: str, toml: str = TOML) -> CoordinatorProcess:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, wait_until
+from tests.harness import REPO, alive, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -53,14 +53,6 @@ def middle(tmp_path: Path, how: str) -> int:
         check=True,
     )
     return int(done.stdout.split()[0])
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 @pytest.mark.parametrize("how", ["env", "pdeathsig"])
