@@ -116,6 +116,9 @@ class CoarseToFine:
         self._asked: list[list[dict[str, ParamValue]]] = []
         self._narrowings: list[_Narrowing] = []
         self._scores: dict[int, float | None] = {}
+        self._told_in_round: list[int] = [0] * len(sizes)
+        self._told_prefix = 0
+        """Every trial numbered below this is told (so `can_ask` costs no scan)."""
 
     @property
     def spec(self) -> StudySpec:
@@ -182,9 +185,9 @@ class CoarseToFine:
 
     def round_told(self, round_number: int) -> bool:
         first = self.first_trial(round_number)
-        return round_number <= self.rounds_asked and all(
-            n in self._scores for n in range(first, self._firsts[round_number])
-        )
+        if round_number > self.rounds_asked:
+            return False
+        return self._told_in_round[round_number - 1] == self._firsts[round_number] - first
 
     # -- one round at a time ---------------------------------------------------------------------
 
@@ -237,7 +240,7 @@ class CoarseToFine:
                 )
             scores.append(_score(score, round_number, i))
         for i, score in enumerate(scores):
-            self._scores[first + i] = score
+            self._record(first + i, score)
 
     # -- rolling ---------------------------------------------------------------------------------
 
@@ -246,7 +249,7 @@ class CoarseToFine:
         following = self.rounds_asked + 1
         if following > self._spec.search.rounds:
             return False
-        return all(n in self._scores for n in self.reference(following))
+        return self._told_prefix >= len(self.reference(following))
 
     def ask_next(self) -> list[dict[str, ParamValue]]:
         """Ask the next round (rounds_asked + 1) while earlier rounds may still be running.
@@ -274,7 +277,7 @@ class CoarseToFine:
         if number in self._scores:
             raise MessageError(f"trial {number} is already told")
         round_number = self._round_of(number)
-        self._scores[number] = _score(score, round_number, number - self.first_trial(round_number))
+        self._record(number, _score(score, round_number, number - self.first_trial(round_number)))
 
     @classmethod
     def replay(cls, spec: StudySpec, history: Iterable[Told]) -> CoarseToFine:
@@ -311,6 +314,12 @@ class CoarseToFine:
         return search
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _record(self, number: int, score: float | None) -> None:
+        self._scores[number] = score
+        self._told_in_round[self._round_of(number) - 1] += 1
+        while self._told_prefix in self._scores:
+            self._told_prefix += 1
 
     def _oldest_pending(self) -> int | None:
         for round_number in range(1, self.rounds_asked + 1):
