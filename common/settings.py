@@ -37,18 +37,29 @@ from __future__ import annotations
 import math
 import os
 import ssl
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from common.errors import ConfigError
 from common.names import KEY_PREFIX
 from common.redact import redact_url as redact_url  # where the code has always found it
 
+QueueKind = Literal["cpu", "gpu"]
+"""The resource kinds a study runs on (`[resources] queue`) and a worker consumes (`--queues`)."""
+
 QUEUES: Mapping[str, str] = {"cpu": "trials.cpu", "gpu": "trials.gpu"}
 """Resource kind -> the Celery queue its trials go to."""
+
+
+def worker_command(*args: str) -> list[str]:
+    """The `worker` command line run with this Python: the embedded default's workers, a GPU
+    worker's slots and `worker gpus` run as subprocesses (the one place naming the module)."""
+    return [sys.executable, "-m", "workers.cli", *args]
+
 
 TASK_NAME = "zoomtune.run_trial"
 """The one Celery task; the coordinator sends it by name and never imports the workers."""

@@ -54,12 +54,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from common.errors import ConfigError
 from common.names import ENTRYPOINT, OBJECTIVE_NAME, PARAMETER_NAME, STUDY_NAME
+from common.settings import QueueKind
 from common.space import (
     ChoiceParameter,
     FloatParameter,
@@ -69,11 +70,12 @@ from common.space import (
     SearchSpace,
 )
 
-QUEUES = ("cpu", "gpu")
 DEFAULT_LAG = 0
 """`[search] lag`: how many of the latest trials a new round does not wait for (see
 `SearchSettings`); chosen on the rolling-rounds benchmark (BENCHMARKS.md)."""
-SAMPLERS = ("random", "sobol", "lhs", "grid")
+SamplerName = Literal["random", "sobol", "lhs", "grid"]
+"""The sampler names `[search] sampler` may give (see `coordinator.sampling`)."""
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 LARGE_BUDGET = 100_000
 """A study of more trials in total is accepted with a warning (`budget_warning`): each trial is
 a message to publish, a record in Redis and a row of trials.csv, and a round of 100,000 takes
@@ -150,7 +152,7 @@ class _ObjectiveSection(_Section):
 
 
 class _SearchSection(_Section):
-    sampler: Literal["random", "sobol", "lhs", "grid"] = "sobol"
+    sampler: SamplerName = "sobol"
     rounds: Annotated[int, Field(ge=1, le=1000)] = 4
     trials_per_round: Any = 16  # int | list[int], checked below for a clear message
     top_k: Any = "auto"  # int | float | "auto", checked below
@@ -189,7 +191,7 @@ class _SearchSection(_Section):
 
 
 class _ResourcesSection(_Section):
-    queue: Literal["cpu", "gpu"] = "cpu"
+    queue: QueueKind = "cpu"
     timeout: str | float = "1h"
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     heartbeat: str | float = "5s"

@@ -36,7 +36,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ import redis
 
 from common.errors import BrokerError, RunFolderInUse, WorkersExited
 from common.lifeline import PARENT_PID_ENV, die_with_parent
+from common.settings import worker_command
 
 READY_TIMEOUT = 15.0
 """Seconds a new redis-server gets to answer PING."""
@@ -328,7 +328,7 @@ class LocalWorkers:
     _log_start: int = field(default=0, repr=False)
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "workers.cli", "start", "--queues", ",".join(self.queues)]
+        command = worker_command("start", "--queues", ",".join(self.queues))
         if self.gpus is None or "cpu" in self.queues:  # with GPUs it sizes only the CPU slot
             command += ["--concurrency", str(self.concurrency)]
         if self.gpus is not None:
@@ -404,7 +404,7 @@ def local_gpus(timeout: float = 60.0) -> tuple[list[str], str]:
     why there are none when the list is empty (from `worker gpus`, run as a subprocess)."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "gpus"],
+            worker_command("gpus"),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -27,9 +27,7 @@ from scipy.stats import qmc
 
 from common.errors import ConfigError
 from common.space import Box, ParamValue, SearchSpace
-
-METHODS = ("random", "sobol", "lhs", "grid")
-"""The sampler names a study file may give in `[search] sampler`."""
+from common.study import SAMPLERS
 
 UnitPoints = npt.NDArray[np.float64]
 
@@ -104,8 +102,8 @@ def unit_points(method: str, n: int, d: int, rng: np.random.Generator) -> UnitPo
         return lhs_points(n, d, rng)
     if method == "grid":
         return grid_points(n, d, rng)
-    close = difflib.get_close_matches(method, METHODS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {list(METHODS)!r}"
+    close = difflib.get_close_matches(method, SAMPLERS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {list(SAMPLERS)!r}"
     raise ConfigError(f"unknown sampler {method!r}{hint}")
 
 

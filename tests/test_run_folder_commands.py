@@ -20,7 +20,7 @@ import pytest
 
 from common.settings import Settings
 from common.study import StudySpec
-from coordinator.cli import _delete_command, _print_outcome
+from coordinator.launch import delete_command, print_outcome
 from coordinator.rounds import StudyOutcome
 from tests.harness import REPO, CoordinatorProcess, study_toml
 
@@ -135,10 +135,10 @@ def test_a_study_that_stays_failed_or_cancelled_says_how_to_start_it_afresh(
 ) -> None:
     spec = StudySpec.from_toml(TOML)
     outcome = StudyOutcome(state, "round 1: 0 completed trials", None)
-    embedded = _delete_command("demo", Path("runs/demo"), Settings())
-    _print_outcome(spec, outcome, Path("runs/demo"), embedded)
+    embedded = delete_command("demo", Path("runs/demo"), Settings())
+    print_outcome(spec, outcome, Path("runs/demo"), embedded)
     text = words(capsys.readouterr().out)
     assert f"the study stays {state}; to run it afresh: " in text
     assert "coordinator delete demo --run-dir runs/demo --yes, then start it again" in text
-    cluster = _delete_command("demo", Path("runs/demo"), Settings(broker_url="redis://h:6379/0"))
+    cluster = delete_command("demo", Path("runs/demo"), Settings(broker_url="redis://h:6379/0"))
     assert cluster == "coordinator delete demo --yes"

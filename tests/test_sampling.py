@@ -30,7 +30,8 @@ from common.space import (
     Scale,
     SearchSpace,
 )
-from coordinator.sampling import METHODS, grid_levels, sample, unit_points
+from common.study import SAMPLERS
+from coordinator.sampling import grid_levels, sample, unit_points
 
 # --- strategies: random spaces and boxes inside them ----------------------------------------
 
@@ -112,7 +113,7 @@ MIXED = SearchSpace(
 # --- the contract every sampler keeps --------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", SAMPLERS)
 class TestEverySampler:
     @settings(max_examples=60, deadline=None)
     @given(data=st.data())

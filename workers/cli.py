@@ -35,10 +35,11 @@ from celery import signals
 
 from common.broker import wait_for_broker
 from common.celery_app import describe_broker, make_celery
-from common.errors import ConfigError, GpuError, ZoomtuneError
+from common.errors import ConfigError, GpuError
+from common.exits import ExitCode, exits_on_error
 from common.lifeline import watch_parent_from_env
-from common.redact import RedactingFormatter, install_redacting_excepthook, redact_url
-from common.settings import QUEUES, Settings
+from common.redact import RedactingFormatter, install_redacting_excepthook
+from common.settings import QUEUES, Settings, worker_command
 from workers.execute import WorkerRuntime
 from workers.gpus import GpuRequest, discover_gpus, pinned_env, resolve_gpus
 from workers.registry import ObjectiveRegistry
@@ -87,18 +88,6 @@ def touch_on_heartbeat(path: Path) -> None:
     # Celery only emits heartbeat_sent if a receiver is connected before the worker starts.
     signals.worker_ready.connect(touch, weak=False)
     signals.heartbeat_sent.connect(touch, weak=False)
-
-
-class BadInput(click.ClickException):
-    """Bad input (a malformed broker URL, a bad setting): exit code 2, like the coordinator."""
-
-    exit_code = 2
-
-
-def cli_error(exc: ZoomtuneError) -> click.ClickException:
-    """A zoomtune error as click's, passwords hidden: exit 2 for bad input, 1 otherwise."""
-    kind = BadInput if isinstance(exc, ConfigError) else click.ClickException
-    return kind(redact_url(str(exc)))
 
 
 @click.group()
@@ -175,6 +164,7 @@ def main() -> None:
     help="Seconds to keep trying while the broker refuses this worker (wrong or missing "
     "password, failed certificate check) before exiting 1 ($ZOOMTUNE_REFUSED_TIMEOUT).",
 )
+@exits_on_error
 def start(
     broker: str | None,
     queues: str | None,
@@ -199,23 +189,20 @@ def start(
     try:
         watch_parent_from_env()  # the embedded default's workers end with their coordinator
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        request = GpuRequest.parse(gpus or "none")
-        queue_kinds = parse_queues(queues or ("gpu" if request.wants_gpus else "cpu"))
-        check_gpu_options(request, queue_kinds, concurrency, trials_per_gpu)
-        settings = Settings.from_env().with_broker(broker)
-        if settings.broker_url is None:
-            raise click.UsageError("no broker: pass --broker URL or set ZOOMTUNE_BROKER_URL")
-        extra = dict(ObjectiveRegistry.parse_option(o) for o in objectives)
-        registry = ObjectiveRegistry.build(extra)
-        node = name or f"zoomtune-{os.getpid()}@{socket.gethostname()}"
-        gpu_ids = gpus_to_pin(request, queue_kinds)
-        wait_for_broker(
-            settings.broker_url, None, refused_timeout=refused_timeout, on_retry=log.warning
-        )
-    except ZoomtuneError as exc:
-        raise cli_error(exc) from exc
+        raise ConfigError(str(exc)) from exc
+    request = GpuRequest.parse(gpus or "none")
+    queue_kinds = parse_queues(queues or ("gpu" if request.wants_gpus else "cpu"))
+    check_gpu_options(request, queue_kinds, concurrency, trials_per_gpu)
+    settings = Settings.from_env().with_broker(broker)
+    if settings.broker_url is None:
+        raise click.UsageError("no broker: pass --broker URL or set ZOOMTUNE_BROKER_URL")
+    extra = dict(ObjectiveRegistry.parse_option(o) for o in objectives)
+    registry = ObjectiveRegistry.build(extra)
+    node = name or f"zoomtune-{os.getpid()}@{socket.gethostname()}"
+    gpu_ids = gpus_to_pin(request, queue_kinds)
+    wait_for_broker(
+        settings.broker_url, None, refused_timeout=refused_timeout, on_retry=log.warning
+    )
     if gpu_ids:
         slots_on_gpus = len(gpu_ids) * (trials_per_gpu or 1)
         cpu_processes = 0
@@ -259,14 +246,9 @@ def run_celery_worker(
     health_file: Path | None = None,
 ) -> int:
     """One Celery worker in this process: `concurrency` pool processes on `queue_kinds`."""
-    try:
-        runtime = WorkerRuntime(
-            settings=settings, registry=registry, worker_name=node, device=device
-        )
-        app = make_celery(settings)
-        register_tasks(app, runtime)
-    except ZoomtuneError as exc:
-        raise cli_error(exc) from exc
+    runtime = WorkerRuntime(settings=settings, registry=registry, worker_name=node, device=device)
+    app = make_celery(settings)
+    register_tasks(app, runtime)
     processes = concurrency or os.cpu_count() or 1
     if health_file is not None:
         touch_on_heartbeat(health_file)
@@ -345,10 +327,7 @@ def slot_command(
     (the supervisor restarts slots that die)."""
     left, at, right = node.partition("@")
     command = [
-        sys.executable,
-        "-m",
-        "workers.cli",
-        "start",
+        *worker_command("start"),
         "--gpus",
         "none",
         "--queues",
@@ -378,6 +357,7 @@ def slot_env(slot: Slot, broker_url: str) -> dict[str, str]:
 
 
 @main.command()
+@exits_on_error
 def gpus() -> None:
     """List the GPUs `worker start --gpus all` would use (exit code 1 when there are none)."""
     try:
@@ -388,7 +368,7 @@ def gpus() -> None:
             lines = [gpu.describe() for gpu in discover_gpus()]
     except GpuError as exc:
         click.echo(f"no GPU: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
     click.echo("\n".join(lines))
 
 
@@ -401,6 +381,7 @@ def gpus() -> None:
     show_default=True,
     help="Seconds since the last heartbeat after which the worker counts as stuck.",
 )
+@exits_on_error
 def health(health_file: Path, max_age: float) -> None:
     """Exit 0 if the worker that writes HEALTH_FILE sent a heartbeat within --max-age seconds.
 
@@ -410,10 +391,10 @@ def health(health_file: Path, max_age: float) -> None:
         age = time.time() - health_file.stat().st_mtime
     except FileNotFoundError:
         click.echo(f"unhealthy: {health_file} does not exist (worker not ready yet?)", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
     if age > max_age:
         click.echo(f"unhealthy: last heartbeat {age:.0f}s ago (limit {max_age:g}s)", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
     click.echo(f"healthy: last heartbeat {age:.1f}s ago")
 
 

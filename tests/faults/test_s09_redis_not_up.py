@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from common.broker import wait_for_broker
 from common.errors import BrokerError
-from coordinator.cli import wait_for_broker
 from coordinator.embedded import RedisServer, free_port
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import REPO, study_toml
