@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from common.study import EarlyStopping
+from common.study_settings import EarlyStopping
 from common.trial import MAX_RUNGS, Rung, Trial, TrialStatus, sorted_curve, value_at
 
 MIN_RANK_CORRELATION = 0.5

@@ -27,7 +27,7 @@ from scipy.stats import qmc
 
 from common.errors import ConfigError
 from common.space import Box, ParamValue, SearchSpace
-from common.study import SAMPLERS
+from common.study_settings import SAMPLERS
 
 UnitPoints = npt.NDArray[np.float64]
 

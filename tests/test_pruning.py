@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.study import EarlyStopping
+from common.study_settings import EarlyStopping
 from common.trial import Rung, TrialStatus, pruned_at, sorted_curve, value_at
 from coordinator.pruning import ReferenceCurve, halving_steps, rung_steps, rungs_for
 

@@ -30,7 +30,7 @@ from common.space import (
     Scale,
     SearchSpace,
 )
-from common.study import SAMPLERS
+from common.study_settings import SAMPLERS
 from coordinator.sampling import grid_levels, sample, unit_points
 
 # --- strategies: random spaces and boxes inside them ----------------------------------------

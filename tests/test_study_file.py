@@ -8,7 +8,8 @@ import pytest
 
 from common.errors import ConfigError
 from common.space import ChoiceParameter, FloatParameter, IntParameter, Scale
-from common.study import EarlyStopping, SearchSettings, StudySpec
+from common.study import StudySpec
+from common.study_settings import EarlyStopping, SearchSettings
 
 SOURCE = "study.toml"
 
