@@ -18,7 +18,8 @@ from common.trial import Trial, TrialStatus
 from coordinator.export import RoundSummary, StudyRecord
 from coordinator.plan import StudyPlan
 from coordinator.progress import duration_text
-from coordinator.report import Findings, box_text, share_text
+from coordinator.report import Findings
+from coordinator.report_html import box_text, share_text
 
 BOX_COLUMNS = 5
 """The box-by-round table shows round 1 and the last rounds, at most this many columns."""

@@ -25,7 +25,7 @@ from common.trial import TrialResult, TrialStatus
 from coordinator.cli import main
 from coordinator.embedded import RedisServer, free_port
 from coordinator.export import StudyRecord, write_run_dir
-from coordinator.report import FUNNEL_PNG, HISTORY_PNG, IMPORTANCE_PNG
+from coordinator.report_html import FUNNEL_PNG, HISTORY_PNG, IMPORTANCE_PNG
 from tests.harness import (
     CoordinatorProcess,
     WorkerProcess,
