@@ -44,8 +44,9 @@ from common.celery_app import make_celery
 from common.settings import Settings
 from common.store import StudyStore, connect
 from common.study import StudySpec
-from coordinator.embedded import LocalWorkers, RedisServer
+from coordinator.embedded import LocalWorkers
 from coordinator.progress import LogProgress
+from coordinator.redis_server import RedisServer
 from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ echo "== GPUs that worker start --gpus all will use"
 python3 -m workers.cli gpus | tee "$out/gpus.txt"
 python3 -c "import torch; assert torch.cuda.is_available(), 'torch ' + torch.__version__ + ' sees no GPU'; print('torch', torch.__version__, 'on', torch.cuda.get_device_name(0))"
 
-port=$(python3 -c "from coordinator.embedded import free_port; print(free_port())")
-redis_server=$(python3 -c "from coordinator.embedded import find_redis_server; print(find_redis_server())")
+port=$(python3 -c "from coordinator.redis_server import free_port; print(free_port())")
+redis_server=$(python3 -c "from coordinator.redis_server import find_redis_server; print(find_redis_server())")
 "$redis_server" --port "$port" --bind 127.0.0.1 --dir "$out" --save "" --appendonly yes \
     --maxmemory-policy noeviction --daemonize no >"$out/redis.log" 2>&1 &
 redis_pid=$!

@@ -48,8 +48,9 @@ from common.settings import QUEUES, Settings
 from common.store import StudyStore, connect
 from common.study import StudySpec
 from common.trial import TrialStatus
-from coordinator.embedded import LocalWorkers, RedisServer
+from coordinator.embedded import LocalWorkers
 from coordinator.progress import LogProgress
+from coordinator.redis_server import RedisServer
 from coordinator.rounds import CeleryDispatcher, RoundLoop
 
 REPO = Path(__file__).resolve().parent.parent

@@ -80,7 +80,8 @@ from common.settings import Settings
 from common.store import StudyStore, connect
 from common.study import StudySpec
 from common.trial import TrialStatus
-from coordinator.embedded import LocalWorkers, RedisServer
+from coordinator.embedded import LocalWorkers
+from coordinator.redis_server import RedisServer
 from workers.objectives.training import CURVES, epoch_seconds
 
 REPO = Path(__file__).resolve().parent.parent

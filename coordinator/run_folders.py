@@ -3,7 +3,7 @@
 `status`, `report`, `export`, `cancel` and `delete` take `--run-dir DIR`, else the broker (when
 one is given), else runs/STUDY, else the only run folder under runs/. A run folder is read from
 its study.json; a command that must write (cancel, delete) starts a private redis-server on the
-folder's data for the command (`coordinator.embedded.run_folder_broker`).
+folder's data for the command (`coordinator.redis_server.run_folder_broker`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import NoReturn
 from common.errors import ConfigError, StudyNotFound
 from common.settings import Settings
 from common.store import StudyStore, connect, list_studies
-from coordinator.embedded import holds_study_data, run_folder_broker
 from coordinator.export import StudyRecord
+from coordinator.redis_server import holds_study_data, run_folder_broker
 
 RUNS = Path("runs")
 """Where `coordinator start` puts run folders by default: runs/<study name>."""

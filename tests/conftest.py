@@ -12,7 +12,7 @@ import redis
 from hypothesis import HealthCheck, settings
 
 from common.store import StudyStore, connect
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")

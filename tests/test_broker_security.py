@@ -31,7 +31,7 @@ from common.errors import BrokerError, ConfigError
 from common.settings import Settings, redact_url, redis_acl_rules
 from common.store import TransientRetry
 from coordinator.cli import main as coordinator_main
-from coordinator.embedded import RedisServer, find_redis_server, free_port
+from coordinator.redis_server import RedisServer, find_redis_server, free_port
 from tests.faults.invariants import live_group_members
 from tests.harness import (
     CoordinatorProcess,

@@ -25,8 +25,8 @@ from common.redact import RedactingFormatter, print_redacted_exception, redact_u
 from common.settings import Settings
 from common.store import MISSING_CREDENTIALS
 from coordinator import cli as coordinator_cli
-from coordinator.embedded import RedisServer, free_port
 from coordinator.progress import LogProgress, notes_from_logging
+from coordinator.redis_server import RedisServer, free_port
 from coordinator.rounds import StudyOutcome
 from tests.harness import REPO, study_toml
 

@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from common.settings import Settings, redis_acl_rules
 from common.study import StudySpec
 from coordinator.cli import main as coordinator_main
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 from tests.harness import WorkerProcess, wait_until
 from workers.cli import main as worker_main
 from workers.registry import BUILTINS

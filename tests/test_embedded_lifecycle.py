@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.embedded import RedisServer, RunFolderLock
+from coordinator.redis_server import RedisServer, RunFolderLock
 from tests.harness import CoordinatorProcess, alive, study_toml, wait_until
 
 pytestmark = [

@@ -16,7 +16,7 @@ import pytest
 from common.space import Box
 from common.store import StudyStore, connect
 from common.trial import TrialStatus
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 from tests.harness import (
     TEST_OBJECTIVES,
     CoordinatorProcess,

@@ -19,7 +19,7 @@ import pytest
 
 from common.store import StudyStore, connect
 from common.trial import Trial, TrialStatus
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 from tests.harness import (
     TEST_OBJECTIVES,
     CoordinatorProcess,

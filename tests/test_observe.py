@@ -23,8 +23,8 @@ from common.store import COUNTERS, StudyStore, connect
 from common.study import StudySpec
 from common.trial import TrialResult, TrialStatus
 from coordinator.cli import main
-from coordinator.embedded import RedisServer, free_port
 from coordinator.export import StudyRecord, write_run_dir
+from coordinator.redis_server import RedisServer, free_port
 from coordinator.report_html import FUNNEL_PNG, HISTORY_PNG, IMPORTANCE_PNG
 from tests.harness import (
     CoordinatorProcess,

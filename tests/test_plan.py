@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from common.store import connect
 from common.study import StudySpec
 from coordinator.cli import main
-from coordinator.embedded import RedisServer
 from coordinator.plan import StudyPlan
+from coordinator.redis_server import RedisServer
 from coordinator.search import CoarseToFine
 from tests.harness import study_toml
 

@@ -29,7 +29,7 @@ from common.settings import QUEUES, TASK_NAME, Settings
 from common.store import Keys, StudyStore
 from common.study import StudySpec
 from common.trial import TrialResult, TrialStatus
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 from tests.faults.invariants import live_group_members
 from tests.harness import (
     CoordinatorProcess,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.store import connect
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import ProcessRig
 from tests.faults.worker_rig import WorkerRig
 

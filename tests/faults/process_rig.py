@@ -21,8 +21,8 @@ from common.errors import StudyNotFound
 from common.store import StudyStore, canonical_json, connect
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus, pruned_at
-from coordinator.embedded import RedisServer
 from coordinator.pruning import ReferenceCurve, rungs_for
+from coordinator.redis_server import RedisServer
 from coordinator.search import CoarseToFine
 from tests.faults.invariants import check_invariants
 from tests.harness import CoordinatorProcess, WorkerProcess, objective_option

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from common.trial import TrialStatus
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import study_toml, wait_until
 

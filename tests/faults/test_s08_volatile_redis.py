@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from common.store import connect
-from coordinator.embedded import RedisServer
 from coordinator.launch import persistence_warnings
+from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import FAST_RESOURCES, PREFIX, ProcessRig
 from tests.harness import study_toml, wait_until
 

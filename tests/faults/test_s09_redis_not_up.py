@@ -17,7 +17,7 @@ import pytest
 
 from common.broker import wait_for_broker
 from common.errors import BrokerError
-from coordinator.embedded import RedisServer, free_port
+from coordinator.redis_server import RedisServer, free_port
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import REPO, study_toml
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from common.store import connect
 from coordinator.cli import main
-from coordinator.embedded import RedisServer
+from coordinator.redis_server import RedisServer
 from tests.harness import study_toml
 
 pytestmark = [pytest.mark.redis]

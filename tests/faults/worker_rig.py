@@ -24,8 +24,8 @@ from common.settings import Settings
 from common.store import StudyStore
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus
-from coordinator.embedded import RedisServer
 from coordinator.progress import LogProgress
+from coordinator.redis_server import RedisServer
 from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop, StudyOutcome
 from tests.harness import WorkerProcess, objective_option, wait_until
 
