@@ -44,10 +44,11 @@ from common.celery_app import make_celery
 from common.settings import Settings
 from common.store import StudyStore, connect
 from common.study import StudySpec
+from coordinator.dispatcher import CeleryDispatcher
 from coordinator.embedded import LocalWorkers
 from coordinator.progress import LogProgress
 from coordinator.redis_server import RedisServer
-from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop
+from coordinator.rounds import LoopSettings, RoundLoop
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -48,10 +48,11 @@ from common.settings import QUEUES, Settings
 from common.store import StudyStore, connect
 from common.study import StudySpec
 from common.trial import TrialStatus
+from coordinator.dispatcher import CeleryDispatcher
 from coordinator.embedded import LocalWorkers
 from coordinator.progress import LogProgress
 from coordinator.redis_server import RedisServer
-from coordinator.rounds import CeleryDispatcher, RoundLoop
+from coordinator.rounds import RoundLoop
 
 REPO = Path(__file__).resolve().parent.parent
 STARTS_KEY = "zoomtune:bench:starts"

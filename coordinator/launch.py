@@ -24,11 +24,12 @@ from common.objectives import BUILTIN_OBJECTIVES
 from common.settings import Settings
 from common.store import StudyStore, connect
 from common.study import StudySpec
+from coordinator.dispatcher import CeleryDispatcher
 from coordinator.embedded import LocalWorkers, local_gpus
 from coordinator.export import StudyRecord, write_run_dir
 from coordinator.progress import StudyProgress
 from coordinator.redis_server import embedded_broker
-from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop, StudyOutcome
+from coordinator.rounds import LoopSettings, RoundLoop, StudyOutcome
 
 
 class Interrupted(KeyboardInterrupt):

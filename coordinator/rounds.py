@@ -1,3 +1,4 @@
+# Over 400 lines: one class shares the loop's state; its decisions are in coordinator/decide.py.
 """The distributed round loop around `CoarseToFine`: store -> dispatch -> collect -> tell.
 
 ```
@@ -22,12 +23,10 @@ it replays the finished rounds into a fresh `CoarseToFine`, re-attaches to the r
 and carries on. Because the search is a pure function of the seed and the scores, the study is
 the same whether it ran with 1 worker or 40, in any finish order, with or without crashes.
 
-It does the same without being killed whenever Redis restarted (its run_id changed) or was
-unreachable: a Redis that crashed may come back from its AOF without its last second of writes
-(a result, a round), so what the loop holds in memory may be ahead of the store. It throws its
-state away and resumes from the store, which redoes whatever was lost: a lost round is written
-again with the same trials, a lost result is run again. For one lease after such a resync the
-reaper waits, so that workers whose trials ran through the outage can renew their leases.
+It does the same without being killed whenever Redis restarted or was unreachable
+(`coordinator.outage`). What it decides (what the events mean, what to send again, when a round
+failed) are pure functions in `coordinator.decide`; this module is the I/O around them, kept in
+one class because the loop's state (trials in flight, the event position) is shared by all of it.
 """
 
 from __future__ import annotations
@@ -36,14 +35,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
-import redis
-from celery import Celery
-
-from common.celery_app import PUBLISH_RETRY_POLICY
 from common.errors import (
-    BrokerError,
     LeaseLost,
     StoreError,
     StudyCancelled,
@@ -51,10 +45,19 @@ from common.errors import (
     TrialRejected,
     ZoomtuneError,
 )
-from common.settings import QUEUES, TASK_NAME
-from common.store import CoordinatorLock, Event, RoundRecord, StudyStore, is_refused
+from common.settings import QUEUES
+from common.store import CoordinatorLock, Event, RoundRecord, StudyStore
 from common.study import StudySpec
-from common.trial import Rung, Trial, TrialMessage, TrialStatus
+from common.trial import Rung, Trial, TrialStatus
+from coordinator.decide import (
+    empty_round,
+    idle_too_long,
+    lost_messages,
+    must_resend,
+    read_news,
+)
+from coordinator.dispatcher import Dispatcher, TrialSender
+from coordinator.outage import REDIS_DOWN, RedisWatch, Resync, check_answered_in_time
 from coordinator.progress import StudyProgress
 from coordinator.pruning import ReferenceCurve, rungs_for
 from coordinator.search import CoarseToFine
@@ -62,75 +65,10 @@ from coordinator.search import CoarseToFine
 log = logging.getLogger("zoomtune.coordinator")
 
 
-SLOW_ANSWER_SECONDS = 2.0
-"""A single Redis command that takes this much longer than asked means an outage or a pause."""
-
 EVENT_BATCH_SECONDS = 0.02
 """After a read that found events, the loop lets this long pass before it reads again, so that
 one read (and one re-read of the changed trials) takes in the news of many trials at once
 rather than one read per trial; a result is noticed at most this much later."""
-
-CANCEL_CHECK_SECONDS = 0.2
-"""While it publishes many messages (a round of 100,000 trials takes minutes), the loop reads
-the study's state this often, and stops at once when the study was cancelled: one read per
-0.2 s, not one per message."""
-
-
-class _Resync(Exception):
-    """Redis restarted or was unreachable: what the loop holds may be ahead of the store."""
-
-
-class Dispatcher(Protocol):
-    """Sends trial messages to workers; the loop never talks to Celery directly."""
-
-    def send(self, message: TrialMessage, queue: str, timeout: float) -> None: ...
-
-    def queue_length(self, queue: str) -> int: ...
-
-
-ARGS_REPR_CHARS = 1024
-"""Celery's own cap on the argument text it shows (Flower, task events)."""
-
-
-class CeleryDispatcher:
-    """Publishes `zoomtune.run_trial` tasks by name (the coordinator never imports workers)."""
-
-    def __init__(self, app: Celery, store: StudyStore, prefix: str) -> None:
-        self._app = app
-        self._client = store.client
-        self._prefix = prefix
-        self._producer: Any = None
-
-    def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
-        # The soft limit raises inside the objective (a clean FAILED "timeout"); the hard limit,
-        # a little later, kills a trial that ignores it.
-        if self._producer is None:
-            # One producer for the whole study: acquiring one per message doubles its cost.
-            self._producer = self._app.producer_pool.acquire(block=True)
-        args = [message.to_dict()]
-        self._app.send_task(
-            TASK_NAME,
-            producer=self._producer,
-            args=args,
-            # What Flower shows of the arguments. Celery would build it with its own saferepr,
-            # a tenth of the coordinator's CPU per trial (measured: 0.3 of 2.7 ms); a message is
-            # a few scalars (at most 64 KiB), so a plain repr is safe and shows the same.
-            argsrepr=repr(args)[:ARGS_REPR_CHARS],
-            kwargsrepr="{}",
-            queue=queue,
-            soft_time_limit=timeout,
-            time_limit=timeout + max(5.0, 0.05 * timeout),
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
-
-    def queue_length(self, queue: str) -> int:
-        return int(self._client.llen(f"{self._prefix}{queue}"))
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.release()
-            self._producer = None
 
 
 @dataclass(frozen=True)
@@ -177,13 +115,12 @@ class RoundLoop:
         self.on_round = on_round or (lambda: None)
         self.watch = watch or (lambda: None)
         self.queue = QUEUES[spec.resources.queue]
+        self._sender = TrialSender(spec, store, dispatcher, self.queue)
         self._last_event = "0-0"
-        self._run_id = ""
-        self._outage_since: float | None = None
+        self._redis = RedisWatch(store, progress, self.settings.outage_limit, self.settings.tick)
         self._last_start = time.monotonic()
         self._last_idle_note = time.monotonic()
         self._reap_after = 0.0
-        self._sent_at: dict[tuple[int, int], float] = {}
         self._next_housekeeping = 0.0
         self._next_read = 0.0
         self._finished: dict[int, Trial] = {}
@@ -216,25 +153,25 @@ class RoundLoop:
                 f"study {self.spec.name!r} was cancelled ({meta.get('message') or 'no reason'})"
                 " and does not run again; delete it or give the study a new name"
             )
-        self._run_id = self._redis_run_id()
+        self._redis.run_id = self._redis.current_run_id()
         resync = False
         while True:
             try:
                 return self._run_rounds(lock, epoch, resync)
-            except _Resync as exc:
+            except Resync as exc:
                 self.progress.note(f"{exc}: re-reading the study from Redis")
-            except (BrokerError, redis.ConnectionError, redis.TimeoutError) as exc:
-                self._await_redis(exc)
+            except REDIS_DOWN as exc:
+                self._redis.wait_until_back(exc)
                 self.progress.note("Redis is back: re-reading the study from Redis")
             except StoreError as exc:
                 # A record that vanished or does not match: a Redis that restarted without
                 # its last writes, or a real inconsistency (then stop, naming it).
                 fenced = isinstance(exc, LeaseLost | StudyWiped | StudyCancelled)
-                if fenced or self._redis_run_id() == self._run_id:
+                if fenced or not self._redis.restarted():
                     raise
                 self.progress.note(f"Redis restarted ({exc}): re-reading the study")
             resync = True
-            self._run_id = self._redis_run_id()
+            self._redis.run_id = self._redis.current_run_id()
             # Workers whose trials ran through the outage get one lease to renew them.
             self._reap_after = time.monotonic() + self.spec.resources.lease
 
@@ -255,11 +192,9 @@ class RoundLoop:
                 resumed=search.rounds_asked > 0,
                 best=None if search.best is None else search.best[1],
             )
-        told = search.history
-        empty = sorted({t.round for t in told} - {t.round for t in told if t.score is not None})
-        empty = [r for r in empty if search.round_told(r)]
-        if empty:  # started again after it failed: it stays failed (a new study is a new name)
-            message = f"round {empty[0]}: 0 completed trials"
+        empty = empty_round(search, {t.round for t in search.history})
+        if empty is not None:  # started again after it failed: it stays failed (a new name runs)
+            message = f"round {empty}: 0 completed trials"
             self.store.set_state("failed", message, lock=lock)
             return StudyOutcome("failed", message, None)
         if search.done and not resync:
@@ -296,31 +231,11 @@ class RoundLoop:
             return None
         self.on_round()
         self.progress.round_finished(number, search.best)
-        if all(t.score is None for t in search.history if t.round == number):
-            # Nothing to narrow around: the study stops (docs/FAULTS.md S13).
+        if empty_round(search, [number]) is not None:
             message = f"round {number}: 0 completed trials"
             self.store.set_state("failed", message, lock=lock)
             return StudyOutcome("failed", message, None)
         return None
-
-    def _await_redis(self, exc: Exception) -> None:
-        """Wait until Redis answers again; give up after `outage_limit` (BrokerError)."""
-        since = self._outage_since or time.monotonic()
-        self.progress.note(f"lost Redis, retrying: {exc}")
-        while True:
-            try:
-                self.store.client.ping()
-                self._outage_since = None
-                return
-            except (BrokerError, redis.ConnectionError, redis.TimeoutError) as error:
-                if is_refused(error):  # credentials or certificate: waiting will not help
-                    raise BrokerError(f"Redis refused this coordinator: {error}") from error
-                exc = error
-            if time.monotonic() - since > self.settings.outage_limit:
-                raise BrokerError(
-                    f"Redis unreachable for {time.monotonic() - since:.0f}s; giving up: {exc}"
-                ) from exc
-            time.sleep(min(1.0, self.settings.tick))
 
     def _resume(self) -> tuple[CoarseToFine, dict[int, list[Trial]], dict[int, Trial]]:
         """Replay every stored round into a fresh search, telling it each finished trial
@@ -355,7 +270,7 @@ class RoundLoop:
     def _attach(self, number: int, trials: list[Trial]) -> None:
         """Show a stored round still in flight, and send its QUEUED trials again."""
         self.progress.round_started(number, trials)
-        self._dispatch_all([t for t in trials if t.status is TrialStatus.QUEUED])
+        self._sender.send_all([t for t in trials if t.status is TrialStatus.QUEUED])
 
     def _send_round(
         self, record: RoundRecord, batch: list[dict[str, Any]], in_flight: dict[int, Trial]
@@ -387,7 +302,7 @@ class RoundLoop:
         for trial in trials:
             if not trial.status.is_finished():
                 in_flight[trial.number] = trial
-        self._dispatch_all([t for t in trials if t.status is TrialStatus.QUEUED])
+        self._sender.send_all([t for t in trials if t.status is TrialStatus.QUEUED])
 
     def _wait(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> list[Trial]:
         """Follow the event stream until some trial in flight finishes; return those that did
@@ -396,41 +311,38 @@ class RoundLoop:
         while True:
             now = time.monotonic()
             if now >= next_housekeeping:
-                self._survive(self._housekeeping, lock, epoch, in_flight)
+                self._redis.survive(self._housekeeping, lock, epoch, in_flight)
                 next_housekeeping = now + self.settings.tick
                 self._next_housekeeping = next_housekeeping
             time.sleep(max(0.0, self._next_read - time.monotonic()))
             block = max(0.01, min(self.settings.tick, next_housekeeping - time.monotonic()))
-            events = self._survive(self._read_events, block)
+            events = self._redis.survive(self._read_events, block)
             if events is None:
                 time.sleep(min(1.0, self.settings.tick))
                 continue
-            if events:
-                self._next_read = time.monotonic() + EVENT_BATCH_SECONDS
-            changed: set[int] = set()
-            for event in events:
-                self._last_event = event.id
-                if event.type == "study" and event.fields.get("state") == "cancelled":
-                    reason = self.store.meta().get("message") or "no reason given"
-                    raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
-                if event.type == "rejected":
-                    # It stops with no end state written: once the workers have the objective,
-                    # the same `coordinator start` resumes the study.
-                    raise TrialRejected(
-                        f"trial {event.trial} was refused by worker "
-                        f"{event.fields.get('worker', '?')}: {event.fields.get('reason', '?')}; "
-                        "then run the same `coordinator start` again to resume the study"
-                    )
-                if event.trial is None or event.trial not in in_flight:
-                    continue
-                if event.type == "started":
-                    # A start changes nothing the loop decides on: show it without a read.
-                    self._last_start = time.monotonic()
-                    self._show_started(in_flight, event)
-                else:
-                    changed.add(event.trial)
-            if changed:
-                finished = self._refresh(in_flight, changed)
+            if not events:
+                continue
+            self._next_read = time.monotonic() + EVENT_BATCH_SECONDS
+            self._last_event = events[-1].id
+            news = read_news(events, in_flight)
+            if news.cancelled:
+                reason = self.store.meta().get("message") or "no reason given"
+                raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
+            if news.rejected is not None:
+                # It stops with no end state written: once the workers have the objective, the
+                # same `coordinator start` resumes the study.
+                event = news.rejected
+                raise TrialRejected(
+                    f"trial {event.trial} was refused by worker "
+                    f"{event.fields.get('worker', '?')}: {event.fields.get('reason', '?')}; "
+                    "then run the same `coordinator start` again to resume the study"
+                )
+            for event in news.started:
+                # A start changes nothing the loop decides on: show it without a read.
+                self._last_start = time.monotonic()
+                self._show_started(in_flight, event)
+            if news.changed:
+                finished = self._refresh(in_flight, set(news.changed))
                 if finished:
                     return finished
 
@@ -449,14 +361,12 @@ class RoundLoop:
         for trial in self.store.trials(sorted(numbers)):
             before = in_flight[trial.number]
             in_flight[trial.number] = trial
-            if trial.status is TrialStatus.QUEUED and (
-                before.status is not TrialStatus.QUEUED or trial.attempt != before.attempt
-            ):
+            if must_resend(before, trial):
                 self.progress.note(
                     f"trial {trial.number} back in the queue as attempt {trial.attempt} "
                     f"({trial.last_error or 'handed back'})"
                 )
-                self._dispatch(trial)
+                self._sender.send(trial)
             self.progress.trial_changed(trial)
             if trial.status.is_finished():
                 del in_flight[trial.number]
@@ -468,18 +378,18 @@ class RoundLoop:
     def _read_events(self, block: float) -> list[Event]:
         started = time.monotonic()
         events = self.store.events(self._last_event, block)
-        _check_answered_in_time(time.monotonic() - started, block)
+        check_answered_in_time(time.monotonic() - started, block)
         return events
 
     def _housekeeping(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> None:
         self.watch()
         started = time.monotonic()
         self.store.renew(lock, epoch)
-        _check_answered_in_time(time.monotonic() - started, 0.0)
+        check_answered_in_time(time.monotonic() - started, 0.0)
         # Only now, with Redis answering: a restart since the last tick means lost writes may
         # have to be redone and leases renewed, so no reaping before the resync.
-        if self._redis_run_id() != self._run_id:
-            raise _Resync("Redis restarted")
+        if self._redis.restarted():
+            raise Resync("Redis restarted")
         if time.monotonic() >= self._reap_after:
             for requeued in self.store.reap(lock, epoch):
                 log.warning("trial %d: lease expired; %s", requeued.trial, requeued.outcome)
@@ -497,84 +407,24 @@ class RoundLoop:
         lease = self.spec.resources.lease
         seconds, micros = self.store.client.time()
         redis_now = float(seconds) + float(micros) / 1e6
-        lost = []
-        for trial in queued:
+        lost = lost_messages(queued, redis_now, lease, self._sender.sent_at, time.monotonic())
+        for trial in lost:
             waited = redis_now - (trial.queued_at or redis_now)
-            sent = self._sent_at.get((trial.number, trial.attempt), 0.0)
-            if waited > lease and time.monotonic() - sent > lease:
-                log.warning(
-                    "trial %d waited %.0fs with an empty queue; re-sending it", trial.number, waited
-                )
-                lost.append(trial)
-        self._dispatch_all(lost)
+            log.warning(
+                "trial %d waited %.0fs with an empty queue; re-sending it", trial.number, waited
+            )
+        self._sender.send_all(lost)
 
     def _warn_if_idle(self, waiting: bool) -> None:
         now = time.monotonic()
-        quiet = now - max(self._last_start, self._last_idle_note)
-        if waiting and quiet > self.settings.idle_warning:
+        limit = self.settings.idle_warning
+        if idle_too_long(waiting, now, self._last_start, self._last_idle_note, limit):
             self._last_idle_note = now
             hint = "--gpus all" if self.spec.resources.queue == "gpu" else "--queues cpu"
             self.progress.note(
                 f"no worker has started a trial for {now - self._last_start:.0f}s: are workers "
                 f"consuming the queue {self.queue!r}? (worker start {hint})"
             )
-
-    def _survive(self, action: Callable[..., Any], *args: Any) -> Any:
-        """Run `action(*args)`; ride out a Redis outage up to `outage_limit`, then give up.
-        When Redis answers again after an outage, the loop resyncs with the store."""
-        try:
-            result = action(*args)
-        except (BrokerError, redis.ConnectionError, redis.TimeoutError) as exc:
-            now = time.monotonic()
-            if self._outage_since is None:
-                self._outage_since = now
-                self.progress.note(f"lost Redis, retrying: {exc}")
-            if now - self._outage_since > self.settings.outage_limit:
-                raise BrokerError(
-                    f"Redis unreachable for {now - self._outage_since:.0f}s; giving up: {exc}"
-                ) from exc
-            return None
-        if self._outage_since is not None:
-            self._outage_since = None
-            raise _Resync("Redis is back")
-        return result
-
-    def _redis_run_id(self) -> str:
-        try:
-            return str(self.store.client.info("server").get("run_id", ""))
-        except Exception:  # INFO may be forbidden by an ACL: restarts are then found by waiting
-            return self._run_id
-
-    def _dispatch_all(self, trials: Sequence[Trial]) -> None:
-        """Send `trials`; every `CANCEL_CHECK_SECONDS` meanwhile, stop (StudyCancelled) if the
-        study was cancelled, rather than publishing messages that workers would only drop."""
-        next_check = time.monotonic() + CANCEL_CHECK_SECONDS
-        for trial in trials:
-            if time.monotonic() >= next_check:
-                self._stop_if_cancelled()
-                next_check = time.monotonic() + CANCEL_CHECK_SECONDS
-            self._dispatch(trial)
-
-    def _stop_if_cancelled(self) -> None:
-        meta = self.store.meta()
-        if meta.get("state") == "cancelled":
-            reason = meta.get("message") or "no reason given"
-            raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
-
-    def _dispatch(self, trial: Trial) -> None:
-        message = TrialMessage(
-            study=self.spec.name,
-            trial=trial.number,
-            attempt=trial.attempt,
-            objective=self.spec.objective.name,
-            params=dict(trial.params),
-            rungs=trial.rungs,
-        )
-        self._sent_at[(trial.number, trial.attempt)] = time.monotonic()
-        try:
-            self.dispatcher.send(message, self.queue, self.spec.resources.timeout)
-        except Exception as exc:  # kombu raises its own errors; the trial stays QUEUED
-            log.warning("could not send trial %d (it will be re-sent): %s", trial.number, exc)
 
 
 def round_rungs(
@@ -601,13 +451,6 @@ def round_rungs(
     for trial in missing:
         curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
     return rungs_for(spec.early_stopping, [curves[t.number] for t in usable], spec.maximize)
-
-
-def _check_answered_in_time(took: float, asked: float) -> None:
-    """Resync when one Redis command took much longer than asked: Redis was unreachable
-    meanwhile (the client retried until it answered), or this process was paused."""
-    if took > asked + SLOW_ANSWER_SECONDS:
-        raise _Resync(f"Redis did not answer for {took:.0f}s")
 
 
 def _score(trial: Trial) -> float | None:

@@ -24,9 +24,10 @@ from common.settings import Settings
 from common.store import StudyStore
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus
+from coordinator.dispatcher import CeleryDispatcher
 from coordinator.progress import LogProgress
 from coordinator.redis_server import RedisServer
-from coordinator.rounds import CeleryDispatcher, LoopSettings, RoundLoop, StudyOutcome
+from coordinator.rounds import LoopSettings, RoundLoop, StudyOutcome
 from tests.harness import WorkerProcess, objective_option, wait_until
 
 PREFIX = "zoomtune:"
