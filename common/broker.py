@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.errors import BrokerError
-from common.store import is_refused, refusal
+from common.redis_client import is_refused, refusal
 
 PROBE_INTERVAL = 0.5
 """Seconds between two probes."""

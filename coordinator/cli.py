@@ -51,9 +51,13 @@ from common.errors import (
 )
 from common.objectives import BUILTIN_OBJECTIVES
 from common.redact import install_redacting_excepthook
+from common.redis_client import connect
 from common.settings import Settings, redact_url
-from common.store import StudyStore, connect, list_studies, owner_id
+from common.store import StudyStore
+from common.store_reads import list_studies
+from common.store_records import owner_id
 from common.study import StudySpec
+from common.trial import StudyState
 from coordinator.embedded import (
     LocalWorkers,
     embedded_broker,
@@ -70,7 +74,7 @@ from coordinator.views import findings_view, plan_view, status_view, studies_tab
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_CODES = {"complete": 0, "failed": 1, "cancelled": 3}
+EXIT_CODES = {StudyState.COMPLETE: 0, StudyState.FAILED: 1, StudyState.CANCELLED: 3}
 """`coordinator start`'s exit code for each way a study ends."""
 
 EXIT_INTERRUPTED = 130
@@ -366,22 +370,22 @@ def _run_embedded(
 
 def _print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path, delete: str) -> None:
     console = Console()
-    if outcome.state == "cancelled":
+    if outcome.state == StudyState.CANCELLED:
         console.print(f"[bold yellow]stopped:[/] {escape(outcome.message)}", highlight=False)
-    elif outcome.state != "complete":
+    elif outcome.state != StudyState.COMPLETE:
         console.print(f"[bold red]study {spec.name!r} failed:[/] {escape(outcome.message)}")
     if outcome.best is None:
-        if outcome.state == "complete":
+        if outcome.state == StudyState.COMPLETE:
             console.print(f"study {spec.name!r} finished without a completed trial")
     else:
         params, score = outcome.best
-        so_far = "" if outcome.state == "complete" else " so far"
+        so_far = "" if outcome.state == StudyState.COMPLETE else " so far"
         console.print(f"[bold]best score{so_far}[/] {score:.6g} ({spec.direction})")
         for name, value in params.items():
             console.print(f"  {name} = {value!r}")
     console.print(f"results in {run_dir}/ (trials.csv, study.json)", soft_wrap=True)
     console.print(f"plots and importance: coordinator report --run-dir {run_dir}", soft_wrap=True)
-    if outcome.state in ("failed", "cancelled"):
+    if outcome.state in (StudyState.FAILED, StudyState.CANCELLED):
         console.print(
             f"the study stays {outcome.state}; to run it afresh: {delete}, then start it again "
             "(or give the study a new name)",

@@ -51,10 +51,12 @@ from common.errors import (
     TrialRejected,
     ZoomtuneError,
 )
+from common.redis_client import is_refused
 from common.settings import QUEUES, TASK_NAME
-from common.store import CoordinatorLock, Event, RoundRecord, StudyStore, is_refused
+from common.store import StudyStore
+from common.store_records import CoordinatorLock, Event, RoundRecord
 from common.study import StudySpec
-from common.trial import Rung, Trial, TrialMessage, TrialStatus
+from common.trial import Rung, StudyState, Trial, TrialMessage, TrialStatus
 from coordinator.progress import StudyProgress
 from coordinator.pruning import ReferenceCurve, rungs_for
 from coordinator.search import CoarseToFine
@@ -149,7 +151,7 @@ class LoopSettings:
 
 @dataclass(frozen=True)
 class StudyOutcome:
-    state: str  # "complete", "failed" or "cancelled"
+    state: StudyState  # COMPLETE, FAILED or CANCELLED
     message: str
     best: tuple[Mapping[str, Any], float] | None
 
@@ -201,7 +203,7 @@ class RoundLoop:
         except StudyCancelled as exc:
             # The store already says "cancelled" and refuses every further write.
             best = self._search.best if self._search is not None else None
-            return StudyOutcome("cancelled", str(exc), best)
+            return StudyOutcome(StudyState.CANCELLED, str(exc), best)
         finally:
             try:
                 self.store.release(lock)
@@ -211,7 +213,7 @@ class RoundLoop:
     def _run(self, lock: CoordinatorLock) -> StudyOutcome:
         epoch = self.store.create(lock, self.spec.to_dict(), self.spec.resources.max_attempts)
         meta = self.store.meta()
-        if meta.get("state") == "cancelled":
+        if meta.get("state") == StudyState.CANCELLED:
             raise StudyCancelled(
                 f"study {self.spec.name!r} was cancelled ({meta.get('message') or 'no reason'})"
                 " and does not run again; delete it or give the study a new name"
@@ -260,8 +262,8 @@ class RoundLoop:
         empty = [r for r in empty if search.round_told(r)]
         if empty:  # started again after it failed: it stays failed (a new study is a new name)
             message = f"round {empty[0]}: 0 completed trials"
-            self.store.set_state("failed", message, lock=lock)
-            return StudyOutcome("failed", message, None)
+            self.store.set_state(StudyState.FAILED, message, lock=lock)
+            return StudyOutcome(StudyState.FAILED, message, None)
         if search.done and not resync:
             self.progress.note(f"study {self.spec.name!r} has already finished all its rounds")
         for number, trials in unfinished.items():
@@ -285,8 +287,8 @@ class RoundLoop:
                 outcome = self._round_may_be_over(search, trial.round, lock)
                 if outcome is not None:
                     return outcome
-        self.store.set_state("complete", lock=lock)
-        return StudyOutcome("complete", "all rounds finished", search.best)
+        self.store.set_state(StudyState.COMPLETE, lock=lock)
+        return StudyOutcome(StudyState.COMPLETE, "all rounds finished", search.best)
 
     def _round_may_be_over(
         self, search: CoarseToFine, number: int, lock: CoordinatorLock
@@ -299,8 +301,8 @@ class RoundLoop:
         if all(t.score is None for t in search.history if t.round == number):
             # Nothing to narrow around: the study stops (docs/FAULTS.md S13).
             message = f"round {number}: 0 completed trials"
-            self.store.set_state("failed", message, lock=lock)
-            return StudyOutcome("failed", message, None)
+            self.store.set_state(StudyState.FAILED, message, lock=lock)
+            return StudyOutcome(StudyState.FAILED, message, None)
         return None
 
     def _await_redis(self, exc: Exception) -> None:
@@ -410,7 +412,7 @@ class RoundLoop:
             changed: set[int] = set()
             for event in events:
                 self._last_event = event.id
-                if event.type == "study" and event.fields.get("state") == "cancelled":
+                if event.type == "study" and event.fields.get("state") == StudyState.CANCELLED:
                     reason = self.store.meta().get("message") or "no reason given"
                     raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
                 if event.type == "rejected":
@@ -557,7 +559,7 @@ class RoundLoop:
 
     def _stop_if_cancelled(self) -> None:
         meta = self.store.meta()
-        if meta.get("state") == "cancelled":
+        if meta.get("state") == StudyState.CANCELLED:
             reason = meta.get("message") or "no reason given"
             raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
 
