@@ -41,9 +41,11 @@ import redis
 from bench.raw_celery import SPANS_KEY, make_app
 from bench.sleep_study import sleep_study
 from common.celery_app import make_celery
+from common.redis_client import connect
 from common.settings import Settings
-from common.store import StudyStore, connect
+from common.store import StudyStore
 from common.study import StudySpec
+from common.trial import StudyState
 from coordinator.dispatcher import CeleryDispatcher
 from coordinator.embedded import LocalWorkers
 from coordinator.progress import LogProgress
@@ -156,7 +158,7 @@ def _run_loop(spec: StudySpec, settings: Settings, client: redis.Redis) -> Study
     outcome = loop.run()
     dispatcher.close()
     app.close()
-    if outcome.state != "complete":
+    if outcome.state != StudyState.COMPLETE:
         raise RuntimeError(f"benchmark study failed: {outcome.message}")
     return store
 

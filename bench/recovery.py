@@ -44,8 +44,9 @@ from celery import Celery
 from bench.raw_celery import start_worker
 from bench.sleep_study import sleep_study
 from common.celery_app import make_celery
+from common.redis_client import connect
 from common.settings import QUEUES, Settings
-from common.store import StudyStore, connect
+from common.store import StudyStore
 from common.study import StudySpec
 from common.trial import TrialStatus
 from coordinator.dispatcher import CeleryDispatcher

@@ -76,8 +76,9 @@ from bench.distributed import stop_process, wait_for_workers
 from bench.methods import from_optuna
 from bench.optuna_worker import WorkerSettings
 from common.errors import ConfigError
+from common.redis_client import connect
 from common.settings import Settings
-from common.store import StudyStore, connect
+from common.store import StudyStore
 from common.study import StudySpec
 from common.trial import TrialStatus
 from coordinator.embedded import LocalWorkers

@@ -1,6 +1,6 @@
 """Waiting for the broker before starting work, for the coordinator and the workers alike.
 
-Two kinds of failure, told apart by `common.store.is_refused`:
+Two kinds of failure, told apart by `common.redis_client.is_refused`:
 
 - Redis is not there (yet): not up, restarting, another port. Waiting can fix it (FAULTS.md
   S9). The coordinator waits `--connect-timeout` seconds; a worker waits for as long as it
@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.errors import BrokerError
-from common.store import is_refused, refusal
+from common.redis_client import is_refused, refusal
 
 PROBE_INTERVAL = 0.5
 """Seconds between two probes."""

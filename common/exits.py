@@ -25,6 +25,7 @@ import click
 
 from common.errors import ConfigError, StudyExists, ZoomtuneError
 from common.redact import redact_url
+from common.trial import StudyState
 
 
 class ExitCode(IntEnum):
@@ -36,9 +37,9 @@ class ExitCode(IntEnum):
 
 
 STUDY_EXIT_CODES = {
-    "complete": ExitCode.OK,
-    "failed": ExitCode.FAILED,
-    "cancelled": ExitCode.CANCELLED,
+    StudyState.COMPLETE: ExitCode.OK,
+    StudyState.FAILED: ExitCode.FAILED,
+    StudyState.CANCELLED: ExitCode.CANCELLED,
 }
 """`coordinator start`'s exit code for each state a study ends in."""
 

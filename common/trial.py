@@ -1,8 +1,10 @@
 """Trials, their states, the task message that dispatches one, and the outcome a worker reports.
 
 A trial moves QUEUED -> RUNNING -> COMPLETE | FAILED | PRUNED. Each dispatch is an *attempt*:
-a lost worker sends the trial back to QUEUED with attempt + 1 (see `common.store`). Everything
-here is plain JSON data: nothing read from Redis is unpickled or imported.
+a lost worker sends the trial back to QUEUED with attempt + 1 (see `common.store`). A study is
+RUNNING until it ends COMPLETE, FAILED or CANCELLED. Both state enums are also what the store's
+Lua scripts compare with (`common.store_scripts` hands them over). Everything here is plain
+JSON data: nothing read from Redis is unpickled or imported.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ class TrialStatus(StrEnum):
 
     def is_finished(self) -> bool:
         return self in (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.PRUNED)
+
+
+class StudyState(StrEnum):
+    """The `state` field of a study's meta record."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)

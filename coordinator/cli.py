@@ -41,8 +41,11 @@ from common.celery_app import check_visibility_timeout, make_celery
 from common.errors import ConfigError, StudyExists
 from common.exits import STUDY_EXIT_CODES, ExitCode, exits_on_error
 from common.redact import install_redacting_excepthook
+from common.redis_client import connect
 from common.settings import Settings, redact_url
-from common.store import StudyStore, connect, list_studies, owner_id
+from common.store import StudyStore
+from common.store_reads import list_studies
+from common.store_records import owner_id
 from common.study import StudySpec
 from coordinator.export import study_json, trials_csv
 from coordinator.launch import (

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from common.store import Event
-from common.trial import Trial, TrialStatus
+from common.store_records import Event
+from common.trial import StudyState, Trial, TrialStatus
 from coordinator.search import CoarseToFine
 
 
@@ -36,7 +36,7 @@ def read_news(events: Sequence[Event], in_flight: Iterable[int]) -> News:
     started: list[Event] = []
     changed: set[int] = set()
     for event in events:
-        if event.type == "study" and event.fields.get("state") == "cancelled":
+        if event.type == "study" and event.fields.get("state") == StudyState.CANCELLED:
             return News(cancelled=True)
         if event.type == "rejected":
             return News(rejected=event)

@@ -17,7 +17,7 @@ from common.errors import StudyCancelled
 from common.settings import TASK_NAME
 from common.store import StudyStore
 from common.study import StudySpec
-from common.trial import Trial, TrialMessage
+from common.trial import StudyState, Trial, TrialMessage
 
 log = logging.getLogger("zoomtune.coordinator")
 
@@ -104,7 +104,7 @@ class TrialSender:
 
     def _stop_if_cancelled(self) -> None:
         meta = self.store.meta()
-        if meta.get("state") == "cancelled":
+        if meta.get("state") == StudyState.CANCELLED:
             reason = meta.get("message") or "no reason given"
             raise StudyCancelled(f"study {self.spec.name!r} was cancelled: {reason}")
 

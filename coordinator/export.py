@@ -22,7 +22,8 @@ from typing import Any
 
 from common.errors import ConfigError, MessageError
 from common.space import Box, ChoiceParameter, Interval, SearchSpace
-from common.store import RoundRecord, StudyStore
+from common.store import StudyStore
+from common.store_records import RoundRecord
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus, rungs_from_json
 

@@ -21,9 +21,11 @@ from common.broker import wait_for_broker
 from common.celery_app import make_celery
 from common.errors import ConfigError, StudyLocked, ZoomtuneError
 from common.objectives import BUILTIN_OBJECTIVES
+from common.redis_client import connect
 from common.settings import Settings
-from common.store import StudyStore, connect
+from common.store import StudyStore
 from common.study import StudySpec
+from common.trial import StudyState
 from coordinator.dispatcher import CeleryDispatcher
 from coordinator.embedded import LocalWorkers, local_gpus
 from coordinator.export import StudyRecord, write_run_dir
@@ -199,22 +201,22 @@ def run_embedded(
 
 def print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path, delete: str) -> None:
     console = Console()
-    if outcome.state == "cancelled":
+    if outcome.state == StudyState.CANCELLED:
         console.print(f"[bold yellow]stopped:[/] {escape(outcome.message)}", highlight=False)
-    elif outcome.state != "complete":
+    elif outcome.state != StudyState.COMPLETE:
         console.print(f"[bold red]study {spec.name!r} failed:[/] {escape(outcome.message)}")
     if outcome.best is None:
-        if outcome.state == "complete":
+        if outcome.state == StudyState.COMPLETE:
             console.print(f"study {spec.name!r} finished without a completed trial")
     else:
         params, score = outcome.best
-        so_far = "" if outcome.state == "complete" else " so far"
+        so_far = "" if outcome.state == StudyState.COMPLETE else " so far"
         console.print(f"[bold]best score{so_far}[/] {score:.6g} ({spec.direction})")
         for name, value in params.items():
             console.print(f"  {name} = {value!r}")
     console.print(f"results in {run_dir}/ (trials.csv, study.json)", soft_wrap=True)
     console.print(f"plots and importance: coordinator report --run-dir {run_dir}", soft_wrap=True)
-    if outcome.state in ("failed", "cancelled"):
+    if outcome.state in (StudyState.FAILED, StudyState.CANCELLED):
         console.print(
             f"the study stays {outcome.state}; to run it afresh: {delete}, then start it again "
             "(or give the study a new name)",

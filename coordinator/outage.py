@@ -17,7 +17,8 @@ from typing import Any
 import redis
 
 from common.errors import BrokerError
-from common.store import StudyStore, is_refused
+from common.redis_client import is_refused
+from common.store import StudyStore
 from coordinator.progress import StudyProgress
 
 SLOW_ANSWER_SECONDS = 2.0

@@ -46,9 +46,10 @@ from common.errors import (
     ZoomtuneError,
 )
 from common.settings import QUEUES
-from common.store import CoordinatorLock, Event, RoundRecord, StudyStore
+from common.store import StudyStore
+from common.store_records import CoordinatorLock, Event, RoundRecord
 from common.study import StudySpec
-from common.trial import Rung, Trial, TrialStatus
+from common.trial import Rung, StudyState, Trial, TrialStatus
 from coordinator.decide import (
     empty_round,
     idle_too_long,
@@ -87,7 +88,7 @@ class LoopSettings:
 
 @dataclass(frozen=True)
 class StudyOutcome:
-    state: str  # "complete", "failed" or "cancelled"
+    state: StudyState  # COMPLETE, FAILED or CANCELLED
     message: str
     best: tuple[Mapping[str, Any], float] | None
 
@@ -138,7 +139,7 @@ class RoundLoop:
         except StudyCancelled as exc:
             # The store already says "cancelled" and refuses every further write.
             best = self._search.best if self._search is not None else None
-            return StudyOutcome("cancelled", str(exc), best)
+            return StudyOutcome(StudyState.CANCELLED, str(exc), best)
         finally:
             try:
                 self.store.release(lock)
@@ -148,7 +149,7 @@ class RoundLoop:
     def _run(self, lock: CoordinatorLock) -> StudyOutcome:
         epoch = self.store.create(lock, self.spec.to_dict(), self.spec.resources.max_attempts)
         meta = self.store.meta()
-        if meta.get("state") == "cancelled":
+        if meta.get("state") == StudyState.CANCELLED:
             raise StudyCancelled(
                 f"study {self.spec.name!r} was cancelled ({meta.get('message') or 'no reason'})"
                 " and does not run again; delete it or give the study a new name"
@@ -195,8 +196,8 @@ class RoundLoop:
         empty = empty_round(search, {t.round for t in search.history})
         if empty is not None:  # started again after it failed: it stays failed (a new name runs)
             message = f"round {empty}: 0 completed trials"
-            self.store.set_state("failed", message, lock=lock)
-            return StudyOutcome("failed", message, None)
+            self.store.set_state(StudyState.FAILED, message, lock=lock)
+            return StudyOutcome(StudyState.FAILED, message, None)
         if search.done and not resync:
             self.progress.note(f"study {self.spec.name!r} has already finished all its rounds")
         for number, trials in unfinished.items():
@@ -220,8 +221,8 @@ class RoundLoop:
                 outcome = self._round_may_be_over(search, trial.round, lock)
                 if outcome is not None:
                     return outcome
-        self.store.set_state("complete", lock=lock)
-        return StudyOutcome("complete", "all rounds finished", search.best)
+        self.store.set_state(StudyState.COMPLETE, lock=lock)
+        return StudyOutcome(StudyState.COMPLETE, "all rounds finished", search.best)
 
     def _round_may_be_over(
         self, search: CoarseToFine, number: int, lock: CoordinatorLock
@@ -233,8 +234,8 @@ class RoundLoop:
         self.progress.round_finished(number, search.best)
         if empty_round(search, [number]) is not None:
             message = f"round {number}: 0 completed trials"
-            self.store.set_state("failed", message, lock=lock)
-            return StudyOutcome("failed", message, None)
+            self.store.set_state(StudyState.FAILED, message, lock=lock)
+            return StudyOutcome(StudyState.FAILED, message, None)
         return None
 
     def _resume(self) -> tuple[CoarseToFine, dict[int, list[Trial]], dict[int, Trial]]:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from common.errors import ConfigError, StudyNotFound
+from common.redis_client import connect
 from common.settings import Settings
-from common.store import StudyStore, connect, list_studies
+from common.store import StudyStore
+from common.store_reads import list_studies
 from coordinator.export import StudyRecord
 from coordinator.redis_server import holds_study_data, run_folder_broker
 

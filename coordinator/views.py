@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from common.space import ChoiceParameter
-from common.store import COUNTERS
-from common.trial import Trial, TrialStatus
+from common.store_keys import COUNTERS
+from common.trial import StudyState, Trial, TrialStatus
 from coordinator.export import RoundSummary, StudyRecord
 from coordinator.plan import StudyPlan
 from coordinator.progress import duration_text
@@ -265,6 +265,10 @@ def _time(value: float | str | None) -> str:
 
 
 def _state_style(state: str) -> str:
-    return {"complete": "green", "running": "cyan", "failed": "red", "cancelled": "yellow"}.get(
-        state, ""
-    )
+    styles: dict[str, str] = {
+        StudyState.COMPLETE: "green",
+        StudyState.RUNNING: "cyan",
+        StudyState.FAILED: "red",
+        StudyState.CANCELLED: "yellow",
+    }
+    return styles.get(state, "")

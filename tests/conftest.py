@@ -11,7 +11,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-from common.store import StudyStore, connect
+from common.redis_client import connect
+from common.store import StudyStore
 from coordinator.redis_server import RedisServer
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])

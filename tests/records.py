@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from common.store import RoundRecord
+from common.store_records import RoundRecord
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus
 from coordinator.export import StudyRecord

@@ -28,8 +28,8 @@ from redis.backoff import NoBackoff
 
 from common.celery_app import make_celery
 from common.errors import BrokerError, ConfigError
+from common.redis_client import TransientRetry
 from common.settings import Settings, redact_url, redis_acl_rules
-from common.store import TransientRetry
 from coordinator.cli import main as coordinator_main
 from coordinator.redis_server import RedisServer, find_redis_server, free_port
 from tests.faults.invariants import live_group_members

@@ -22,8 +22,8 @@ from click.testing import CliRunner
 
 from common.errors import ConfigError
 from common.redact import RedactingFormatter, print_redacted_exception, redact_url
+from common.redis_client import MISSING_CREDENTIALS
 from common.settings import Settings
-from common.store import MISSING_CREDENTIALS
 from coordinator import cli as coordinator_cli
 from coordinator.progress import LogProgress, notes_from_logging
 from coordinator.redis_server import RedisServer, free_port

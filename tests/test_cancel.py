@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from common.errors import StoreError, StudyCancelled, StudyNotFound
-from common.store import CANCEL_BATCH, CoordinatorLock, StudyStore
-from common.trial import TrialResult, TrialStatus
+from common.store import CANCEL_BATCH, StudyStore
+from common.store_records import CoordinatorLock
+from common.trial import StudyState, TrialResult, TrialStatus
 from tests.test_store import open_study, start
 
 REASON = "cancelled by a test"
@@ -97,7 +99,7 @@ def test_the_coordinator_cannot_write_to_a_cancelled_study(store: StudyStore) ->
     with pytest.raises(StudyCancelled):
         store.write_round(lock, epoch, 2, {}, [{"x": 0.5}])
     with pytest.raises(StudyCancelled):
-        store.set_state("complete", lock=lock)
+        store.set_state(StudyState.COMPLETE, lock=lock)
     assert store.meta()["state"] == "cancelled"
     assert len(store.rounds()) == 1
 
@@ -127,7 +129,7 @@ def test_a_finished_or_unknown_study_cannot_be_cancelled(store: StudyStore) -> N
     with pytest.raises(StudyNotFound):
         store.cancel(REASON)
     lock, _ = open_study(store)
-    store.set_state("complete", lock=lock)
+    store.set_state(StudyState.COMPLETE, lock=lock)
     with pytest.raises(StoreError, match="already complete"):
         store.cancel(REASON)
 
@@ -138,14 +140,14 @@ def test_cancelling_many_queued_trials_runs_as_short_batches(fake_client: Any) -
     lock, epoch = open_study(store)
     store.write_round(lock, epoch, 1, {"x": [0, 1]}, [{"x": i / 5000} for i in range(5000)])
     batches: list[tuple[int, int]] = []
-    script = store._cancel_trials
+    script = store._scripts.cancel_trials
 
     def counted(keys: list[str], args: list[Any]) -> Any:
         assert store.meta()["state"] == "cancelled"  # marked before the first batch
         batches.append((int(args[4]), int(args[5])))
         return script(keys=keys, args=args)
 
-    store._cancel_trials = counted
+    store._scripts = replace(store._scripts, cancel_trials=counted)
 
     # When it is cancelled
     done = store.cancel(REASON)

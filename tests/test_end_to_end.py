@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from common.redis_client import connect
 from common.space import Box
-from common.store import StudyStore, connect
+from common.store import StudyStore
 from common.trial import TrialStatus
 from coordinator.redis_server import RedisServer
 from tests.harness import (

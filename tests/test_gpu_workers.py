@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from common.store import StudyStore, connect
+from common.redis_client import connect
+from common.store import StudyStore
 from common.trial import Trial, TrialStatus
 from coordinator.redis_server import RedisServer
 from tests.harness import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from common.store import Event
+from common.store_records import Event
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus
 from coordinator.decide import (

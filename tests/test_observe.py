@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from common.store import COUNTERS, StudyStore, connect
+from common.redis_client import connect
+from common.store import StudyStore
+from common.store_keys import COUNTERS
 from common.study import StudySpec
 from common.trial import TrialResult, TrialStatus
 from coordinator.cli import main

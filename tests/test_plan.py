@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from common.store import connect
+from common.redis_client import connect
 from common.study import StudySpec
 from coordinator.cli import main
 from coordinator.plan import StudyPlan

@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from common.errors import LeaseLost, StoreError, StudyExists, StudyLocked, StudyWiped
-from common.store import CoordinatorLock, StartOutcome, StudyStore
+from common.store import StudyStore
+from common.store_records import CoordinatorLock, StartOutcome
 from common.trial import Rung, TrialResult, TrialStatus
 
 SPEC = {"study": {"name": "demo"}, "space": {"x": {"type": "float", "low": 0, "high": 1}}}

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import redis
 
 from common.errors import BrokerError, MessageError, ObjectiveError, StoreError
+from common.redis_client import connect
 from common.settings import Settings
-from common.store import StudyStore, connect
+from common.store import StudyStore
 from common.study import StudySpec
 from common.trial import MAX_ERROR_CHARS, TrialMessage, TrialResult, TrialStatus
 from workers.context import TrialContext

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.store import connect
+from common.redis_client import connect
 from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import ProcessRig
 from tests.faults.worker_rig import WorkerRig

@@ -18,7 +18,9 @@ from typing import Any
 import redis
 
 from common.errors import StudyNotFound
-from common.store import StudyStore, canonical_json, connect
+from common.redis_client import connect
+from common.store import StudyStore
+from common.store_records import canonical_json
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus, pruned_at
 from coordinator.pruning import ReferenceCurve, rungs_for

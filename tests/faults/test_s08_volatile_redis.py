@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.store import connect
+from common.redis_client import connect
 from coordinator.launch import persistence_warnings
 from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import FAST_RESOURCES, PREFIX, ProcessRig

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from common.store import connect
+from common.redis_client import connect
 from coordinator.cli import main
 from coordinator.redis_server import RedisServer
 from tests.harness import study_toml

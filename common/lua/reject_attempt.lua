@@ -1,0 +1,13 @@
+-- A worker that cannot run the study's objective says so on the trial and leaves it
+-- TRIAL.QUEUED (a worker that has the objective may still run it); the coordinator sees the
+-- event and stops.
+-- KEYS[1] trial   KEYS[2] events   KEYS[3] meta
+-- ARGV[1] trial number   ARGV[2] attempt   ARGV[3] worker   ARGV[4] reason
+-- Returns 'ok' or 'ignored' (not that queued attempt, or the study is not running).
+if redis.call('HGET', KEYS[3], 'state') ~= STUDY.RUNNING then return 'ignored' end
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if h[1] ~= TRIAL.QUEUED or tonumber(h[2]) ~= tonumber(ARGV[2]) then return 'ignored' end
+redis.call('HSET', KEYS[1], 'last_error', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'rejected', 'trial', ARGV[1],
+           'attempt', ARGV[2], 'worker', ARGV[3], 'reason', ARGV[4])
+return 'ok'
