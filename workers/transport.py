@@ -170,6 +170,9 @@ class TrialQueueChannel(kombu_redis.Channel):
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         """kombu's `_restore` (a delivery this worker holds goes back to its queue, in one
         transaction), but a malformed unacked entry is only removed, with one line."""
+        if not self.ack_emulation:
+            super()._restore(message)  # type: ignore[no-untyped-call]
+            return
         tag = message.delivery_tag
 
         def restore_transaction(pipe: Any) -> None:
@@ -224,7 +227,8 @@ class TrialQueueTransport(kombu_redis.Transport, metaclass=_ShownAsScheme):
 
 
 class TlsTrialQueueTransport(TrialQueueTransport):
-    """`TrialQueueTransport` for a rediss:// broker (TLS comes from `broker_use_ssl`)."""
+    """`TrialQueueTransport` for a rediss:// broker (named so in logs; TLS is configured as
+    for kombu's own transport)."""
 
     scheme = "rediss"
 
@@ -232,8 +236,9 @@ class TlsTrialQueueTransport(TrialQueueTransport):
 def trial_queue_transport(broker_url: str) -> type[TrialQueueTransport]:
     """The transport class a worker's app uses for `broker_url` (`broker_transport`).
 
-    Given a class, kombu still reads the host, port, password and database from the URL;
-    TLS is set by `broker_use_ssl`, which zoomtune always spells out for rediss://.
+    Given a class, kombu still reads the host, port, password, database and `ssl_*`
+    parameters from the URL, and takes `broker_use_ssl`, exactly as for its own transport; the
+    class only decides which transport reads them.
     """
     if urlsplit(broker_url).scheme == "rediss":
         return TlsTrialQueueTransport
