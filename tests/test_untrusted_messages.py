@@ -770,10 +770,11 @@ def test_s16_entries_that_are_not_envelopes_are_dropped_and_the_worker_runs_on(
 
         # Then each is dropped with one line, and the worker is still up
         wait_until(
-            lambda: worker.log().count(REFUSED) >= expected,
+            lambda: not worker.alive() or worker.log().count(REFUSED) >= expected,
             timeout=60,
             what=f"the worker to refuse {expected} entries",
         )
+        assert worker.alive(), worker.log()[-3000:]
         assert worker.log().count(REFUSED) == expected
         assert "Unrecoverable error" not in worker.log()
         assert "Connection to broker lost" not in worker.log()
