@@ -19,6 +19,8 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from queue import Empty
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -831,3 +833,38 @@ def test_s16_forged_unacked_entries_do_not_stop_a_worker_and_a_lost_trial_is_res
         run_honest_trial(real_client, study, 0)
     finally:
         stop_and_check_nothing_left(worker)
+
+
+@pytest.mark.redis
+def test_every_read_of_the_transport_drops_what_is_not_an_envelope(
+    redis_server: RedisServer, real_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the worker's transport in this process, on a real redis-server
+    app = make_celery(Settings(broker_url=redis_server.url))
+    app.conf.broker_transport = TrialQueueTransport
+    unacked = f"{PREFIX}unacked"
+    honest = json.loads(kombu_envelope(task_body(trial_message())))
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        # When a queue entry is not JSON, a direct read finds nothing, and the entry is gone
+        real_client.lpush(QUEUE_KEY, b"\xff not json")
+        with pytest.raises(Empty):
+            channel._get(QUEUES["cpu"])
+        assert real_client.llen(QUEUE_KEY) == 0
+        # And a forged unacked entry is removed, by the sweep and by the requeue of a delivery
+        # this worker holds, while an honest one goes back to its queue
+        real_client.hset(unacked, "swept", "[1, 2]")
+        real_client.hset(unacked, "held", "garbage")
+        real_client.hset(unacked, "honest", json.dumps([honest, "", QUEUES["cpu"]]))
+        channel.qos.restore_by_tag("swept")
+        channel._restore(SimpleNamespace(delivery_tag="held"))
+        channel.qos.restore_by_tag("honest")
+        assert real_client.hlen(unacked) == 0
+        assert json.loads(real_client.rpop(QUEUE_KEY))["body"] == honest["body"]
+    app.close()
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith(REFUSED)]
+    assert [line.split(": ", 1)[1] for line in refusals] == [
+        "not JSON (Expecting value at character 0); dropped",
+        "an unacked entry that is not [message, exchange, routing key]; dropped",
+        "not JSON (Expecting value at character 0); dropped",
+    ]
