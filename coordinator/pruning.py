@@ -11,9 +11,10 @@ The rules (`[early_stopping] rule`):
 
 - "halving" (successive halving, as Optuna's SuccessiveHalvingPruner and ASHA): rungs at steps
   b, b*eta, b*eta**2, ... with b = max(1, min_step) and eta = reduction_factor; the threshold
-  keeps the top max(1, n // eta) of the n recent reference values at that step (below).
+  keeps the top max(1, n // eta) of the n recent reference values at that step, tightened where
+  the ranking is exact (both below).
 - "median" (Optuna's MedianPruner): a rung at every step >= min_step that a reference trial
-  reported at; the threshold is the median of the recent reference values there.
+  reported at; the threshold is the median of all the reference values there.
 
 Neither puts a rung at the last step the reference reached: stopping there saves nothing and
 would throw a finished result away.
@@ -23,11 +24,13 @@ reached it (PRUNED ones only up to where they stopped, so later rungs rank the s
 earlier ones, as successive halving does). FAILED trials are left out: where a failure's curve
 stops can depend on timing (a worker lost at a random step), and the rungs must not.
 
-Recent values only: a threshold comes from the RECENT_TRIALS latest of those trials (by trial
-number), not from all of them. Later rounds sample a narrowed box, so their trials beat most
-of the older reference (round 1's random trials above all), and a threshold from the whole
-reference lets nearly all of them through. Rung steps and the safety check below still use
-every reference trial.
+Halving, recent values only: a threshold comes from the RECENT_TRIALS latest of those trials
+(by trial number), not from all of them. Later rounds sample a narrowed box, so their trials
+beat most of the older reference (round 1's random trials above all), and a threshold from the
+whole reference lets nearly all of them through. Rung steps and the safety check below still use
+every reference trial. (The median rule keeps every reference trial and is never tightened:
+with both, on crossing curves at 8x12 its median best fell 0.011 below the study without early
+stopping, in 5 of 7 seeds more than 0.003; with recent values alone it pruned a winner.)
 
 The safety check (short-horizon bias). In real training, large learning rates often rise sooner
 and end lower, so an early ranking can invert later, and a pruner that trusts it kills the
@@ -43,8 +46,9 @@ show that its ranking predicts the final one:
    ranking of the middle is noisy. It always includes the best trial, and it is never more
    than the rung keeps, so a perfectly predictive curve always passes.
 
-Tightening, where the ranking is near exact. Thresholds that keep 1/eta of the recent reference
-still let most of a later round through (its box is narrower than theirs, its trials better).
+Halving, tightened where the ranking is near exact. Thresholds that keep 1/eta of the recent
+reference still let most of a later round through (its box is narrower than theirs, its trials
+better).
 So a rung that passed the safety check is tightened to keep only the trials that would rank in
 the top STRICT_KEEP of the recent reference values at its step, where the recent COMPLETE
 reference trials show that the ranking at that step is the final one: at least `min_trials` of
@@ -161,7 +165,8 @@ def rungs_for(
         (c for c in reference if c.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED)),
         key=lambda c: c.trial,
     )
-    recent = curves[-RECENT_TRIALS:]
+    halving = early_stopping.rule == "halving"
+    recent = curves[-RECENT_TRIALS:] if halving else curves
     rungs: list[Rung] = []
     for step in rung_steps(early_stopping, (s for c in curves for s in c.steps)):
         values = [v for v in (c.at(step) for c in recent) if v is not None]
@@ -169,7 +174,9 @@ def rungs_for(
             continue
         rung = Rung(step, _threshold(early_stopping, values, maximize))
         if _predicts_final_ranking(early_stopping, rung, curves, maximize):
-            rungs.append(_tightened(early_stopping, rung, values, recent, maximize))
+            rungs.append(
+                _tightened(early_stopping, rung, values, recent, maximize) if halving else rung
+            )
     return tuple(rungs)
 
 
