@@ -217,6 +217,18 @@ def test_thresholds_come_from_the_recent_reference_trials() -> None:
     assert rungs[0].threshold == pytest.approx(top[RECENT_TRIALS // 3 - 1])
 
 
+def test_the_median_rule_takes_every_reference_trial_and_is_never_tightened() -> None:
+    # Given 40 old trials below 32 recent ones, all ranked at every step as at the end
+    old = [curve(i, [0.1 + 0.001 * i] * 10) for i in range(40)]
+    recent = [curve(40 + i, [0.5 + 0.01 * i] * 10) for i in range(RECENT_TRIALS)]
+
+    rungs = rungs_for(MEDIAN, old + recent, maximize=True)
+
+    # Then its cut is the median of all 72 values at the step
+    everything = [c.at(1) or 0.0 for c in old + recent]
+    assert rungs[0].threshold == pytest.approx(float(np.median(everything)))
+
+
 def test_where_the_ranking_at_a_step_is_the_final_one_a_rung_keeps_only_the_top_two() -> None:
     # Given 9 trials ranked identically at every step, to the end
     reference = [curve(i, [i * 0.1 * t / 10 for t in range(1, 11)]) for i in range(1, 10)]
