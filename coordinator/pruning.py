@@ -48,14 +48,14 @@ show that its ranking predicts the final one:
 
 Halving, tightened where the ranking is near exact. Thresholds that keep 1/eta of the recent
 reference still let most of a later round through (its box is narrower than theirs, its trials
-better).
-So a rung that passed the safety check is tightened to keep only the trials that would rank in
-the top STRICT_KEEP of the recent reference values at its step, where the recent COMPLETE
-reference trials show that the ranking at that step is the final one: at least `min_trials` of
-them, their Spearman rho at least STRICT_RANK_CORRELATION, and the tightened rung keeps their
-STRICT_KEEP best by final score. On predictive curves that prunes most of a later round early
-(a trial that will beat the recent best still passes every rung); on crossing curves the rho
-of early steps stays lower and the rungs stay as they are.
+better). So a rung that passed the safety check is tightened to keep only the trials that would
+rank in the top STRICT_KEEP of the recent reference values at its step, where the recent
+COMPLETE reference trials show that the ranking at that step is the final one: at least
+`min_trials` of them, their Spearman rho at least STRICT_RANK_CORRELATION, and the tightened
+rung keeps their STRICT_KEEP best by final score and the best COMPLETE reference trial of all.
+On predictive curves that prunes most of a later round early (a trial that will beat the recent
+best still passes every rung); on crossing curves the rho of early steps stays lower and the
+rungs stay as they are.
 
 Rung steps and thresholds depend only on the set of reference curves, not on their order.
 """
@@ -82,12 +82,13 @@ negative (-0.5 to -0.7) until the curves have crossed."""
 
 RECENT_TRIALS = 32
 """The thresholds come from this many latest COMPLETE or PRUNED reference trials (by number).
-Measured with `python -m bench.pruning_sim` (synthetic-training, halving, 11 seeds): at lag 0
-the median share of epochs run on predictive curves fell from 83% / 79% / 80% (16x6 / 8x12 /
-32x3, thresholds from every reference trial) to 67% / 68% / 73%, the median best within 0.0004
-of the study without early stopping, and on crossing curves no pruned trial would have ended
-better than the best (7 did at 8x12 with every reference trial). 16 or 24 trials saved a few
-points more but pruned such a winner on crossing curves; 48 saved less."""
+Measured with `python -m bench.pruning_sim` (synthetic-training, halving, 11 seeds, before the
+tightening below): at lag 0 the median share of epochs run on predictive curves fell from
+83% / 79% / 80% (16x6 / 8x12 / 32x3, thresholds from every reference trial) to 67% / 68% / 73%,
+the median best within 0.0004 of the study without early stopping, and on crossing curves no
+pruned trial would have ended better than the best (7 did at 8x12 with every reference trial).
+16 or 24 trials saved a few points more but pruned such a winner on crossing curves; 48 saved
+less."""
 
 STRICT_RANK_CORRELATION = 0.95
 """Spearman's rho, over the recent COMPLETE reference trials, from which a rung is tightened to
@@ -175,7 +176,7 @@ def rungs_for(
         rung = Rung(step, _threshold(early_stopping, values, maximize))
         if _predicts_final_ranking(early_stopping, rung, curves, maximize):
             rungs.append(
-                _tightened(early_stopping, rung, values, recent, maximize) if halving else rung
+                _tightened(early_stopping, rung, values, curves, maximize) if halving else rung
             )
     return tuple(rungs)
 
@@ -184,22 +185,24 @@ def _tightened(
     early_stopping: EarlyStopping,
     rung: Rung,
     values: Sequence[float],
-    recent: Sequence[ReferenceCurve],
+    curves: Sequence[ReferenceCurve],
     maximize: bool,
 ) -> Rung:
-    """The rung at the threshold of the STRICT_KEEP-th best recent value, where the recent
-    COMPLETE trials rank at the step almost exactly as at the end (see the module's doc);
-    else `rung` unchanged."""
+    """The rung at the threshold of the STRICT_KEEP-th best recent value `values`, where the
+    recent COMPLETE trials among `curves` (by trial number) rank at the step almost exactly as
+    at the end, and it keeps their STRICT_KEEP best and the best of all `curves` (see the
+    module's doc); else `rung` unchanged."""
     best_first = sorted(values, reverse=maximize)
     strict = Rung(rung.step, float(best_first[min(STRICT_KEEP, len(best_first)) - 1]))
     if strict == rung or not rung.keeps(strict.threshold, maximize):
         return rung  # already as strict
-    complete = [(c, v) for c in recent if c.is_complete and (v := c.at(rung.step)) is not None]
-    if len(complete) < early_stopping.min_trials:
+    every = [(c, v) for c in curves if c.is_complete and (v := c.at(rung.step)) is not None]
+    recent = [(c, v) for c, v in every if c.trial >= curves[-RECENT_TRIALS:][0].trial]
+    if len(recent) < early_stopping.min_trials:
         return rung
-    if _rank_correlation(complete) < STRICT_RANK_CORRELATION:
+    if _rank_correlation(recent) < STRICT_RANK_CORRELATION:
         return rung
-    leaders = _by_final(complete, maximize)[:STRICT_KEEP]
+    leaders = _by_final(recent, maximize)[:STRICT_KEEP] + _by_final(every, maximize)[:1]
     return strict if all(strict.keeps(value, maximize) for _, value in leaders) else rung
 
 

@@ -313,7 +313,7 @@ def test_constant_values_at_a_step_say_nothing_and_give_no_rung() -> None:
 
 @given(
     seed=st.integers(0, 10_000),
-    n=st.integers(0, 24),
+    n=st.integers(0, 48),
     rule=st.sampled_from([HALVING, MEDIAN]),
     maximize=st.booleans(),
 )
