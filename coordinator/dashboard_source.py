@@ -2,9 +2,9 @@
 or a run folder's study.json.
 
 - `BrokerSource` reads the record in two pipelined round trips (the spec, meta and counters;
-  then every round, trial and trial's reports), so a study of thousands of trials costs one
-  snapshot, not a request per trial. Nothing is kept between reads except the parsed spec,
-  which a study never changes (it is parsed again if its text does).
+  then the rounds, and each trial not yet finished with its reports), so a study of thousands
+  of trials costs one read, not a request per trial. Finished trials are kept, since the store
+  never changes them again; so is the parsed spec, parsed again if its text changes.
 - `RunFolderSource` reads a run folder's study.json again whenever the file changes. The
   embedded default keeps its Redis password to itself, so while such a study runs, its
   study.json (rewritten after each round) is the only record a second process can read: it lags
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from common.store_keys import COUNTERS
 from common.store_reads import StudyReader
 from common.store_records import RoundRecord, trial_from_hash
 from common.study import StudySpec
+from common.trial import Trial
 from coordinator.export import StudyRecord
 
 
@@ -38,11 +39,20 @@ class RecordSource(Protocol):
 
 @dataclass
 class BrokerSource:
-    """A study's record on a broker, read with two pipelines per call."""
+    """A study's record on a broker, read with two pipelines per call.
+
+    A finished trial (complete, failed or pruned) never changes again in the store (every Lua
+    script that writes a trial starts from queued or running), so the trials and reports it has
+    seen finished are kept and only the others are read again: a read of a study of 1,000
+    finished trials asks for its meta, counters and rounds alone. The kept trials belong to the
+    study's `epoch` (a study deleted and started afresh gets a new one) and are dropped with it.
+    """
 
     reader: StudyReader
     where: str = "the broker"
     _spec: tuple[str, StudySpec] | None = None
+    _epoch: str = ""
+    _finished: dict[int, tuple[Trial, tuple[tuple[int, float], ...]]] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"study {self.reader.study!r} on {self.where}, live"
@@ -56,33 +66,40 @@ class BrokerSource:
         spec_text, meta, counters = call_redis(pipe.execute)
         if spec_text is None or not meta:
             raise StudyNotFound(f"no study named {self.reader.study!r} in {self.where}")
+        if meta.get("epoch", "") != self._epoch:
+            self._epoch, self._finished = meta.get("epoch", ""), {}
         rounds = int(meta.get("rounds", "0"))
-        trials = int(meta.get("trials", "0"))
+        unfinished = [n for n in range(int(meta.get("trials", "0"))) if n not in self._finished]
         pipe = self.reader.client.pipeline(transaction=False)
         for number in range(1, rounds + 1):
             pipe.hgetall(keys.round(number))
-        for number in range(trials):
+        for number in unfinished:
             pipe.hgetall(keys.trial(number))
             pipe.lrange(keys.reports(number), 0, -1)
         rows: list[Any] = call_redis(pipe.execute)
         round_rows, trial_rows = rows[:rounds], rows[rounds:]
-        study = self.reader.study
+        found = {
+            number: (
+                trial_from_hash(self.reader.study, number, row),
+                tuple((int(step), float(value)) for step, value in map(json.loads, reports)),
+            )
+            for number, row, reports in zip(
+                unfinished, trial_rows[0::2], trial_rows[1::2], strict=True
+            )
+            if row
+        }
+        self._finished.update(
+            (number, entry) for number, entry in found.items() if entry[0].status.is_finished()
+        )
+        trials = dict(sorted({**self._finished, **found}.items()))
         return StudyRecord(
             spec=self._parsed(spec_text),
             state=meta.get("state", "unknown"),
             rounds=tuple(RoundRecord.from_hash(row) for row in round_rows if row),
-            trials=tuple(
-                trial_from_hash(study, number, row)
-                for number, row in enumerate(trial_rows[0::2])
-                if row
-            ),
+            trials=tuple(trial for trial, _ in trials.values()),
             counters={name: int(counters.get(name, "0")) for name in COUNTERS},
             message=meta.get("message", ""),
-            reports={
-                number: tuple((int(step), float(value)) for step, value in map(json.loads, found))
-                for number, found in enumerate(trial_rows[1::2])
-                if found
-            },
+            reports={number: reports for number, (_, reports) in trials.items() if reports},
         )
 
     def _parsed(self, text: str) -> StudySpec:

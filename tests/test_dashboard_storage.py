@@ -279,3 +279,23 @@ def test_a_run_folder_without_study_json_or_of_another_study_is_a_clear_error(
     write_run_dir(StudyRecord.from_store(store), tmp_path)
     with pytest.raises(ConfigError, match="holds study 'dash', not 'other'"):
         RunFolderSource(tmp_path, "other").read()
+
+
+def test_finished_trials_kept_between_reads_are_dropped_when_the_study_is_made_afresh(
+    store: StudyStore,
+) -> None:
+    # Given a source that has read the study with its trial 0 complete
+    source = BrokerSource(store)
+    spec = StudySpec.from_dict(store.spec())
+    assert source.read().trials[0].score == 0.9
+    # When the study is deleted and started afresh, its trial 0 finishing with another score
+    store.delete()
+    lock = store.acquire(ttl=60)
+    epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
+    store.write_round(lock, epoch, 1, spec.space.whole_box().to_dict(spec.space), PARAMS[:1])
+    payload = {"params": PARAMS[0], "rungs": []}
+    assert store.start(0, 1, "new", payload=payload, lease=60, **WORKER).ok
+    assert store.finish(0, 1, "new", TrialResult.complete(0.1)) == "ok"
+    # Then the source reads the new trial, not the one it kept
+    assert source.read() == StudyRecord.from_store(store)
+    assert source.read().trials[0].score == 0.1
