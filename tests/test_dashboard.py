@@ -128,9 +128,7 @@ def test_the_dashboard_shows_a_running_study_live_and_refuses_writes(
         dashboard = start_dashboard(redis_server.url, dashboard_port, tmp_path / "dash.log")
         base = f"http://127.0.0.1:{dashboard_port}"
         wait_until(lambda: listening(f"{base}/api/studies"), 30, what="the dashboard to listen")
-        assert [s["study_name"] for s in get(f"{base}/api/studies")["study_summaries"]] == [
-            "live"
-        ]
+        assert [s["study_name"] for s in get(f"{base}/api/studies")["study_summaries"]] == ["live"]
 
         # Then its trials appear as they finish, while the study still runs
         seen: list[list[str]] = []
