@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -31,6 +33,7 @@ from tests.harness import (
     study_toml,
     wait_until,
 )
+from tests.test_dashboard_storage import made_study
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -79,12 +82,14 @@ def dashboard_port() -> int:
     return free_port()
 
 
-def start_dashboard(broker_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """`coordinator dashboard live --port PORT` as a user types it, on the broker."""
+def start_dashboard(
+    broker_url: str, port: int, log: Path, study: str = "live"
+) -> subprocess.Popen[bytes]:
+    """`coordinator dashboard STUDY --port PORT` as a user types it, on the broker."""
     env = {**os.environ, "ZOOMTUNE_BROKER_URL": broker_url}
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli", "dashboard", "live", "--port", str(port)],
+            [sys.executable, "-m", "coordinator.cli", "dashboard", study, "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -198,3 +203,67 @@ def test_the_dashboard_on_a_missing_study_says_so(
     out = (tmp_path / "dash.log").read_text()
     assert code == 1, out
     assert out.startswith("error: no study named 'live' in this broker"), out
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+def rendered_text(url: str, profile: Path) -> str:
+    """The page's text once headless Chromium has run its scripts (for up to 15 s of page
+    time), tags and styles left out, whitespace collapsed."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+         "--dump-dom", url],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    html = re.sub(r"<style[^>]*>.*?</style>", " ", done.stdout, flags=re.DOTALL)
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+    reason="no chromium: `apt-get install chromium` for the browser test",
+)
+def test_a_browser_shows_every_trial_with_its_state_curve_and_worker(
+    redis_server: RedisServer, tmp_path: Path, dashboard_port: int
+) -> None:
+    # Given a study whose five trials are complete, failed, pruned, running and queued
+    client = connect(redis_server.url)
+    made_study(client)
+    client.close()
+    dashboard = start_dashboard(redis_server.url, dashboard_port, tmp_path / "dash.log", "dash")
+    try:
+        base = f"http://127.0.0.1:{dashboard_port}"
+        wait_until(lambda: listening(f"{base}/api/studies"), 30, what="the dashboard to listen")
+
+        # When a real browser opens the study's trials
+        profile = tmp_path / "chromium-profile"
+        profile.mkdir()
+        text = rendered_text(f"{base}/dashboard/studies/{STUDY_ID}/trials", profile)
+    finally:
+        stop(dashboard)
+
+    # Then the page lists each trial in its state, and the best one with its curve and worker
+    assert "dash (id=0)" in text, text[:2000]
+    assert "5 Trials" in text
+    for shown in [
+        "Trial 0 Complete Best Trial",
+        "Trial 1 Fail",
+        "Trial 2 Pruned",
+        "Trial 3 Running",
+        "Trial 4 Waiting",
+        "Value 0.9",
+        "Intermediate Values 1 0.5 2 0.75 3 0.9",
+        "Parameter act relu beta 0.95 layers 3 lr 0.01 width 32",
+        "User Attributes round 1 attempt 1 worker w1@box device cuda:1",
+    ]:
+        assert shown in text, text[:2000]

@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("optuna_dashboard", reason="needs the `dashboard` extra (in the `test` one)")
 
 import fakeredis
+import redis
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -47,13 +48,14 @@ PARAMS = [
 WORKER: dict[str, Any] = {"worker": "w1@box", "host": "box", "device": "cuda:1", "pid": 7}
 
 
-def made_study() -> StudyStore:
+def made_study(client: redis.Redis | None = None) -> StudyStore:
     """One round of five trials, left complete (with reports), failed, pruned, running and
-    queued, each through the store's own transitions."""
+    queued, each through the store's own transitions (on fakeredis unless `client` is given)."""
     spec = StudySpec.from_toml(
         study_toml(name="dash", direction="maximize", rounds=2, trials_per_round=5, space=SPACE)
     )
-    store = StudyStore(fakeredis.FakeRedis(decode_responses=True), "zoomtune:", "dash")
+    client = client or fakeredis.FakeRedis(decode_responses=True)
+    store = StudyStore(client, "zoomtune:", "dash")
     lock = store.acquire(ttl=60)
     epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
     store.write_round(lock, epoch, 1, spec.space.whole_box().to_dict(spec.space), PARAMS)
@@ -299,3 +301,49 @@ def test_finished_trials_kept_between_reads_are_dropped_when_the_study_is_made_a
     # Then the source reads the new trial, not the one it kept
     assert source.read() == StudyRecord.from_store(store)
     assert source.read().trials[0].score == 0.1
+
+
+def dashboard_cli(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from coordinator.cli import main
+
+    result = CliRunner().invoke(main, ["dashboard", *args], env={"ZOOMTUNE_BROKER_URL": ""})
+    return result.exit_code, result.output
+
+
+def test_without_the_extra_the_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "optuna_dashboard" else real(name)
+    )
+    code, out = dashboard_cli("--run-dir", str(tmp_path))
+    assert (code, out) == (
+        2,
+        "error: optuna_dashboard is not installed: pip install 'zoomtune[dashboard]'\n",
+    )
+
+
+def test_a_run_folder_without_study_json_is_refused_before_serving(tmp_path: Path) -> None:
+    code, out = dashboard_cli("--run-dir", str(tmp_path))
+    assert code == 2
+    assert out.startswith(f"error: {tmp_path} has no study.json (yet: the coordinator writes it")
+
+
+def test_a_port_in_use_is_refused_with_the_way_out(store: StudyStore, tmp_path: Path) -> None:
+    import socket
+
+    write_run_dir(StudyRecord.from_store(store), tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out = dashboard_cli("--run-dir", str(tmp_path), "--port", str(port))
+    assert code == 2
+    assert out == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): pick another --port\n"
+    )
