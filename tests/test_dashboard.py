@@ -37,7 +37,8 @@ from tests.test_dashboard_storage import made_study
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-# Each trial reports 3 steps, 0.3 s apart: about a second a trial, 8 trials on one worker.
+# Each trial reports 3 steps, 0.3 s apart: about a second a trial, 8 trials on one worker;
+# none is pruned.
 LIVE = study_toml(
     name="live",
     objective="prunable",
@@ -47,7 +48,7 @@ LIVE = study_toml(
     options="{ steps = 3, step_seconds = 0.3 }",
     space='x = { type = "float", low = 0.01, high = 1.0, scale = "log" }\n'
     'y = { type = "int", low = 1, high = 8 }',
-    extra="",
+    extra='[early_stopping]\nrule = "none"  # every trial completes, whatever the default rule',
 )
 STATES = {"queued": "Waiting", "running": "Running", "complete": "Complete", "failed": "Fail"}
 
