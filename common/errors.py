@@ -10,6 +10,7 @@ ZoomtuneError
 ├── GpuError               `--gpus` names no usable GPU (none found, an unknown id, a bad value)
 ├── TrialRejected          a worker cannot run the study's objective (it is not registered there)
 ├── WorkersExited          the embedded default's local workers stopped while the study ran
+├── ReadOnly               a write asked of the dashboard, which only reads the study's record
 └── StoreError             the study store refused an operation
     ├── StudyNotFound      no study of that name in the store
     ├── StudyExists        a different study of that name is already stored
@@ -68,6 +69,11 @@ class TrialRejected(ZoomtuneError):
 
 class WorkersExited(ZoomtuneError):
     """The local workers that the embedded default started exited while the study ran."""
+
+
+class ReadOnly(ZoomtuneError):
+    """A write asked of `coordinator dashboard`: only the coordinator and its workers write a
+    study's record. The message starts "the dashboard is read-only: "."""
 
 
 class StoreError(ZoomtuneError):
