@@ -37,6 +37,8 @@ min_trials = 8                  # a rung needs this many completed reference tri
 
 [space]
 learning_rate = { type = "float", low = 1e-5, high = 1e-1, scale = "log" }
+optimizer = { type = "choice", values = ["sgd", "adam"] }
+momentum = { type = "float", low = 0.5, high = 0.99, when = { optimizer = "sgd" } }  # sgd only
 ```
 
 pydantic checks the shape (types, unknown keys, missing keys); the value objects of

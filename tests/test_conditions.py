@@ -425,3 +425,40 @@ def test_plan_shows_the_parameters_as_a_tree() -> None:
     ]
     dampening = lines[start + 6]
     assert "nesterov = False" in dampening
+
+
+# --- the example ---------------------------------------------------------------------------
+
+
+def test_the_example_gives_each_solver_only_its_own_parameters_and_the_objective_runs_them() -> (
+    None
+):
+    from workers.objectives.digits import mlp_digits
+
+    example = StudySpec.from_file(Path(__file__).parents[1] / "examples" / "mlp_digits.toml")
+    first = CoarseToFine(example).ask()
+    solvers = {params["solver"] for params in first}
+    assert solvers == {"sgd", "adam"}
+    for params in first[:4]:
+        if params["solver"] == "sgd":
+            assert {"momentum", "lr_schedule"} <= set(params)
+            assert not {"beta1", "beta2", "epsilon"} & set(params)
+        else:
+            assert {"beta1", "beta2", "epsilon"} <= set(params)
+            assert not {"momentum", "lr_schedule"} & set(params)
+        trial = _Trial()
+        assert 0.0 <= mlp_digits(params, trial) <= 1.0
+
+
+def test_the_digits_objective_refuses_a_solver_it_does_not_take() -> None:
+    from workers.objectives.digits import mlp_digits
+
+    with pytest.raises(ValueError, match="solver must be 'sgd' or 'adam', got solver='lbfgs'"):
+        mlp_digits({"solver": "lbfgs"}, _Trial())
+
+
+class _Trial:
+    options: Mapping[str, Any] = {"max_iter": 1}
+
+    def report(self, step: int, value: float) -> None:
+        pass
