@@ -333,7 +333,7 @@ def _parameter_panel(
 
 
 def _title(param: Parameter) -> str:
-    when = "" if param.when is None else f"  when {param.when.describe()}"
+    when = "" if param.when is None else f"\nonly when {param.when.describe()}"
     if isinstance(param, ChoiceParameter):
         return f"{param.name} (choice){when}"
     scale = "" if param.scale is Scale.LINEAR else f", {param.scale.value}"
