@@ -33,7 +33,7 @@ from coordinator.narrowing import narrow
 from coordinator.plan import StudyPlan
 from coordinator.report import FUNNEL_PNG, Findings, write_report
 from coordinator.sampling import sample
-from coordinator.search import CoarseToFine
+from coordinator.search import CoarseToFine, explore_count
 from coordinator.views import plan_view, status_view
 from tests.harness import study_toml
 from tests.records import simulate
@@ -345,7 +345,7 @@ def test_every_trial_has_only_its_active_parameters_each_inside_the_round_box(
     told = iter(scores)
     while batch := search.ask():
         box = search.box
-        in_box = len(batch) - (0 if search.round == 1 else round(0.05 * len(batch)))
+        in_box = len(batch) - explore_count(study.search.explore, len(batch), search.round)
         for params in batch:
             assert space.problems(params) == []  # nothing inactive, nothing active missing
             assert all(space.is_active(name, params) for name in params)
@@ -360,6 +360,29 @@ def test_every_trial_has_only_its_active_parameters_each_inside_the_round_box(
                 else:
                     assert value in region
         search.tell([(params, next(told)) for params in batch])
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**32), order=st.randoms(use_true_random=False), lag=st.sampled_from([0, 6])
+)
+def test_the_trials_do_not_depend_on_the_order_results_come_back_in(
+    seed: int, order: Any, lag: int
+) -> None:
+    # One worker tells results in trial order; four tell them in any order: the same study.
+    study = spec(seed=seed, rounds=4, trials_per_round=12, extra=f"lag = {lag}")
+    in_order = simulate(study, optimizer_score)
+    search = CoarseToFine(study)
+    running: list[tuple[int, dict[str, Any]]] = []
+    while not search.done:
+        while search.can_ask():
+            first = search.first_trial(search.rounds_asked + 1)
+            running += list(enumerate(search.ask_next(), start=first))
+        order.shuffle(running)
+        number, params = running.pop()
+        search.tell_trial(number, optimizer_score(params))
+    assert [t.params for t in search.history] == [t.params for t in in_order.trials]
+    assert [b.to_dict(study.space) for b in search.boxes] == [dict(r.box) for r in in_order.rounds]
 
 
 def test_a_space_without_conditions_samples_as_before() -> None:
