@@ -485,3 +485,15 @@ class _Trial:
 
     def report(self, step: int, value: float) -> None:
         pass
+
+
+def test_an_edge_warning_judges_a_conditional_parameter_on_the_trials_that_had_it() -> None:
+    # SGD wins, and its best momentum is at the upper bound; Adam trials have no momentum
+    def score(params: Mapping[str, Any]) -> float:
+        lr = math.log10(float(params["learning_rate"]))
+        if params["optimizer"] == "adam":
+            return 5.0 + (lr + 3) ** 2
+        return (lr + 1) ** 2 + 20 * (0.99 - float(params["momentum"]))
+
+    findings = Findings.of(simulate(spec(rounds=4, trials_per_round=16), score))
+    assert [(w.name, w.side) for w in findings.warnings] == [("momentum", "upper")]
