@@ -18,6 +18,8 @@ them (an interval per numeric parameter, a subset of the values per choice param
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +89,46 @@ def _check_finite(**values: float) -> None:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """When a parameter is active: choice parameter `parent` took one of `values`.
+
+    Written `when = { optimizer = "sgd" }` or `when = { optimizer = ["sgd", "adam"] }` in a
+    study file. A parameter whose condition fails is *inactive*: it is absent from the trial's
+    params. Conditions chain: a parameter is active only if its parent is active too.
+    """
+
+    parent: str
+    values: tuple[Choice, ...]
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ConfigError(f"a condition needs at least one value of {self.parent!r}, got []")
+
+    def holds(self, value: object) -> bool:
+        return any(_same_choice(allowed, value) for allowed in self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        value: Any = self.values[0] if len(self.values) == 1 else list(self.values)
+        return {self.parent: value}
+
+    def toml(self) -> str:
+        """The condition as written in a study file: `{ optimizer = "sgd" }`."""
+        return f"{{ {self.parent} = {json.dumps(self.to_dict()[self.parent])} }}"
+
+    def describe(self) -> str:
+        """`optimizer = 'sgd'` or `optimizer in ['sgd', 'adam']`, for messages and plans."""
+        if len(self.values) == 1:
+            return f"{self.parent} = {self.values[0]!r}"
+        return f"{self.parent} in {list(self.values)!r}"
+
+
+def _with_condition(out: dict[str, Any], when: Condition | None) -> dict[str, Any]:
+    if when is not None:
+        out["when"] = when.to_dict()
+    return out
+
+
+@dataclass(frozen=True)
 class FloatParameter:
     """A real-valued parameter in [low, high], optionally restricted to low + k * step."""
 
@@ -95,6 +137,7 @@ class FloatParameter:
     high: float
     scale: Scale = Scale.LINEAR
     step: float | None = None
+    when: Condition | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -161,7 +204,7 @@ class FloatParameter:
         out["scale"] = self.scale.value
         if self.step is not None:
             out["step"] = self.step
-        return out
+        return _with_condition(out, self.when)
 
 
 @dataclass(frozen=True)
@@ -173,6 +216,7 @@ class IntParameter:
     high: int
     scale: Scale = Scale.LINEAR
     step: int = 1
+    when: Condition | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -230,7 +274,7 @@ class IntParameter:
         out["scale"] = self.scale.value
         if self.step != 1:
             out["step"] = self.step
-        return out
+        return _with_condition(out, self.when)
 
 
 def _same_choice(a: object, b: object) -> bool:
@@ -244,6 +288,7 @@ class ChoiceParameter:
 
     name: str
     values: tuple[Choice, ...]
+    when: Condition | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -276,7 +321,7 @@ class ChoiceParameter:
         return any(_same_choice(candidate, value) for candidate in self.values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "choice", "values": list(self.values)}
+        return _with_condition({"type": "choice", "values": list(self.values)}, self.when)
 
 
 Parameter: TypeAlias = FloatParameter | IntParameter | ChoiceParameter
@@ -308,7 +353,12 @@ Region: TypeAlias = Interval | tuple[Choice, ...]
 
 @dataclass(frozen=True)
 class Box:
-    """A region of a search space in unit coordinates, one `Region` per parameter."""
+    """A region of a search space in unit coordinates, one `Region` per parameter.
+
+    A box keeps a region for every parameter, even for the children of a choice branch the box
+    has pruned (so the region is there again if the branch comes back); `to_dict` leaves those
+    out, as `SearchSpace.reachable` says.
+    """
 
     regions: Mapping[str, Region]
 
@@ -318,7 +368,10 @@ class Box:
     def to_dict(self, space: SearchSpace) -> dict[str, dict[str, Any]]:
         """JSON form with both the unit interval and the values it spans, for people and files."""
         out: dict[str, dict[str, Any]] = {}
+        reachable = space.reachable(self)
         for param in space:
+            if param.name not in reachable:
+                continue  # a child of a pruned choice branch: it left the box with the branch
             region = self.regions[param.name]
             if isinstance(region, Interval):
                 if isinstance(param, ChoiceParameter):
@@ -358,6 +411,9 @@ class SearchSpace:
         if duplicates:
             raise ConfigError(f"parameter names must be unique, got {duplicates!r} twice")
         object.__setattr__(self, "parameters", tuple(sorted(self.parameters, key=lambda p: p.name)))
+        problems = condition_problems(self.parameters)
+        if problems:
+            raise ConfigError([f"{name}: when: {message}" for name, message in problems])
 
     def __iter__(self) -> Iterator[Parameter]:
         return iter(self.parameters)
@@ -399,11 +455,21 @@ class SearchSpace:
             else:
                 interval = region if isinstance(region, Interval) else Interval(0.0, 1.0)
                 params[param.name] = param.from_unit(interval.low + float(u) * interval.width)
-        return params
+        if not self.conditional:
+            return params
+        # Every coordinate is decoded, then the inactive ones are dropped: the draw (and so its
+        # coverage) stays a function of the seed, whatever the choices turn out to be.
+        return {name: value for name, value in params.items() if self.is_active(name, params)}
 
-    def to_unit(self, params: Mapping[str, Any]) -> npt.NDArray[np.float64]:
-        """The unit coordinates of a parameter dict, in the space's (sorted) order."""
-        return np.array([p.to_unit(params[p.name]) for p in self.parameters], dtype=np.float64)
+    def to_unit(
+        self, params: Mapping[str, Any], *, inactive: float = -1.0
+    ) -> npt.NDArray[np.float64]:
+        """The unit coordinates of a parameter dict, in the space's (sorted) order; a parameter
+        absent from `params` (inactive) gets the coordinate `inactive`."""
+        return np.array(
+            [p.to_unit(params[p.name]) if p.name in params else inactive for p in self.parameters],
+            dtype=np.float64,
+        )
 
     def problems(self, params: Mapping[str, Any]) -> list[str]:
         """Why `params` is not a point of this space: missing, unknown or out-of-range values."""
@@ -411,6 +477,13 @@ class SearchSpace:
         for name in sorted(set(params) - set(self.names)):
             found.append(f"unknown parameter {name!r}")
         for param in self.parameters:
+            if not self.is_active(param.name, params):
+                if param.name in params and param.when is not None:
+                    found.append(
+                        f"{param.name}={params[param.name]!r} is given but inactive (it applies "
+                        f"only when {self.chain(param.name)})"
+                    )
+                continue
             if param.name not in params:
                 found.append(f"missing parameter {param.name!r}")
             elif not param.contains(params[param.name]):
@@ -419,3 +492,121 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {p.name: p.to_dict() for p in self.parameters}
+
+    # -- conditions ------------------------------------------------------------------------------
+
+    @property
+    def conditional(self) -> bool:
+        """Whether some parameter has a `when` condition."""
+        return any(p.when is not None for p in self.parameters)
+
+    def is_active(self, name: str, params: Mapping[str, Any]) -> bool:
+        """Whether parameter `name` applies, given the choice values in `params`: every
+        condition on the way up its chain holds (an absent parent counts as failing)."""
+        condition = self[name].when
+        while condition is not None:
+            if not condition.holds(params.get(condition.parent, _ABSENT)):
+                return False
+            condition = self[condition.parent].when
+        return True
+
+    def chain(self, name: str) -> str:
+        """The conditions that make `name` active, e.g. "solver = 'sgd' and schedule = 'step'"."""
+        parts: list[str] = []
+        condition = self[name].when
+        while condition is not None:
+            parts.insert(0, condition.describe())
+            condition = self[condition.parent].when
+        return " and ".join(parts)
+
+    def reachable(self, box: Box) -> tuple[str, ...]:
+        """The parameters that can be active inside `box`: for each condition up the chain, the
+        box keeps at least one of the values it needs. The children of a pruned branch leave."""
+        found: list[str] = []
+        for param in self.parameters:
+            condition = param.when
+            while condition is not None:
+                region = box[condition.parent]
+                if isinstance(region, Interval) or not any(condition.holds(v) for v in region):
+                    break
+                condition = self[condition.parent].when
+            else:
+                found.append(param.name)
+        return tuple(found)
+
+    def children(self, name: str | None) -> tuple[Parameter, ...]:
+        """The parameters whose condition names `name` (None: those without a condition)."""
+        if name is None:
+            return tuple(p for p in self.parameters if p.when is None)
+        return tuple(p for p in self.parameters if p.when is not None and p.when.parent == name)
+
+    def tree(self) -> list[tuple[int, Parameter]]:
+        """Every parameter with its depth, depth first: the unconditional ones by name, each
+        followed by the parameters conditioned on it (depth + 1), and so on down the chains."""
+        out: list[tuple[int, Parameter]] = []
+
+        def visit(name: str | None, depth: int) -> None:
+            for param in self.children(name):
+                out.append((depth, param))
+                visit(param.name, depth + 1)
+
+        visit(None, 0)
+        return out
+
+
+_ABSENT = object()
+
+
+def condition_problems(parameters: Sequence[Parameter]) -> list[tuple[str, str]]:
+    """What is wrong with the `when` conditions of `parameters`, as (parameter name, message):
+    a condition on an unknown or non-choice parameter, on a value the choice does not have, or
+    conditions that form a cycle."""
+    by_name = {p.name: p for p in parameters}
+    found: list[tuple[str, str]] = []
+    for param in parameters:
+        condition = param.when
+        if condition is None:
+            continue
+        written = f"got when = {condition.toml()}"
+        parent = by_name.get(condition.parent)
+        if parent is None:
+            close = difflib.get_close_matches(condition.parent, list(by_name), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            found.append(
+                (
+                    param.name,
+                    f"{condition.parent!r} is not a parameter of the space, {written}{hint}",
+                )
+            )
+        elif not isinstance(parent, ChoiceParameter):
+            kind = "an int" if isinstance(parent, IntParameter) else "a float"
+            found.append(
+                (
+                    param.name,
+                    f"a condition needs a choice parameter, {condition.parent!r} is {kind} "
+                    f"parameter, {written}",
+                )
+            )
+        else:
+            for value in condition.values:
+                if not parent.contains(value):
+                    found.append(
+                        (
+                            param.name,
+                            f"{value!r} is not a value of choice {parent.name!r} "
+                            f"(values {list(parent.values)!r}), {written}",
+                        )
+                    )
+    for param in parameters:
+        path = [param.name]
+        condition = param.when
+        while condition is not None and condition.parent in by_name:
+            if condition.parent == param.name:
+                cycle = " -> ".join([*path, param.name])
+                found.append((param.name, f"conditions form a cycle: {cycle}"))
+                break
+            if condition.parent in path:
+                break  # a cycle further up: reported for the parameters on it
+            path.append(condition.parent)
+            condition = by_name[condition.parent].when
+    return found

@@ -142,6 +142,7 @@ class FloatEntry(_Section):
     high: float
     scale: Annotated[Scale, Field(strict=False)] = Scale.LINEAR
     step: float | None = None
+    when: dict[str, Any] | None = None  # checked by common.study and common.space
 
 
 class IntEntry(_Section):
@@ -150,11 +151,13 @@ class IntEntry(_Section):
     high: int
     scale: Annotated[Scale, Field(strict=False)] = Scale.LINEAR
     step: int = 1
+    when: dict[str, Any] | None = None  # checked by common.study and common.space
 
 
 class ChoiceEntry(_Section):
     type: Literal["choice"]
     values: list[Any]  # each value is checked by ChoiceParameter
+    when: dict[str, Any] | None = None  # checked by common.study and common.space
 
 
 _Entry = Annotated[FloatEntry | IntEntry | ChoiceEntry, Field(discriminator="type")]

@@ -63,9 +63,13 @@ class RoundSummary:
 
 
 def box_volume(space: SearchSpace, box: Box) -> float:
-    """The share of the unit cube of `space` that `box` covers (choices count by value)."""
+    """The share of the unit cube of `space` that `box` covers (choices count by value);
+    the children of a pruned choice branch, which left the box, do not count."""
     volume = 1.0
+    reachable = space.reachable(box)
     for param in space:
+        if param.name not in reachable:
+            continue
         region = box[param.name]
         if isinstance(region, Interval):
             volume *= region.width

@@ -365,6 +365,7 @@ class CoarseToFine:
             min_shrink=settings.min_shrink,
             min_width=settings.min_width,
             runners_up=ranked[k:],
+            top_k_setting=settings.top_k,
         )
         narrowings = previous.narrowings + 1
         if narrowings == 1:
