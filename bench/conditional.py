@@ -41,14 +41,8 @@ import numpy as np
 
 from bench.methods import from_optuna, optuna_distribution, study_spec
 from bench.run import environment, fmt, win_rate, write_section
-from common.space import (
-    ChoiceParameter,
-    Condition,
-    FloatParameter,
-    Parameter,
-    Scale,
-    SearchSpace,
-)
+from common.parameters import ChoiceParameter, Condition, FloatParameter, Parameter, Scale
+from common.space import SearchSpace
 from coordinator.sampling import sample
 from coordinator.search import CoarseToFine
 

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from bench.problems import Objective, Problem
-from common.space import ChoiceParameter, FloatParameter, IntParameter, Scale, SearchSpace
+from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from common.space import SearchSpace
 from common.study import StudySpec
 from coordinator.sampling import sample
 from coordinator.search import CoarseToFine

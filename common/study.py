@@ -59,15 +59,8 @@ from pydantic import ValidationError
 
 from common.errors import ConfigError
 from common.names import PARAMETER_NAME
-from common.space import (
-    ChoiceParameter,
-    Condition,
-    FloatParameter,
-    IntParameter,
-    Parameter,
-    SearchSpace,
-    condition_problems,
-)
+from common.parameters import ChoiceParameter, Condition, FloatParameter, IntParameter, Parameter
+from common.space import SearchSpace, condition_problems
 from common.study_file import ChoiceEntry, FloatEntry, IntEntry, StudyFile, describe
 from common.study_settings import EarlyStopping, ObjectiveSpec, Resources, SearchSettings
 

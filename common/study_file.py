@@ -20,8 +20,8 @@ from common.names import (
     STUDY_NAME,
     STUDY_NAME_RULE,
 )
+from common.parameters import Scale
 from common.settings import QueueKind
-from common.space import Scale
 from common.study_settings import (
     EarlyStopping,
     PruningRule,

@@ -35,7 +35,8 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-from common.space import ChoiceParameter, FloatParameter, Parameter, Scale, SearchSpace
+from common.parameters import ChoiceParameter, FloatParameter, Parameter, Scale
+from common.space import SearchSpace
 from common.trial import Trial, TrialStatus, sorted_curve
 from coordinator.export import StudyRecord
 

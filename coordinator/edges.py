@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.space import ChoiceParameter, NumericParameter
+from common.parameters import ChoiceParameter, NumericParameter
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus
 from coordinator.importance import ParameterImportance

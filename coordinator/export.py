@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError, MessageError
-from common.space import Box, ChoiceParameter, Interval, SearchSpace
+from common.parameters import ChoiceParameter
+from common.space import Box, Interval, SearchSpace
 from common.store import StudyStore
 from common.store_records import RoundRecord
 from common.study import StudySpec

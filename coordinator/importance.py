@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.space import ParamValue, SearchSpace
+from common.parameters import ParamValue
+from common.space import SearchSpace
 
 MIN_TRIALS = 8
 """Fewer completed trials than this give no importance (a forest on 5 points is noise)."""

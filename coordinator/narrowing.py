@@ -20,15 +20,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias, TypeGuard
 
-from common.space import (
-    Box,
-    ChoiceParameter,
-    Interval,
-    NumericParameter,
-    ParamValue,
-    Region,
-    SearchSpace,
-)
+from common.parameters import ChoiceParameter, NumericParameter, ParamValue
+from common.space import Box, Interval, Region, SearchSpace
 
 Params: TypeAlias = Mapping[str, ParamValue]
 Result: TypeAlias = tuple[Params, float | None]

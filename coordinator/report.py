@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.space import ChoiceParameter, Parameter, Scale
+from common.parameters import ChoiceParameter, Parameter, Scale
 from common.trial import Trial, TrialStatus
 from coordinator.curves import plot_curves
 from coordinator.edges import EdgeWarning, edge_warnings

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from common.errors import MessageError
-from common.space import Box, ChoiceParameter, ParamValue
+from common.parameters import ChoiceParameter, ParamValue
+from common.space import Box
 from common.study import StudySpec
 from coordinator.narrowing import narrow, resolve_k, top_k
 from coordinator.sampling import sample

@@ -12,7 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from common.space import ChoiceParameter
+from common.parameters import ChoiceParameter
 from common.store_keys import COUNTERS
 from common.study import StudySpec
 from common.trial import StudyState, Trial, TrialStatus

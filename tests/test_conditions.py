@@ -17,15 +17,8 @@ from rich.console import Console
 from scipy.stats import qmc
 
 from common.errors import ConfigError
-from common.space import (
-    Box,
-    ChoiceParameter,
-    Condition,
-    FloatParameter,
-    Interval,
-    IntParameter,
-    SearchSpace,
-)
+from common.parameters import ChoiceParameter, Condition, FloatParameter, IntParameter
+from common.space import Box, Interval, SearchSpace
 from common.study import StudySpec
 from coordinator.export import StudyRecord, box_volume, trials_csv
 from coordinator.importance import parameter_importance
