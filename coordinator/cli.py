@@ -1,3 +1,4 @@
+# Over 400 lines: ten commands, each only options in and a view out; the work is elsewhere.
 """`coordinator`: start a study, and look at the studies in a broker.
 
     coordinator plan STUDY_FILE [--workers N]
@@ -46,7 +47,7 @@ from common.redact import install_redacting_excepthook
 from common.redis_client import connect
 from common.settings import Settings, redact_url
 from common.store import StudyStore
-from common.store_reads import StudyReader, list_studies
+from common.store_reads import list_studies
 from common.store_records import owner_id
 from common.study import StudySpec
 from coordinator.export import study_json, trials_csv
@@ -64,7 +65,7 @@ from coordinator.plan import StudyPlan
 from coordinator.progress import make_progress, notes_from_logging
 from coordinator.report import Findings, write_report
 from coordinator.rounds import LoopSettings, StudyOutcome
-from coordinator.run_folders import RUNS, find_run_dir, study_record, study_store
+from coordinator.run_folders import RUNS, study_record, study_store
 from coordinator.views import findings_view, plan_view, status_view, studies_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -420,26 +421,10 @@ def dashboard(
     for module in ("optuna", "optuna_dashboard"):
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"{module} is not installed: pip install 'zoomtune[dashboard]'")
-    from coordinator.dashboard import serve
-    from coordinator.dashboard_source import BrokerSource, RunFolderSource
-    from coordinator.dashboard_storage import ReadOnlyStorage
+    from coordinator.dashboard import serve_study
 
-    def ready(url: str) -> None:
-        click.echo(f"optuna-dashboard on {url} for {storage.source.describe()}")
-
-    folder = find_run_dir("dashboard", study, broker, run_dir)
     try:
-        if folder is not None:
-            storage = ReadOnlyStorage(RunFolderSource(folder, study))
-            storage.snapshot()  # a missing or unreadable study.json is an error now
-            serve(storage, address, port, ready)
-            return
-        with study_store("dashboard", study, broker, None) as (store, _):
-            reader = StudyReader(store.client, store.keys.prefix, store.study)
-            url = Settings.from_env().with_broker(broker).broker_url or ""
-            storage = ReadOnlyStorage(BrokerSource(reader, f"broker {redact_url(url)}"))
-            storage.snapshot()
-            serve(storage, address, port, ready)
+        serve_study(study, broker, run_dir, address, port, click.echo)
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
 

@@ -12,13 +12,18 @@ from __future__ import annotations
 import json
 import socketserver
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from optuna_dashboard import wsgi
 
 from common.errors import ConfigError
+from common.settings import Settings, redact_url
+from common.store_reads import StudyReader
+from coordinator.dashboard_source import BrokerSource, RunFolderSource
 from coordinator.dashboard_storage import ReadOnlyStorage, read_only
+from coordinator.run_folders import find_run_dir, study_store
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -78,3 +83,32 @@ def serve(storage: ReadOnlyStorage, address: str, port: int, ready: Callable[[st
     with server:
         ready(f"http://{address}:{port}/dashboard")
         server.serve_forever()
+
+
+def serve_study(
+    study: str | None,
+    broker: str | None,
+    run_dir: Path | None,
+    address: str,
+    port: int,
+    say: Callable[[str], None],
+) -> None:
+    """`coordinator dashboard`: serve STUDY from the broker (live) or a run folder (its
+    study.json), found the way the other study commands find it, until interrupted."""
+    storage: ReadOnlyStorage
+
+    def ready(url: str) -> None:
+        say(f"optuna-dashboard on {url} for {storage.source.describe()}")
+
+    folder = find_run_dir("dashboard", study, broker, run_dir)
+    if folder is not None:
+        storage = ReadOnlyStorage(RunFolderSource(folder, study))
+        storage.snapshot()  # a missing or unreadable study.json is an error now
+        serve(storage, address, port, ready)
+        return
+    with study_store("dashboard", study, broker, None) as (store, _):
+        reader = StudyReader(store.client, store.keys.prefix, store.study)
+        url = Settings.from_env().with_broker(broker).broker_url or ""
+        storage = ReadOnlyStorage(BrokerSource(reader, f"broker {redact_url(url)}"))
+        storage.snapshot()
+        serve(storage, address, port, ready)
