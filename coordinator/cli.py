@@ -28,7 +28,6 @@ is ridden out, default 300).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -418,10 +417,14 @@ def dashboard(
     device (needs `pip install 'zoomtune[dashboard]'`). On a broker it follows the study's
     record; on a run folder, its study.json (rewritten after each round while the study runs).
     """
-    for module in ("optuna", "optuna_dashboard"):
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"{module} is not installed: pip install 'zoomtune[dashboard]'")
-    from coordinator.dashboard import serve_study
+    try:  # an optional extra: imported only here, so that every other command works without
+        from coordinator.dashboard import serve_study
+    except ImportError as exc:
+        if exc.name not in ("optuna", "optuna_dashboard"):
+            raise
+        raise ConfigError(
+            f"{exc.name} is not installed: pip install 'zoomtune[dashboard]'"
+        ) from exc
 
     try:
         serve_study(study, broker, run_dir, address, port, click.echo)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -315,12 +316,10 @@ def dashboard_cli(*args: str) -> tuple[int, str]:
 def test_without_the_extra_the_command_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name: None if name == "optuna_dashboard" else real(name)
-    )
+    # As if optuna-dashboard were not installed: importing it fails, and the command's module
+    # is imported afresh.
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)
+    monkeypatch.delitem(sys.modules, "coordinator.dashboard", raising=False)
     code, out = dashboard_cli("--run-dir", str(tmp_path))
     assert (code, out) == (
         2,
