@@ -3,7 +3,7 @@
     python -m bench.distributed [--trials 600] [--repeats 3]
 
 Two measurements, each a ratio against a baseline measured in the same run, on the same
-freshly started redis-server, with the same Celery settings (common/celery_app.py):
+freshly started redis-server, with the same Celery settings (zoomtune/common/celery_app.py):
 
 1. Throughput with a no-op objective: trials per second through zoomtune (the coordinator
    writes the round to the study store, sends one task per trial; workers take a lease, run the
@@ -40,17 +40,17 @@ import redis
 
 from bench.raw_celery import SPANS_KEY, make_app
 from bench.sleep_study import sleep_study
-from common.celery_app import make_celery
-from common.redis_client import connect
-from common.settings import Settings
-from common.store import StudyStore
-from common.study import StudySpec
-from common.trial import StudyState
-from coordinator.dispatcher import CeleryDispatcher
-from coordinator.embedded import LocalWorkers
-from coordinator.progress import LogProgress
-from coordinator.redis_server import RedisServer
-from coordinator.rounds import LoopSettings, RoundLoop
+from zoomtune.common.celery_app import make_celery
+from zoomtune.common.redis_client import connect
+from zoomtune.common.settings import Settings
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import StudyState
+from zoomtune.coordinator.dispatcher import CeleryDispatcher
+from zoomtune.coordinator.embedded import LocalWorkers
+from zoomtune.coordinator.progress import LogProgress
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.coordinator.rounds import LoopSettings, RoundLoop
 
 REPO = Path(__file__).resolve().parent.parent
 

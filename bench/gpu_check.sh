@@ -18,17 +18,17 @@ out="${1:-${OUT:-/tmp/zoomtune-gpu-check}}"
 mkdir -p "$out"
 
 echo "== GPUs that worker start --gpus all will use"
-python3 -m workers.cli gpus | tee "$out/gpus.txt"
+python3 -m zoomtune.workers.cli gpus | tee "$out/gpus.txt"
 python3 -c "import torch; assert torch.cuda.is_available(), 'torch ' + torch.__version__ + ' sees no GPU'; print('torch', torch.__version__, 'on', torch.cuda.get_device_name(0))"
 
-port=$(python3 -c "from coordinator.redis_server import free_port; print(free_port())")
-redis_server=$(python3 -c "from coordinator.redis_server import find_redis_server; print(find_redis_server())")
+port=$(python3 -c "from zoomtune.coordinator.redis_server import free_port; print(free_port())")
+redis_server=$(python3 -c "from zoomtune.coordinator.redis_server import find_redis_server; print(find_redis_server())")
 "$redis_server" --port "$port" --bind 127.0.0.1 --dir "$out" --save "" --appendonly yes \
     --maxmemory-policy noeviction --daemonize no >"$out/redis.log" 2>&1 &
 redis_pid=$!
 url="redis://127.0.0.1:$port/0"
 
-ZOOMTUNE_BROKER_URL="$url" python3 -m workers.cli start --gpus all >"$out/worker.log" 2>&1 &
+ZOOMTUNE_BROKER_URL="$url" python3 -m zoomtune.workers.cli start --gpus all >"$out/worker.log" 2>&1 &
 worker_pid=$!
 stop() {
     kill -TERM "$worker_pid" 2>/dev/null && wait "$worker_pid" || true
@@ -40,7 +40,7 @@ sed -e 's/^rounds = .*/rounds = 2/' -e 's/^trials_per_round = .*/trials_per_roun
     -e 's/^options = .*/options = { epochs = 5 }/' \
     examples/torch_mlp_digits.toml >"$out/study.toml"
 echo "== study (2 rounds x 4 trials) with the worker's slots as the only workers"
-python3 -m coordinator.cli start "$out/study.toml" --broker "$url" --run-dir "$out/run" \
+python3 -m zoomtune.coordinator.cli start "$out/study.toml" --broker "$url" --run-dir "$out/run" \
     --connect-timeout 60 | tee "$out/coordinator.txt"
 
 echo "== checks"

@@ -1,10 +1,10 @@
 """The methods the benchmark compares, each run at the same budget of q trials x rounds.
 
-- `coarse_to_fine`: `coordinator.search.CoarseToFine` with the study-file defaults (or the
+- `coarse_to_fine`: `zoomtune.coordinator.search.CoarseToFine` with the study-file defaults (or the
   `[search]` overrides the tuning script passes).
 - `random`: independent uniform points over the whole space, in the same warped coordinates
   (log, reverse_log, steps) that coarse-to-fine uses: the textbook random search.
-- `grid`: one grid of q x rounds points over the whole space (`coordinator.sampling.grid_points`:
+- `grid`: one grid of q x rounds points over the whole space (`zoomtune.coordinator.sampling.grid_points`:
   L levels per dimension, the points picked at random among the L**d).
 - `tpe`: Optuna's TPE, asked q trials at a time with `constant_liar=True` (the way Optuna is run
   in parallel), told after each batch. Log parameters use log distributions; a reverse_log
@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from bench.problems import Objective, Problem
-from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
-from common.space import SearchSpace
-from common.study import StudySpec
-from coordinator.sampling import sample
-from coordinator.search import CoarseToFine
+from zoomtune.common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from zoomtune.common.space import SearchSpace
+from zoomtune.common.study import StudySpec
+from zoomtune.coordinator.sampling import sample
+from zoomtune.coordinator.search import CoarseToFine
 
 METHODS = ("coarse_to_fine", "random", "grid", "tpe")
 

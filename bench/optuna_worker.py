@@ -24,8 +24,8 @@ from typing import Any
 import redis
 
 from bench.methods import from_optuna, optuna_distribution
-from common.study import StudySpec
-from workers.objectives.training import synthetic_training
+from zoomtune.common.study import StudySpec
+from zoomtune.workers.objectives.training import synthetic_training
 
 
 @dataclass

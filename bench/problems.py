@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
-from common.space import SearchSpace
-from workers.objectives.synthetic import branin_value, hartmann6_value
+from zoomtune.common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from zoomtune.common.space import SearchSpace
+from zoomtune.workers.objectives.synthetic import branin_value, hartmann6_value
 
 Objective = Callable[[Mapping[str, Any]], float]
 

@@ -7,8 +7,8 @@ With a deterministic objective, what early stopping decides is a function of the
 trial's rungs come from trials that are terminal when it is dispatched, chosen by trial number.
 So the study can be run trial by trial in number order (each trial's reference is then already
 finished), exactly as the coordinator would run it with any number of workers. This runs
-`CoarseToFine` and `coordinator.pruning` over the `synthetic-training` objective
-(workers/objectives/training.py) that way, then replays the dispatch on `--slots` slots with each
+`CoarseToFine` and `zoomtune.coordinator.pruning` over the `synthetic-training` objective
+(zoomtune/workers/objectives/training.py) that way, then replays the dispatch on `--slots` slots with each
 trial's duration (epochs run x its epoch time) for the utilization that gating gives.
 
 Per row (median over seeds): the epochs run as a share of the same study without early stopping
@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.training import SPACE, parse_configs
-from common.study import StudySpec
-from common.trial import Rung, TrialStatus, pruned_at
-from coordinator.pruning import ReferenceCurve, rungs_for
-from coordinator.search import CoarseToFine
-from workers.objectives.training import CURVES, epoch_seconds, value_at
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Rung, TrialStatus, pruned_at
+from zoomtune.coordinator.pruning import ReferenceCurve, rungs_for
+from zoomtune.coordinator.search import CoarseToFine
+from zoomtune.workers.objectives.training import CURVES, epoch_seconds, value_at
 
 TARGET_LOSS = {"predictive": 0.002, "crossing": 0.003}
 """Issue 13's targets: the best may be this much below the study without early stopping."""

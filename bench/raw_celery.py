@@ -14,8 +14,8 @@ import time
 import redis
 from celery import Celery
 
-from common.celery_app import make_celery
-from common.settings import QUEUES, Settings
+from zoomtune.common.celery_app import make_celery
+from zoomtune.common.settings import QUEUES, Settings
 
 SPANS_KEY = "zoomtune:bench:spans"
 

@@ -10,7 +10,7 @@ kill until the trial runs again on the other worker.
 - zoomtune: `worker start` daemons and the coordinator's round loop (default tick, 1 s). The
   lease expires at most `lease` after the kill, the reaper finds it within a tick, and the
   coordinator re-sends the trial as attempt 2. Target: lease + 2 s.
-- Baseline, Celery alone: the same Celery configuration (common/celery_app.py: late acks,
+- Baseline, Celery alone: the same Celery configuration (zoomtune/common/celery_app.py: late acks,
   reject on worker lost, prefetch 1) and a task that records when it starts. Celery redelivers
   an unacknowledged message only after the visibility timeout, here shortened to `visibility`
   seconds so that it can be measured; Celery's default is 3600 s (zoomtune's is 86400 s).
@@ -43,17 +43,17 @@ from celery import Celery
 
 from bench.raw_celery import start_worker
 from bench.sleep_study import sleep_study
-from common.celery_app import make_celery
-from common.redis_client import connect
-from common.settings import QUEUES, Settings
-from common.store import StudyStore
-from common.study import StudySpec
-from common.trial import TrialStatus
-from coordinator.dispatcher import CeleryDispatcher
-from coordinator.embedded import LocalWorkers
-from coordinator.progress import LogProgress
-from coordinator.redis_server import RedisServer
-from coordinator.rounds import RoundLoop
+from zoomtune.common.celery_app import make_celery
+from zoomtune.common.redis_client import connect
+from zoomtune.common.settings import QUEUES, Settings
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import TrialStatus
+from zoomtune.coordinator.dispatcher import CeleryDispatcher
+from zoomtune.coordinator.embedded import LocalWorkers
+from zoomtune.coordinator.progress import LogProgress
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.coordinator.rounds import RoundLoop
 
 REPO = Path(__file__).resolve().parent.parent
 STARTS_KEY = "zoomtune:bench:starts"

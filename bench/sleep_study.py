@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from common.study import StudySpec
+from zoomtune.common.study import StudySpec
 
 
 def sleep_study(name: str, trials: int, duration: float, resources: Mapping[str, str]) -> StudySpec:

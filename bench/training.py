@@ -3,7 +3,7 @@
     python -m bench.training --quick              # one pair of runs, about a minute
     python -m bench.training                      # the full matrix (see BENCHMARKS.md)
 
-Both sides run the built-in `synthetic-training` objective (workers/objectives/training.py):
+Both sides run the built-in `synthetic-training` objective (zoomtune/workers/objectives/training.py):
 epochs whose time grows with width and depth times a lognormal jitter, reported every epoch,
 with `predictive` or `crossing` learning curves. One invocation runs both tools on ONE freshly
 started redis-server, with the same number of slots (8) and trials (q x rounds):
@@ -75,15 +75,15 @@ import redis
 from bench.distributed import stop_process, wait_for_workers
 from bench.methods import from_optuna
 from bench.optuna_worker import WorkerSettings
-from common.errors import ConfigError
-from common.redis_client import connect
-from common.settings import Settings
-from common.store import StudyStore
-from common.study import StudySpec
-from common.trial import TrialStatus
-from coordinator.embedded import LocalWorkers
-from coordinator.redis_server import RedisServer
-from workers.objectives.training import CURVES, epoch_seconds
+from zoomtune.common.errors import ConfigError
+from zoomtune.common.redis_client import connect
+from zoomtune.common.settings import Settings
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import TrialStatus
+from zoomtune.coordinator.embedded import LocalWorkers
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.workers.objectives.training import CURVES, epoch_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -340,7 +340,7 @@ class Bench:
         study_file = self.workdir / f"{name}.toml"
         study_file.write_text(toml_text(document))
         env = dict(os.environ, ZOOMTUNE_BROKER_URL=self.url)
-        command = [sys.executable, "-m", "coordinator.cli", "start", str(study_file)]
+        command = [sys.executable, "-m", "zoomtune.coordinator.cli", "start", str(study_file)]
         command += ["--run-dir", str(self.workdir / "runs" / name)]
         launched = time.time()
         try:

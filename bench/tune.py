@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.problems import problems
 from bench.run import SETTINGS, Task, regrets, run_all, win_rate
-from common.study_settings import SearchSettings
+from zoomtune.common.study_settings import SearchSettings
 
 SWEEP: dict[str, Sequence[Any]] = {
     "top_k": ("auto", 1, 3, 0.05, 0.15),

@@ -11,9 +11,9 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
-from common.redis_client import connect
-from common.store import StudyStore
-from coordinator.redis_server import RedisServer
+from zoomtune.common.redis_client import connect
+from zoomtune.common.store import StudyStore
+from zoomtune.coordinator.redis_server import RedisServer
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")

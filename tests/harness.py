@@ -99,7 +99,7 @@ class WorkerProcess:
         command = [
             sys.executable,
             "-m",
-            "workers.cli",
+            "zoomtune.workers.cli",
             "start",
             "--queues",
             self.queues,
@@ -162,7 +162,7 @@ class CoordinatorProcess:
         command = [
             sys.executable,
             "-m",
-            "coordinator.cli",
+            "zoomtune.coordinator.cli",
             "start",
             str(self.study_file),
             "--run-dir",

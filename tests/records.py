@@ -8,11 +8,11 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from common.store_records import RoundRecord
-from common.study import StudySpec
-from common.trial import Trial, TrialStatus
-from coordinator.export import StudyRecord
-from coordinator.search import CoarseToFine
+from zoomtune.common.store_records import RoundRecord
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Trial, TrialStatus
+from zoomtune.coordinator.export import StudyRecord
+from zoomtune.coordinator.search import CoarseToFine
 
 
 def simulate(

@@ -16,7 +16,7 @@ from bench.training import (
     study_document,
     toml_text,
 )
-from common.study import StudySpec
+from zoomtune.common.study import StudySpec
 
 CASE = Case(16, 6, pruning=False, curve="predictive")
 

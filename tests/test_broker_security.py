@@ -26,12 +26,6 @@ import redis
 from click.testing import CliRunner
 from redis.backoff import NoBackoff
 
-from common.celery_app import make_celery
-from common.errors import BrokerError, ConfigError
-from common.redis_client import TransientRetry
-from common.settings import Settings, redact_url, redis_acl_rules
-from coordinator.cli import main as coordinator_main
-from coordinator.redis_server import RedisServer, find_redis_server, free_port
 from tests.faults.invariants import live_group_members
 from tests.harness import (
     CoordinatorProcess,
@@ -40,6 +34,12 @@ from tests.harness import (
     study_toml,
     wait_until,
 )
+from zoomtune.common.celery_app import make_celery
+from zoomtune.common.errors import BrokerError, ConfigError
+from zoomtune.common.redis_client import TransientRetry
+from zoomtune.common.settings import Settings, redact_url, redis_acl_rules
+from zoomtune.coordinator.cli import main as coordinator_main
+from zoomtune.coordinator.redis_server import RedisServer, find_redis_server, free_port
 
 PREFIX = "zoomtune:"
 REPO = Path(__file__).resolve().parent.parent
@@ -290,7 +290,7 @@ def test_s18_a_study_runs_as_an_acl_user_limited_to_the_prefix_with_flower_watch
     port = free_port()
     flower_log = (tmp_path / "flower.log").open("wb")
     flower = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "flower", "--port", str(port)],
+        [sys.executable, "-m", "zoomtune.coordinator.cli", "flower", "--port", str(port)],
         cwd=REPO,
         env={
             **os.environ,

@@ -20,15 +20,15 @@ import click.testing
 import pytest
 from click.testing import CliRunner
 
-from common.errors import ConfigError
-from common.redact import RedactingFormatter, print_redacted_exception, redact_url
-from common.redis_client import MISSING_CREDENTIALS
-from common.settings import Settings
-from coordinator import cli as coordinator_cli
-from coordinator.progress import LogProgress, notes_from_logging
-from coordinator.redis_server import RedisServer, free_port
-from coordinator.rounds import StudyOutcome
 from tests.harness import REPO, study_toml
+from zoomtune.common.errors import ConfigError
+from zoomtune.common.redact import RedactingFormatter, print_redacted_exception, redact_url
+from zoomtune.common.redis_client import MISSING_CREDENTIALS
+from zoomtune.common.settings import Settings
+from zoomtune.coordinator import cli as coordinator_cli
+from zoomtune.coordinator.progress import LogProgress, notes_from_logging
+from zoomtune.coordinator.redis_server import RedisServer, free_port
+from zoomtune.coordinator.rounds import StudyOutcome
 
 SECRET = "hunter2-Pw-d0nt-leak"
 
@@ -60,7 +60,7 @@ def worker(
     """`worker ARGS` as a real process (the daemon's own entry point)."""
     environment = {k: v for k, v in os.environ.items() if k != "ZOOMTUNE_BROKER_URL"}
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "zoomtune.workers.cli", *args],
         cwd=REPO,
         env={**environment, **(env or {})},
         capture_output=True,

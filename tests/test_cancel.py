@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from common.errors import StoreError, StudyCancelled, StudyNotFound
-from common.store import CANCEL_BATCH, StudyStore
-from common.store_records import CoordinatorLock
-from common.trial import StudyState, TrialResult, TrialStatus
 from tests.test_store import open_study, start
+from zoomtune.common.errors import StoreError, StudyCancelled, StudyNotFound
+from zoomtune.common.store import CANCEL_BATCH, StudyStore
+from zoomtune.common.store_records import CoordinatorLock
+from zoomtune.common.trial import StudyState, TrialResult, TrialStatus
 
 REASON = "cancelled by a test"
 

@@ -16,20 +16,20 @@ from hypothesis import strategies as st
 from rich.console import Console
 from scipy.stats import qmc
 
-from common.errors import ConfigError
-from common.parameters import ChoiceParameter, Condition, FloatParameter, IntParameter
-from common.space import Box, Interval, SearchSpace
-from common.study import StudySpec
-from coordinator.export import StudyRecord, box_volume, trials_csv
-from coordinator.importance import parameter_importance
-from coordinator.narrowing import narrow
-from coordinator.plan import StudyPlan
-from coordinator.report import FUNNEL_PNG, Findings, write_report
-from coordinator.sampling import sample
-from coordinator.search import CoarseToFine, explore_count
-from coordinator.views import plan_view, status_view
 from tests.harness import study_toml
 from tests.records import simulate
+from zoomtune.common.errors import ConfigError
+from zoomtune.common.parameters import ChoiceParameter, Condition, FloatParameter, IntParameter
+from zoomtune.common.space import Box, Interval, SearchSpace
+from zoomtune.common.study import StudySpec
+from zoomtune.coordinator.export import StudyRecord, box_volume, trials_csv
+from zoomtune.coordinator.importance import parameter_importance
+from zoomtune.coordinator.narrowing import narrow
+from zoomtune.coordinator.plan import StudyPlan
+from zoomtune.coordinator.report import FUNNEL_PNG, Findings, write_report
+from zoomtune.coordinator.sampling import sample
+from zoomtune.coordinator.search import CoarseToFine, explore_count
+from zoomtune.coordinator.views import plan_view, status_view
 
 OPTIMIZERS = """
 optimizer = { type = "choice", values = ["sgd", "adam"] }
@@ -402,7 +402,7 @@ def test_trials_csv_leaves_an_inactive_parameter_empty(record: StudyRecord) -> N
 
 
 def test_study_json_reads_back_with_its_conditions(record: StudyRecord, tmp_path: Path) -> None:
-    from coordinator.export import write_run_dir
+    from zoomtune.coordinator.export import write_run_dir
 
     write_run_dir(record, tmp_path)
     back = StudyRecord.from_json_file(tmp_path / "study.json")
@@ -449,7 +449,7 @@ def test_plan_shows_the_parameters_as_a_tree() -> None:
 def test_the_example_gives_each_solver_only_its_own_parameters_and_the_objective_runs_them() -> (
     None
 ):
-    from workers.objectives.digits import mlp_digits
+    from zoomtune.workers.objectives.digits import mlp_digits
 
     example = StudySpec.from_file(Path(__file__).parents[1] / "examples" / "mlp_digits.toml")
     first = CoarseToFine(example).ask()
@@ -467,7 +467,7 @@ def test_the_example_gives_each_solver_only_its_own_parameters_and_the_objective
 
 
 def test_the_digits_objective_refuses_a_solver_it_does_not_take() -> None:
-    from workers.objectives.digits import mlp_digits
+    from zoomtune.workers.objectives.digits import mlp_digits
 
     with pytest.raises(ValueError, match="solver must be 'sgd' or 'adam', got solver='lbfgs'"):
         mlp_digits({"solver": "lbfgs"}, _Trial())

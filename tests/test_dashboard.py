@@ -20,11 +20,6 @@ import pytest
 
 pytest.importorskip("optuna_dashboard", reason="needs the `dashboard` extra (in the `test` one)")
 
-from common.redis_client import connect
-from common.store import StudyStore
-from common.trial import TrialStatus
-from coordinator.dashboard_trials import STUDY_ID
-from coordinator.redis_server import RedisServer, free_port
 from tests.harness import (
     REPO,
     CoordinatorProcess,
@@ -34,6 +29,11 @@ from tests.harness import (
     wait_until,
 )
 from tests.test_dashboard_storage import made_study
+from zoomtune.common.redis_client import connect
+from zoomtune.common.store import StudyStore
+from zoomtune.common.trial import TrialStatus
+from zoomtune.coordinator.dashboard_trials import STUDY_ID
+from zoomtune.coordinator.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -90,7 +90,7 @@ def start_dashboard(
     env = {**os.environ, "ZOOMTUNE_BROKER_URL": broker_url}
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli", "dashboard", study, "--port", str(port)],
+            [sys.executable, "-m", "zoomtune.coordinator.cli", "dashboard", study, "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

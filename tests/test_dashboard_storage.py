@@ -21,16 +21,16 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from common.errors import ConfigError, ReadOnly
-from common.store import StudyStore
-from common.study import StudySpec
-from common.trial import TrialResult
-from coordinator.dashboard import dashboard_app
-from coordinator.dashboard_source import BrokerSource, RunFolderSource
-from coordinator.dashboard_storage import ReadOnlyStorage
-from coordinator.dashboard_trials import STUDY_ID
-from coordinator.export import StudyRecord, write_run_dir
 from tests.harness import study_toml
+from zoomtune.common.errors import ConfigError, ReadOnly
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import TrialResult
+from zoomtune.coordinator.dashboard import dashboard_app
+from zoomtune.coordinator.dashboard_source import BrokerSource, RunFolderSource
+from zoomtune.coordinator.dashboard_storage import ReadOnlyStorage
+from zoomtune.coordinator.dashboard_trials import STUDY_ID
+from zoomtune.coordinator.export import StudyRecord, write_run_dir
 
 SPACE = (
     'lr = { type = "float", low = 1e-4, high = 1e-1, scale = "log" }\n'
@@ -307,7 +307,7 @@ def test_finished_trials_kept_between_reads_are_dropped_when_the_study_is_made_a
 def dashboard_cli(*args: str) -> tuple[int, str]:
     from click.testing import CliRunner
 
-    from coordinator.cli import main
+    from zoomtune.coordinator.cli import main
 
     result = CliRunner().invoke(main, ["dashboard", *args], env={"ZOOMTUNE_BROKER_URL": ""})
     return result.exit_code, result.output
@@ -319,7 +319,7 @@ def test_without_the_extra_the_command_says_what_to_install(
     # As if optuna-dashboard were not installed: importing it fails, and the command's module
     # is imported afresh.
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)
-    monkeypatch.delitem(sys.modules, "coordinator.dashboard", raising=False)
+    monkeypatch.delitem(sys.modules, "zoomtune.coordinator.dashboard", raising=False)
     code, out = dashboard_cli("--run-dir", str(tmp_path))
     assert (code, out) == (
         2,

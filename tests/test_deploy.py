@@ -28,13 +28,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from common.settings import Settings, redis_acl_rules
-from common.study import StudySpec
-from coordinator.cli import main as coordinator_main
-from coordinator.redis_server import RedisServer
 from tests.harness import WorkerProcess, wait_until
-from workers.cli import main as worker_main
-from workers.registry import BUILTINS
+from zoomtune.common.settings import Settings, redis_acl_rules
+from zoomtune.common.study import StudySpec
+from zoomtune.coordinator.cli import main as coordinator_main
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.workers.cli import main as worker_main
+from zoomtune.workers.registry import BUILTINS
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.redis_server import RedisServer, RunFolderLock
 from tests.harness import CoordinatorProcess, alive, study_toml, wait_until
+from zoomtune.coordinator.redis_server import RedisServer, RunFolderLock
 
 pytestmark = [
     pytest.mark.redis,

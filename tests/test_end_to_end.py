@@ -13,11 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from common.redis_client import connect
-from common.space import Box
-from common.store import StudyStore
-from common.trial import TrialStatus
-from coordinator.redis_server import RedisServer
 from tests.harness import (
     TEST_OBJECTIVES,
     CoordinatorProcess,
@@ -26,6 +21,11 @@ from tests.harness import (
     study_toml,
     wait_until,
 )
+from zoomtune.common.redis_client import connect
+from zoomtune.common.space import Box
+from zoomtune.common.store import StudyStore
+from zoomtune.common.trial import TrialStatus
+from zoomtune.coordinator.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -142,7 +142,7 @@ def test_the_cli_reads_a_finished_study_from_the_broker_and_from_the_run_folder(
 
     def cli(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "coordinator.cli", *args],
+            [sys.executable, "-m", "zoomtune.coordinator.cli", *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -209,7 +209,7 @@ def embedded_password(coordinator: CoordinatorProcess) -> str:
         30,
         what="the embedded redis-server and workers",
     )
-    worker = next(pid for pid, args in children.items() if "workers.cli" in args)
+    worker = next(pid for pid, args in children.items() if "zoomtune.workers.cli" in args)
     environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
     url = next(v for v in environ if v.startswith(b"ZOOMTUNE_BROKER_URL=")).decode()
     password = url.split("://:", 1)[1].split("@", 1)[0]

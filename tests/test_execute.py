@@ -9,13 +9,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from common.settings import Settings
-from common.store import StudyStore
-from common.study import StudySpec
-from common.trial import Rung, TrialMessage, TrialStatus
 from tests.harness import study_toml
-from workers.execute import WorkerRuntime, execute, score_result
-from workers.registry import ObjectiveRegistry
+from zoomtune.common.settings import Settings
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Rung, TrialMessage, TrialStatus
+from zoomtune.workers.execute import WorkerRuntime, execute, score_result
+from zoomtune.workers.registry import ObjectiveRegistry
 
 SPACE = 'x = { type = "float", low = 0.0, high = 1.0 }\ny = { type = "int", low = 1, high = 8 }'
 

@@ -1,4 +1,4 @@
-"""One table of exit codes for both command lines (common/exits.py)."""
+"""One table of exit codes for both command lines (zoomtune/common/exits.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from common.errors import (
+from zoomtune.common.errors import (
     BrokerError,
     ConfigError,
     GpuError,
@@ -15,7 +15,7 @@ from common.errors import (
     WorkersExited,
     ZoomtuneError,
 )
-from common.exits import STUDY_EXIT_CODES, ExitCode, exit_code, exits_on_error
+from zoomtune.common.exits import STUDY_EXIT_CODES, ExitCode, exit_code, exits_on_error
 
 
 @pytest.mark.parametrize("error", [ConfigError("bad"), StudyExists("changed study file")])

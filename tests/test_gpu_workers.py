@@ -17,10 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from common.redis_client import connect
-from common.store import StudyStore
-from common.trial import Trial, TrialStatus
-from coordinator.redis_server import RedisServer
 from tests.harness import (
     TEST_OBJECTIVES,
     CoordinatorProcess,
@@ -30,6 +26,10 @@ from tests.harness import (
     wait_until,
 )
 from tests.test_gpus import H200_NODE, fake_nvidia_smi
+from zoomtune.common.redis_client import connect
+from zoomtune.common.store import StudyStore
+from zoomtune.common.trial import Trial, TrialStatus
+from zoomtune.coordinator.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

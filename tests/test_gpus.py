@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from common.errors import GpuError
-from coordinator.embedded import LocalWorkers, local_gpus
 from tests.harness import REPO
-from workers.cli import gpus_to_pin, main, slot_command, slot_env
-from workers.gpus import Gpu, GpuRequest, discover_gpus, parse_nvidia_smi, resolve_gpus
-from workers.supervisor import Slot, plan_slots
+from zoomtune.common.errors import GpuError
+from zoomtune.coordinator.embedded import LocalWorkers, local_gpus
+from zoomtune.workers.cli import gpus_to_pin, main, slot_command, slot_env
+from zoomtune.workers.gpus import Gpu, GpuRequest, discover_gpus, parse_nvidia_smi, resolve_gpus
+from zoomtune.workers.supervisor import Slot, plan_slots
 
 # What `nvidia-smi --query-gpu=index,uuid,memory.total,name --format=csv,noheader,nounits`
 # prints: one line per GPU, in the format of driver 550 on an 8 x H200 node (UUIDs shortened).
@@ -222,7 +222,7 @@ def worker_cli(args: list[str], path: Path) -> subprocess.CompletedProcess[str]:
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env["ZOOMTUNE_BROKER_URL"] = "redis://127.0.0.1:1/0"  # never reached: these exit first
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "zoomtune.workers.cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.study import StudySpec
-from common.trial import Trial, TrialStatus
-from coordinator.edges import edge_warnings
-from coordinator.export import StudyRecord
-from coordinator.importance import MIN_TRIALS, ParameterImportance, parameter_importance
-from coordinator.sampling import sample
 from tests.harness import study_toml
 from tests.records import NN_SPACE, nn_like, simulate
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Trial, TrialStatus
+from zoomtune.coordinator.edges import edge_warnings
+from zoomtune.coordinator.export import StudyRecord
+from zoomtune.coordinator.importance import MIN_TRIALS, ParameterImportance, parameter_importance
+from zoomtune.coordinator.sampling import sample
 
 THREE = """
 x = { type = "float", low = 0.0, high = 1.0 }
@@ -92,7 +92,7 @@ class TestImportance:
     @pytest.mark.slow
     def test_the_learning_rate_comes_first_on_the_built_in_mlp(self) -> None:
         # Given the real scikit-learn MLP on digits, 16 trials of 2 epochs
-        from workers.objectives.digits import mlp_digits
+        from zoomtune.workers.objectives.digits import mlp_digits
 
         spec = spec_of(
             'learning_rate = { type = "float", low = 1e-5, high = 1.0, scale = "log" }\n'

@@ -1,4 +1,4 @@
-"""Children that end with the process that started them (`common.lifeline`), with real processes:
+"""Children that end with the process that started them (`zoomtune.common.lifeline`), with real processes:
 a middle process starts a child, then dies; the child must follow it within a second or two."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 CHILD = """
 import os, sys, time
-from common.lifeline import PARENT_PID_ENV, watch_parent_from_env
+from zoomtune.common.lifeline import PARENT_PID_ENV, watch_parent_from_env
 watch_parent_from_env()
 print(os.getpid(), PARENT_PID_ENV in os.environ, flush=True)
 time.sleep(60)
@@ -30,7 +30,7 @@ def middle(tmp_path: Path, how: str) -> int:
     script = textwrap.dedent(
         f"""
         import os, signal, subprocess, sys
-        from common.lifeline import PARENT_PID_ENV, die_with_parent
+        from zoomtune.common.lifeline import PARENT_PID_ENV, die_with_parent
         env = dict(os.environ)
         if {how!r} == "env":
             env[PARENT_PID_ENV] = str(os.getpid())

@@ -1,21 +1,21 @@
-"""The round loop's decisions (coordinator/decide.py), without Redis."""
+"""The round loop's decisions (zoomtune/coordinator/decide.py), without Redis."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from common.store_records import Event
-from common.study import StudySpec
-from common.trial import Trial, TrialStatus
-from coordinator.decide import (
+from tests.harness import study_toml
+from zoomtune.common.store_records import Event
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Trial, TrialStatus
+from zoomtune.coordinator.decide import (
     empty_round,
     idle_too_long,
     lost_messages,
     must_resend,
     read_news,
 )
-from coordinator.search import CoarseToFine
-from tests.harness import study_toml
+from zoomtune.coordinator.search import CoarseToFine
 
 
 def event(n: int, kind: str, trial: int | None = None, **fields: str) -> Event:

@@ -9,9 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.parameters import ChoiceParameter, FloatParameter, IntParameter, ParamValue, Scale
-from common.space import Box, Interval, SearchSpace
-from coordinator.narrowing import narrow, resolve_k, top_k
+from zoomtune.common.parameters import (
+    ChoiceParameter,
+    FloatParameter,
+    IntParameter,
+    ParamValue,
+    Scale,
+)
+from zoomtune.common.space import Box, Interval, SearchSpace
+from zoomtune.coordinator.narrowing import narrow, resolve_k, top_k
 
 SPACE = SearchSpace(
     (

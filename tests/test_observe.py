@@ -19,15 +19,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from common.redis_client import connect
-from common.store import StudyStore
-from common.store_keys import COUNTERS
-from common.study import StudySpec
-from common.trial import TrialResult, TrialStatus
-from coordinator.cli import main
-from coordinator.export import StudyRecord, write_run_dir
-from coordinator.redis_server import RedisServer, free_port
-from coordinator.report_html import FUNNEL_PNG, HISTORY_PNG, IMPORTANCE_PNG
 from tests.harness import (
     CoordinatorProcess,
     WorkerProcess,
@@ -36,6 +27,15 @@ from tests.harness import (
     wait_until,
 )
 from tests.test_report import assert_complete_report
+from zoomtune.common.redis_client import connect
+from zoomtune.common.store import StudyStore
+from zoomtune.common.store_keys import COUNTERS
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import TrialResult, TrialStatus
+from zoomtune.coordinator.cli import main
+from zoomtune.coordinator.export import StudyRecord, write_run_dir
+from zoomtune.coordinator.redis_server import RedisServer, free_port
+from zoomtune.coordinator.report_html import FUNNEL_PNG, HISTORY_PNG, IMPORTANCE_PNG
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -335,7 +335,7 @@ def test_flower_sees_the_workers_and_trials_through_coordinator_flower(
     env = {**os.environ, "ZOOMTUNE_BROKER_URL": redis_server.url, "FLOWER_UNAUTHENTICATED_API": "1"}
     with (tmp_path / "flower.log").open("wb") as log:
         flower = subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli", "flower", "--port", str(port),
+            [sys.executable, "-m", "zoomtune.coordinator.cli", "flower", "--port", str(port),
              "--address", "127.0.0.1"],
             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

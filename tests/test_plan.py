@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from common.redis_client import connect
-from common.study import StudySpec
-from coordinator.cli import main
-from coordinator.plan import StudyPlan
-from coordinator.redis_server import RedisServer
-from coordinator.search import CoarseToFine
 from tests.harness import study_toml
+from zoomtune.common.redis_client import connect
+from zoomtune.common.study import StudySpec
+from zoomtune.coordinator.cli import main
+from zoomtune.coordinator.plan import StudyPlan
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.coordinator.search import CoarseToFine
 
 pytestmark = pytest.mark.redis
 

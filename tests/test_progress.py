@@ -8,15 +8,15 @@ import re
 
 from rich.console import Console
 
-from common.trial import Trial, TrialStatus
-from coordinator.progress import (
+from tests.harness import wait_until
+from zoomtune.common.trial import Trial, TrialStatus
+from zoomtune.coordinator.progress import (
     LiveProgress,
     LogProgress,
     RoundTally,
     StudyClock,
     make_progress,
 )
-from tests.harness import wait_until
 
 
 def trial(

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.pruning_sim import SimTrial, best_score, simulate, study_spec
-from common.study import StudySpec
-from common.study_settings import EarlyStopping
-from common.trial import Rung, TrialStatus, pruned_at, sorted_curve, value_at
-from coordinator.pruning import (
+from zoomtune.common.study import StudySpec
+from zoomtune.common.study_settings import EarlyStopping
+from zoomtune.common.trial import Rung, TrialStatus, pruned_at, sorted_curve, value_at
+from zoomtune.coordinator.pruning import (
     RECENT_TRIALS,
     STRICT_KEEP,
     ReferenceCurve,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ObjectiveError
-from common.objectives import BUILTIN_OBJECTIVES
-from workers.registry import BUILTINS, ObjectiveRegistry, load_target
+from zoomtune.common.errors import ObjectiveError
+from zoomtune.common.objectives import BUILTIN_OBJECTIVES
+from zoomtune.workers.registry import BUILTINS, ObjectiveRegistry, load_target
 
 
 def test_builtins_are_registered_and_load_on_first_use() -> None:

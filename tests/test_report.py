@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from common.study import StudySpec
-from common.trial import TrialStatus
-from coordinator.export import StudyRecord, write_run_dir
-from coordinator.report import (
+from tests.harness import study_toml
+from tests.records import NN_SPACE, nn_like, simulate
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import TrialStatus
+from zoomtune.coordinator.export import StudyRecord, write_run_dir
+from zoomtune.coordinator.report import (
     CURVES_PNG,
     FUNNEL_PNG,
     HISTORY_PNG,
@@ -21,8 +23,6 @@ from coordinator.report import (
     REPORT_HTML,
     write_report,
 )
-from tests.harness import study_toml
-from tests.records import NN_SPACE, nn_like, simulate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

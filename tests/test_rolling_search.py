@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import MessageError
-from coordinator.search import CoarseToFine
 from tests.test_search import bowl, make_spec, run
+from zoomtune.common.errors import MessageError
+from zoomtune.coordinator.search import CoarseToFine
 
 
 def roll(search: CoarseToFine, order_seed: int, in_flight: int = 8) -> None:

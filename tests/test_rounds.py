@@ -16,21 +16,21 @@ import fakeredis
 import pytest
 from rich.console import Console
 
-from common.errors import StoreError, StudyExists, StudyLocked, TrialRejected
-from common.settings import Settings
-from common.store import StudyStore
-from common.study import StudySpec
-from common.trial import Trial, TrialMessage, TrialStatus
-from coordinator.export import StudyRecord, study_json, trials_csv
-from coordinator.progress import LogProgress
-from coordinator.report import Findings
-from coordinator.rounds import LoopSettings, RoundLoop, round_rungs
-from coordinator.views import status_view
 from tests.faults.process_rig import PrunedRun
 from tests.harness import study_toml
 from tests.objectives import deterministic_score, learning_curve, prunable
-from workers.execute import WorkerRuntime, execute
-from workers.registry import ObjectiveRegistry
+from zoomtune.common.errors import StoreError, StudyExists, StudyLocked, TrialRejected
+from zoomtune.common.settings import Settings
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Trial, TrialMessage, TrialStatus
+from zoomtune.coordinator.export import StudyRecord, study_json, trials_csv
+from zoomtune.coordinator.progress import LogProgress
+from zoomtune.coordinator.report import Findings
+from zoomtune.coordinator.rounds import LoopSettings, RoundLoop, round_rungs
+from zoomtune.coordinator.views import status_view
+from zoomtune.workers.execute import WorkerRuntime, execute
+from zoomtune.workers.registry import ObjectiveRegistry
 
 FAST = LoopSettings(tick=0.05, lock_ttl=5.0, idle_warning=60.0, outage_limit=5.0)
 RESOURCES = 'heartbeat = "0.05s"\nlease = "0.3s"\nmax_attempts = 3'

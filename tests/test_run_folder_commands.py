@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
-from common.study import StudySpec
-from coordinator.launch import delete_command, print_outcome
-from coordinator.rounds import StudyOutcome
 from tests.harness import REPO, CoordinatorProcess, study_toml
+from zoomtune.common.settings import Settings
+from zoomtune.common.study import StudySpec
+from zoomtune.coordinator.launch import delete_command, print_outcome
+from zoomtune.coordinator.rounds import StudyOutcome
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def cli(cwd: Path, command: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **ENV}
     env.pop("ZOOMTUNE_BROKER_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", *shlex.split(command)],
+        [sys.executable, "-m", "zoomtune.coordinator.cli", *shlex.split(command)],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from common.errors import ConfigError
-from common.parameters import (
+from zoomtune.common.errors import ConfigError
+from zoomtune.common.parameters import (
     Choice,
     ChoiceParameter,
     FloatParameter,
@@ -26,9 +26,9 @@ from common.parameters import (
     Parameter,
     Scale,
 )
-from common.space import Box, Interval, Region, SearchSpace
-from common.study_settings import SAMPLERS
-from coordinator.sampling import grid_levels, sample, unit_points
+from zoomtune.common.space import Box, Interval, Region, SearchSpace
+from zoomtune.common.study_settings import SAMPLERS
+from zoomtune.coordinator.sampling import grid_levels, sample, unit_points
 
 # --- strategies: random spaces and boxes inside them ----------------------------------------
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from common.errors import MessageError
-from common.parameters import ParamValue
-from common.space import Interval
-from common.study import StudySpec
-from coordinator.search import CoarseToFine, Told, explore_count
+from zoomtune.common.errors import MessageError
+from zoomtune.common.parameters import ParamValue
+from zoomtune.common.space import Interval
+from zoomtune.common.study import StudySpec
+from zoomtune.coordinator.search import CoarseToFine, Told, explore_count
 
 ROOT = Path(__file__).resolve().parents[1]
 

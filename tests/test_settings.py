@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.celery_app import check_visibility_timeout, make_celery
-from common.errors import ConfigError
-from common.settings import Settings, redact_url
+from zoomtune.common.celery_app import check_visibility_timeout, make_celery
+from zoomtune.common.errors import ConfigError
+from zoomtune.common.settings import Settings, redact_url
 
 
 def test_settings_come_from_the_environment() -> None:

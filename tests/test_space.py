@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import ConfigError
-from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
-from common.space import Box, Interval, SearchSpace
+from zoomtune.common.errors import ConfigError
+from zoomtune.common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from zoomtune.common.space import Box, Interval, SearchSpace
 
 units = st.floats(min_value=0.0, max_value=1.0)
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import redis
 
-from common.errors import LeaseLost, StoreError, StudyExists, StudyLocked, StudyWiped
-from common.store import StudyStore
-from common.store_records import CoordinatorLock, StartOutcome
-from common.trial import Rung, TrialResult, TrialStatus
+from zoomtune.common.errors import LeaseLost, StoreError, StudyExists, StudyLocked, StudyWiped
+from zoomtune.common.store import StudyStore
+from zoomtune.common.store_records import CoordinatorLock, StartOutcome
+from zoomtune.common.trial import Rung, TrialResult, TrialStatus
 
 SPEC = {"study": {"name": "demo"}, "space": {"x": {"type": "float", "low": 0, "high": 1}}}
 

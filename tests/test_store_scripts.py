@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common.store_scripts import LIBRARY, Scripts, constants, script_text
-from common.trial import StudyState, TrialStatus
+from zoomtune.common.store_scripts import LIBRARY, Scripts, constants, script_text
+from zoomtune.common.trial import StudyState, TrialStatus
 
 REPO = Path(__file__).resolve().parent.parent
 LUA = REPO / "common" / "lua"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError
-from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
-from common.study import StudySpec
-from common.study_settings import EarlyStopping, SearchSettings
+from zoomtune.common.errors import ConfigError
+from zoomtune.common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from zoomtune.common.study import StudySpec
+from zoomtune.common.study_settings import EarlyStopping, SearchSettings
 
 SOURCE = "study.toml"
 

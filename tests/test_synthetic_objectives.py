@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from workers.objectives.synthetic import (
+from zoomtune.workers.objectives.synthetic import (
     BRANIN_MINIMUM,
     HARTMANN6_MINIMUM,
     branin,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from common.study import StudySpec
 from tests.harness import REPO
-from workers.objectives.torch_digits import torch_mlp_digits
-from workers.registry import ObjectiveRegistry
+from zoomtune.common.study import StudySpec
+from zoomtune.workers.objectives.torch_digits import torch_mlp_digits
+from zoomtune.workers.registry import ObjectiveRegistry
 
 
 @dataclass
@@ -84,8 +84,8 @@ def test_the_torch_objective_is_built_in_and_nothing_imports_torch_before_a_tria
     assert "torch-mlp-digits" in ObjectiveRegistry.build()
     # A fresh interpreter: the coordinator and a CPU worker load without touching torch
     check = (
-        "import sys, coordinator.cli, workers.cli, workers.objectives.torch_digits\n"
-        "from workers.registry import ObjectiveRegistry\n"
+        "import sys, zoomtune.coordinator.cli, zoomtune.workers.cli, zoomtune.workers.objectives.torch_digits\n"
+        "from zoomtune.workers.registry import ObjectiveRegistry\n"
         "ObjectiveRegistry.build().get('torch-mlp-digits')\n"
         "print('torch' in sys.modules)"
     )
@@ -100,6 +100,6 @@ def test_the_example_study_fits_the_objective() -> None:
     spec = StudySpec.from_file(REPO / "examples" / "torch_mlp_digits.toml")
     assert spec.objective.name == "torch-mlp-digits"
     assert spec.resources.queue == "gpu"
-    from workers.objectives.torch_digits import TORCH_PARAMS
+    from zoomtune.workers.objectives.torch_digits import TORCH_PARAMS
 
     assert set(spec.space.names) <= TORCH_PARAMS

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workers.objectives.training import (
+from zoomtune.workers.objectives.training import (
     CHANCE,
     CURVES,
     PEAK,
@@ -19,7 +19,7 @@ from workers.objectives.training import (
     synthetic_training,
     value_at,
 )
-from workers.registry import ObjectiveRegistry
+from zoomtune.workers.registry import ObjectiveRegistry
 
 BEST = {"learning_rate": 0.03, "width": 180, "depth": 4, "momentum": 0.9, "dropout": 0.2}
 """Effective learning rate 0.03 / (1 - 0.9) = 0.3: the optimum."""

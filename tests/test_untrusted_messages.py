@@ -26,13 +26,6 @@ from typing import Any
 import pytest
 import redis
 
-from common.celery_app import make_celery
-from common.settings import QUEUES, TASK_NAME, Settings
-from common.store import StudyStore
-from common.store_keys import Keys
-from common.study import StudySpec
-from common.trial import TrialResult, TrialStatus
-from coordinator.redis_server import RedisServer
 from tests.faults.invariants import live_group_members
 from tests.harness import (
     CoordinatorProcess,
@@ -42,8 +35,15 @@ from tests.harness import (
     wait_until,
 )
 from tests.objectives import deterministic_score
-from workers.intake import MAX_ENCODED_BODY, GuardTrialQueues, allow_only_trials, refusal
-from workers.transport import (
+from zoomtune.common.celery_app import make_celery
+from zoomtune.common.settings import QUEUES, TASK_NAME, Settings
+from zoomtune.common.store import StudyStore
+from zoomtune.common.store_keys import Keys
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import TrialResult, TrialStatus
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.workers.intake import MAX_ENCODED_BODY, GuardTrialQueues, allow_only_trials, refusal
+from zoomtune.workers.transport import (
     REFUSED,
     TlsTrialQueueTransport,
     TrialQueueTransport,
@@ -329,8 +329,8 @@ IMPORTERS = {"importlib"}
 BUILTIN_CALLS = {"eval", "exec", "compile", "__import__"}  # as bare names (not re.compile)
 DYNAMIC_CALLS = {"symbol_by_name", "instantiate"}  # celery's and kombu's name -> object
 IMPORTER_CALLS = {"import_module", "spec_from_file_location", "load_target"}
-REGISTRY = "workers/registry.py"
-SCRIPT_LOADER = "common/store_scripts.py"
+REGISTRY = "zoomtune/workers/registry.py"
+SCRIPT_LOADER = "zoomtune/common/store_scripts.py"
 """Reads the store's Lua files with importlib.resources, anchored on its own package's name."""
 PACKAGE_DATA = "importlib.resources"
 
@@ -607,7 +607,7 @@ def test_a_worker_app_knows_no_task_but_run_trial() -> None:
     assert GuardTrialQueues in app.steps["consumer"]
 
 
-# -- Queue entries that are not message envelopes (workers/transport.py) ----------------------
+# -- Queue entries that are not message envelopes (zoomtune/workers/transport.py) ----------------------
 
 
 def envelope_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from common.redis_client import connect
-from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import ProcessRig
 from tests.faults.worker_rig import WorkerRig
+from zoomtune.common.redis_client import connect
+from zoomtune.coordinator.redis_server import RedisServer
 
 
 @pytest.fixture

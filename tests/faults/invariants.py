@@ -8,9 +8,9 @@ from pathlib import Path
 
 import redis
 
-from common.store import StudyStore
-from common.trial import TrialStatus
 from tests.harness import CoordinatorProcess, WorkerProcess
+from zoomtune.common.store import StudyStore
+from zoomtune.common.trial import TrialStatus
 
 
 def finished_events(store: StudyStore) -> Counter[int]:

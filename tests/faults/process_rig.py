@@ -17,18 +17,18 @@ from typing import Any
 
 import redis
 
-from common.errors import StudyNotFound
-from common.redis_client import connect
-from common.store import StudyStore
-from common.store_records import canonical_json
-from common.study import StudySpec
-from common.trial import Trial, TrialStatus, pruned_at
-from coordinator.pruning import ReferenceCurve, rungs_for
-from coordinator.redis_server import RedisServer
-from coordinator.search import CoarseToFine
 from tests.faults.invariants import check_invariants
 from tests.harness import CoordinatorProcess, WorkerProcess, objective_option
 from tests.objectives import deterministic_score, learning_curve
+from zoomtune.common.errors import StudyNotFound
+from zoomtune.common.redis_client import connect
+from zoomtune.common.store import StudyStore
+from zoomtune.common.store_records import canonical_json
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Trial, TrialStatus, pruned_at
+from zoomtune.coordinator.pruning import ReferenceCurve, rungs_for
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.coordinator.search import CoarseToFine
 
 PREFIX = "zoomtune:"
 

@@ -12,10 +12,10 @@ import signal
 
 import pytest
 
-from common.trial import TrialStatus
 from tests.faults.invariants import check_invariants
 from tests.faults.worker_rig import FAST_RESOURCES, WorkerRig
 from tests.harness import study_toml
+from zoomtune.common.trial import TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -13,12 +13,12 @@ import signal
 
 import pytest
 
-from common.trial import Rung, TrialStatus
 from tests.faults.invariants import check_invariants
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig, PrunedRun
 from tests.faults.worker_rig import WorkerRig
 from tests.harness import study_toml, wait_until
 from tests.objectives import learning_curve
+from zoomtune.common.trial import Rung, TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

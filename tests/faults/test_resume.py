@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
-from common.trial import TrialStatus
 from tests.faults.process_rig import FAST_LOOP, FAST_RESOURCES, ProcessRig, StudyRun
 from tests.harness import REPO, study_toml, wait_until
+from zoomtune.common.trial import TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_a_different_study_under_an_existing_name_is_refused_until_deleted(rig: 
 
     # When the old study is deleted, the new one starts afresh
     deleted = subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", "delete", "demo", "--yes"],
+        [sys.executable, "-m", "zoomtune.coordinator.cli", "delete", "demo", "--yes"],
         cwd=REPO,
         env={**os.environ, "ZOOMTUNE_BROKER_URL": rig.redis.url},
         capture_output=True,

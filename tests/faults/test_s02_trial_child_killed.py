@@ -13,11 +13,11 @@ import signal
 
 import pytest
 
-from common.trial import TrialStatus
 from tests.faults.invariants import check_invariants
 from tests.faults.worker_rig import FAST_RESOURCES, LEASE, PREFIX, WorkerRig
 from tests.harness import study_toml, wait_until
 from tests.objectives import deterministic_score
+from zoomtune.common.trial import TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

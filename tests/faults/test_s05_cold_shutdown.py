@@ -11,11 +11,11 @@ import signal
 
 import pytest
 
-from common.trial import TrialStatus
 from tests.faults.invariants import check_invariants, process_alive
 from tests.faults.worker_rig import FAST_RESOURCES, LEASE, WorkerRig
 from tests.harness import study_toml
 from tests.objectives import deterministic_score
+from zoomtune.common.trial import TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from common.trial import TrialStatus
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import study_toml, wait_until
+from zoomtune.common.trial import TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from common.trial import TrialStatus
-from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import study_toml, wait_until
+from zoomtune.common.trial import TrialStatus
+from zoomtune.coordinator.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

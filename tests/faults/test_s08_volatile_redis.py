@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.redis_client import connect
-from coordinator.launch import persistence_warnings
-from coordinator.redis_server import RedisServer
 from tests.faults.process_rig import FAST_RESOURCES, PREFIX, ProcessRig
 from tests.harness import study_toml, wait_until
+from zoomtune.common.redis_client import connect
+from zoomtune.coordinator.launch import persistence_warnings
+from zoomtune.coordinator.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis]
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from common.broker import wait_for_broker
-from common.errors import BrokerError
-from coordinator.redis_server import RedisServer, free_port
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import REPO, study_toml
+from zoomtune.common.broker import wait_for_broker
+from zoomtune.common.errors import BrokerError
+from zoomtune.coordinator.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis]
 
@@ -67,7 +67,7 @@ def test_a_coordinator_pointed_at_a_closed_port_fails_naming_the_address(
         [
             sys.executable,
             "-m",
-            "coordinator.cli",
+            "zoomtune.coordinator.cli",
             "start",
             str(study),
             "--broker",

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import pytest
 
-from common.trial import TrialStatus
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig, StudyRun
 from tests.harness import study_toml, wait_until
+from zoomtune.common.trial import TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

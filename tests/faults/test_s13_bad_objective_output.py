@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from common.trial import MAX_ERROR_CHARS, TrialStatus
 from tests.faults.invariants import check_invariants
 from tests.faults.worker_rig import FAST_RESOURCES, WorkerRig
 from tests.harness import CoordinatorProcess, study_toml
 from tests.objectives import BAD_OUTPUTS, deterministic_score
+from zoomtune.common.trial import MAX_ERROR_CHARS, TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

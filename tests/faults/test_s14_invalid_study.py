@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from common.redis_client import connect
-from coordinator.cli import main
-from coordinator.redis_server import RedisServer
 from tests.harness import study_toml
+from zoomtune.common.redis_client import connect
+from zoomtune.coordinator.cli import main
+from zoomtune.coordinator.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis]
 

@@ -15,10 +15,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from common.trial import TrialStatus
-from coordinator.cli import main
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig, StudyRun
 from tests.harness import study_toml, wait_until
+from zoomtune.common.trial import TrialStatus
+from zoomtune.coordinator.cli import main
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

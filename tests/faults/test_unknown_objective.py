@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.trial import TrialStatus
 from tests.faults.process_rig import FAST_RESOURCES, ProcessRig
 from tests.harness import study_toml
+from zoomtune.common.trial import TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import redis
 
-from common.celery_app import make_celery
-from common.settings import Settings
-from common.store import StudyStore
-from common.study import StudySpec
-from common.trial import Trial, TrialStatus
-from coordinator.dispatcher import CeleryDispatcher
-from coordinator.progress import LogProgress
-from coordinator.redis_server import RedisServer
-from coordinator.rounds import LoopSettings, RoundLoop, StudyOutcome
 from tests.harness import WorkerProcess, objective_option, wait_until
+from zoomtune.common.celery_app import make_celery
+from zoomtune.common.settings import Settings
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Trial, TrialStatus
+from zoomtune.coordinator.dispatcher import CeleryDispatcher
+from zoomtune.coordinator.progress import LogProgress
+from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.coordinator.rounds import LoopSettings, RoundLoop, StudyOutcome
 
 PREFIX = "zoomtune:"
 TICK = 0.5
