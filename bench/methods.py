@@ -4,8 +4,9 @@
   `[search]` overrides the tuning script passes).
 - `random`: independent uniform points over the whole space, in the same warped coordinates
   (log, reverse_log, steps) that coarse-to-fine uses: the textbook random search.
-- `grid`: one grid of q x rounds points over the whole space (`zoomtune.coordinator.sampling.grid_points`:
-  L levels per dimension, the points picked at random among the L**d).
+- `grid`: one grid of q x rounds points over the whole space
+  (`zoomtune.coordinator.sampling.grid_points`: L levels per dimension, the points picked at random
+  among the L**d).
 - `tpe`: Optuna's TPE, asked q trials at a time with `constant_liar=True` (the way Optuna is run
   in parallel), told after each batch. Log parameters use log distributions; a reverse_log
   parameter is given to TPE as 1 - value on a log scale, as an Optuna user would write it.

@@ -3,10 +3,11 @@
     python -m bench.training --quick              # one pair of runs, about a minute
     python -m bench.training                      # the full matrix (see BENCHMARKS.md)
 
-Both sides run the built-in `synthetic-training` objective (zoomtune/workers/objectives/training.py):
-epochs whose time grows with width and depth times a lognormal jitter, reported every epoch,
-with `predictive` or `crossing` learning curves. One invocation runs both tools on ONE freshly
-started redis-server, with the same number of slots (8) and trials (q x rounds):
+Both sides run the built-in `synthetic-training` objective
+(zoomtune/workers/objectives/training.py): epochs whose time grows with width and depth times a
+lognormal jitter, reported every epoch, with `predictive` or `crossing` learning curves. One
+invocation runs both tools on ONE freshly started redis-server, with the same number of slots (8)
+and trials (q x rounds):
 
 - **zoomtune**: a real `coordinator start STUDY_FILE --broker URL` (a subprocess) on a study
   file written here, against one real `worker start --concurrency 8` that is started once,

@@ -10,11 +10,29 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("common", "coordinator", "workers")
+PACKAGE = REPO / "zoomtune"
+SUBPACKAGES = ("common", "coordinator", "workers")
+ALLOWED = {
+    "common": {"common"},
+    "coordinator": {"common", "coordinator"},
+    "workers": {"common", "coordinator", "workers"},
+}
+"""Which of zoomtune's subpackages each may import: common nothing else, the coordinator never
+the workers."""
 
 
 def sources() -> list[Path]:
-    return sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py"))
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def imported_names(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.append(node.module or "")
+    return names
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -34,25 +52,29 @@ def test_the_packages_use_raise_not_assert_for_validation() -> None:
 def test_common_and_coordinator_never_import_the_workers() -> None:
     offenders = []
     for path in sources():
-        if path.relative_to(REPO).parts[0] == "workers":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = (
-                [alias.name for alias in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            allowed_top = (
-                {"common"}
-                if path.relative_to(REPO).parts[0] == "common"
-                else {"common", "coordinator"}
-            )
-            for name in names:
-                top = name.split(".")[0]
-                if top in PACKAGES and top not in allowed_top:
-                    offenders.append(f"{path.relative_to(REPO)} imports {name}")
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) < 2:
+            continue  # zoomtune/__init__.py
+        for name in imported_names(path):
+            top = name.split(".")
+            if top[0] == "zoomtune" and len(top) > 1 and top[1] not in ALLOWED[parts[0]]:
+                offenders.append(f"{path.relative_to(REPO)} imports {name}")
+    assert offenders == []
+
+
+def test_the_code_imports_zoomtune_only_by_its_one_import_name() -> None:
+    # `common.x` and `zoomtune.common.x` would be two modules (two enums, two error classes).
+    files = [
+        *sources(),
+        *sorted((REPO / "tests").rglob("*.py")),
+        *sorted((REPO / "bench").rglob("*.py")),
+    ]
+    offenders = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in files
+        for name in imported_names(path)
+        if name.split(".")[0] in SUBPACKAGES
+    ]
     assert offenders == []
 
 

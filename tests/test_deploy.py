@@ -389,11 +389,7 @@ def test_every_zoomtune_process_gets_the_same_broker_and_prefix() -> None:
 
 
 def test_deploy_files_use_only_environment_variables_that_zoomtune_reads() -> None:
-    source = "\n".join(
-        p.read_text()
-        for package in ("common", "coordinator", "workers")
-        for p in (REPO / package).rglob("*.py")
-    )
+    source = "\n".join(p.read_text() for p in (REPO / "zoomtune").rglob("*.py"))
     read_by_code = set(re.findall(r'"(ZOOMTUNE_[A-Z_]+)"', source))
     assert {"ZOOMTUNE_BROKER_URL", "ZOOMTUNE_PREFIX"} <= read_by_code
     texts = [p.read_text() for p in DEPLOY.rglob("*") if p.is_file()]
@@ -571,6 +567,8 @@ def test_dockerfiles_are_small_non_root_and_install_the_package() -> None:
     assert "pip install '.[flower]'" in cpu
     assert "pip install '.[torch]'" in gpu
     for text in (cpu, gpu):
+        # The one package the wheel is built from (pyproject: packages.find include zoomtune*)
+        assert "COPY zoomtune ./zoomtune" in text.splitlines()
         (user,) = re.findall(r"^USER (\S+)$", text, re.M)
         assert user.split(":")[0] not in ("0", "root")
     ignored = (REPO / ".dockerignore").read_text().split()

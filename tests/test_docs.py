@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "docs" / "FAULTS.md"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SEARCHED = ["common", "coordinator", "workers", "tests", "bench", "deploy", "examples", ".ci"]
+SEARCHED = ["zoomtune", "tests", "bench", "deploy", "examples", ".ci"]
 """Folders whose files may cite a scenario; the top-level pages are searched too."""
 
 CITATION = re.compile(r"\b([SI])([1-9][0-9]?)\b(?:\s*-\s*\1([1-9][0-9]?)\b)?")

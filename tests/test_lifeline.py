@@ -1,5 +1,6 @@
-"""Children that end with the process that started them (`zoomtune.common.lifeline`), with real processes:
-a middle process starts a child, then dies; the child must follow it within a second or two."""
+"""Children that end with the process that started them (`zoomtune.common.lifeline`), with real
+processes: a middle process starts a child, then dies; the child must follow it within a second or
+two."""
 
 from __future__ import annotations
 

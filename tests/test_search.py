@@ -394,6 +394,6 @@ def test_a_space_of_integers_and_choices_narrows_without_collapsing() -> None:
 
 @pytest.mark.parametrize("module", ["sampling", "narrowing", "search"])
 def test_the_search_core_validates_with_raise_never_assert(module: str) -> None:
-    tree = ast.parse((ROOT / "coordinator" / f"{module}.py").read_text())
+    tree = ast.parse((ROOT / "zoomtune" / "coordinator" / f"{module}.py").read_text())
 
     assert not [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]

@@ -7,7 +7,8 @@ A study naming anything else would wait forever for a worker that never comes, s
 --objective`, entry points), so there the coordinator cannot tell; a worker that lacks the
 objective records the refusal on the trial instead (`StudyStore.reject`).
 
-`zoomtune.workers.registry.BUILTINS` maps the same names to their functions; a test keeps the two equal.
+`zoomtune.workers.registry.BUILTINS` maps the same names to their functions; a test keeps the two
+equal.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ momentum = { type = "float", low = 0.5, high = 0.99, when = { optimizer = "sgd" 
 ```
 
 pydantic checks the shape (types, unknown keys, missing keys); the value objects of
-`zoomtune.common.space` check the meaning (low <= high, log scale needs low > 0...). Every problem is
-reported at once, each naming the file, the field and the bad value.
+`zoomtune.common.space` check the meaning (low <= high, log scale needs low > 0...). Every problem
+is reported at once, each naming the file, the field and the bad value.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Trials, their states, the task message that dispatches one, and the outcome a worker reports.
 
 A trial moves QUEUED -> RUNNING -> COMPLETE | FAILED | PRUNED. Each dispatch is an *attempt*:
-a lost worker sends the trial back to QUEUED with attempt + 1 (see `zoomtune.common.store`). A study is
-RUNNING until it ends COMPLETE, FAILED or CANCELLED. Both state enums are also what the store's
-Lua scripts compare with (`zoomtune.common.store_scripts` hands them over). Everything here is plain
-JSON data: nothing read from Redis is unpickled or imported.
+a lost worker sends the trial back to QUEUED with attempt + 1 (see `zoomtune.common.store`).
+A study is RUNNING until it ends COMPLETE, FAILED or CANCELLED. Both state enums are also what
+the store's Lua scripts compare with (`zoomtune.common.store_scripts` hands them over).
+Everything here is plain JSON data: nothing read from Redis is unpickled or imported.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ The password is new at every start and never written down: Redis reads it from i
 environment. The AOF holds data, not configuration, so a restarted server with another
 password still holds the study, and the run folder holds no credentials.
 
-Both also die with the coordinator when it is killed outright (`zoomtune.common.lifeline`: the kernel
-sends redis-server SIGTERM, so it flushes its AOF, and the workers SIGKILL). The coordinator
+Both also die with the coordinator when it is killed outright (`zoomtune.common.lifeline`: the
+kernel sends redis-server SIGTERM, so it flushes its AOF, and the workers SIGKILL). The coordinator
 holds an exclusive `flock` on `redis/lock` in the run folder, which the redis-server and the
 workers inherit: while any of them lives, no second server starts on the same AOF, and
 `redis/processes.json` says which processes hold it (and the port of the server, which the
@@ -20,9 +20,9 @@ other commands use to reach a study that is running).
 
 A study on the `gpu` queue gets local GPU workers (`worker start --gpus all`) when the machine
 has GPUs. The coordinator finds them by asking the worker CLI (`worker gpus`) in a subprocess,
-the way it starts the workers themselves: GPU discovery stays in one place (zoomtune/workers/gpus.py,
-which also honours a CUDA_VISIBLE_DEVICES set by a scheduler), and the coordinator imports no
-worker code.
+the way it starts the workers themselves: GPU discovery stays in one place
+(zoomtune/workers/gpus.py, which also honours a CUDA_VISIBLE_DEVICES set by a scheduler), and the
+coordinator imports no worker code.
 """
 
 from __future__ import annotations

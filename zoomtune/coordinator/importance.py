@@ -1,8 +1,8 @@
 """Which hyperparameters matter: permutation importance of a random forest fitted to the scores.
 
 The forest learns score ~ parameters from the completed trials, with each parameter in its unit
-coordinate (`zoomtune.common.space`: a learning rate in log10, a momentum as log(1 - beta), a choice by
-its cell), so a parameter's importance does not depend on the units or scale it was given in.
+coordinate (`zoomtune.common.space`: a learning rate in log10, a momentum as log(1 - beta), a choice
+by its cell), so a parameter's importance does not depend on the units or scale it was given in.
 Then each parameter's column is shuffled in turn and the drop in the forest's R^2 is measured
 (scikit-learn's `permutation_importance`): a parameter the scores depend on costs a lot when
 shuffled, one they ignore costs nothing. The drops are reported as shares of their total.

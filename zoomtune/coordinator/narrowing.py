@@ -1,7 +1,7 @@
 """Narrowing: from the results so far to the box the next round samples (pure functions).
 
-All geometry happens in the unit coordinates of the ORIGINAL space (see `zoomtune.common.space`), so a
-box is comparable from round to round and may move outside the previous one when exploration
+All geometry happens in the unit coordinates of the ORIGINAL space (see `zoomtune.common.space`), so
+a box is comparable from round to round and may move outside the previous one when exploration
 finds better trials elsewhere.
 
 1. `top_k` keeps the k best completed trials; failed (None), NaN and infinite scores are never

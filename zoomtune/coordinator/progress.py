@@ -13,8 +13,8 @@ the pace of the trials finished since this coordinator started (so a resumed stu
 count the trials finished before). Notes (warnings, retries) are printed above the display and
 stay in the scrollback. When stdout is not a terminal, `LogProgress` writes one plain,
 timestamped line per event instead, so logs stay readable. Both receive the same calls from the
-round loop (`zoomtune.coordinator.rounds`). Warnings the loop logs (a lease expired, a trial re-sent)
-reach the display as notes too (`notes_from_logging`), so a log has one format.
+round loop (`zoomtune.coordinator.rounds`). Warnings the loop logs (a lease expired, a trial
+re-sent) reach the display as notes too (`notes_from_logging`), so a log has one format.
 """
 
 from __future__ import annotations

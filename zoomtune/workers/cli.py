@@ -6,8 +6,8 @@ SIGQUIT is a cold shutdown (running trials are handed back to the queue at once)
 REMAP_SIGTERM=SIGQUIT where SIGTERM means preemption (spot instances).
 
 Without `--gpus` it is one Celery worker (`--concurrency` processes on `--queues`). With GPUs it
-supervises one such worker per slot (see `zoomtune.workers.supervisor`): each GPU slot pinned to one GPU
-with concurrency 1 on `trials.gpu`, plus a CPU slot on `trials.cpu` when `--queues` has cpu.
+supervises one such worker per slot (see `zoomtune.workers.supervisor`): each GPU slot pinned to one
+GPU with concurrency 1 on `trials.gpu`, plus a CPU slot on `trials.cpu` when `--queues` has cpu.
 
 Before it takes any trial it waits for the broker: for as long as Redis is not reachable (not up
 yet, restarting), but only `--refused-timeout` seconds (default 30) while Redis refuses it (a
