@@ -16,6 +16,10 @@ from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_OBJECTIVES = REPO / "tests" / "objectives.py"
+WORKER_COMMAND = (sys.executable, "-m", "zoomtune.workers.cli")
+COORDINATOR_COMMAND = (sys.executable, "-m", "zoomtune.coordinator.cli")
+"""The commands, run from this checkout; an installed `worker` or `coordinator` script can
+stand in for them (tests/test_wheel_install.py)."""
 
 T = TypeVar("T")
 
@@ -93,13 +97,13 @@ class WorkerProcess:
     objectives: Sequence[str] = ()
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    program: Sequence[str] = WORKER_COMMAND
+    cwd: Path = REPO
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         command = [
-            sys.executable,
-            "-m",
-            "zoomtune.workers.cli",
+            *self.program,
             "start",
             "--queues",
             self.queues,
@@ -109,7 +113,7 @@ class WorkerProcess:
         for objective in self.objectives:
             command += ["--objective", objective]
         env = {**os.environ, "ZOOMTUNE_BROKER_URL": self.broker_url, **self.env}
-        self.process = _spawn(command, env, self.log_path, REPO)
+        self.process = _spawn(command, env, self.log_path, self.cwd)
         return self
 
     @property
@@ -156,13 +160,12 @@ class CoordinatorProcess:
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path = REPO
+    program: Sequence[str] = COORDINATOR_COMMAND
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> CoordinatorProcess:
         command = [
-            sys.executable,
-            "-m",
-            "zoomtune.coordinator.cli",
+            *self.program,
             "start",
             str(self.study_file),
             "--run-dir",
