@@ -8,8 +8,8 @@ trial's rungs come from trials that are terminal when it is dispatched, chosen b
 So the study can be run trial by trial in number order (each trial's reference is then already
 finished), exactly as the coordinator would run it with any number of workers. This runs
 `CoarseToFine` and `zoomtune.coordinator.pruning` over the `synthetic-training` objective
-(zoomtune/workers/objectives/training.py) that way, then replays the dispatch on `--slots` slots with each
-trial's duration (epochs run x its epoch time) for the utilization that gating gives.
+(zoomtune/workers/objectives/training.py) that way, then replays the dispatch on `--slots` slots
+with each trial's duration (epochs run x its epoch time) for the utilization that gating gives.
 
 Per row (median over seeds): the epochs run as a share of the same study without early stopping
 (trials x epochs), the best final score (of trials that ran every epoch) minus that of the same

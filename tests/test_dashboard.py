@@ -90,8 +90,8 @@ def start_dashboard(
     env = {**os.environ, "ZOOMTUNE_BROKER_URL": broker_url}
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "zoomtune.coordinator.cli", "dashboard", study, "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "zoomtune.coordinator.cli", "dashboard", study, "--port",
+            str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
 

@@ -603,7 +603,8 @@ def test_a_worker_app_knows_no_task_but_run_trial() -> None:
     assert GuardTrialQueues in app.steps["consumer"]
 
 
-# -- Queue entries that are not message envelopes (zoomtune/workers/transport.py) ----------------------
+# -- Queue entries that are not message envelopes (zoomtune/workers/transport.py)
+# ----------------------
 
 
 def envelope_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:

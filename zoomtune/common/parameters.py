@@ -1,5 +1,6 @@
 """Parameters: float, int and choice, their scales, their conditions, and each one's warp to
-and from its unit coordinate (see `zoomtune.common.space` for the unit interval and the whole space).
+and from its unit coordinate (see `zoomtune.common.space` for the unit interval and the whole
+space).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The study store: the Redis record of a study, and the only source of truth about its trials.
 
 Celery is only the transport (it delivers at least once, sometimes never, sometimes many times).
-Every state change here is one Lua script (zoomtune/common/lua/, loaded by `zoomtune.common.store_scripts`), so it
-is an atomic compare-and-set:
+Every state change here is one Lua script (zoomtune/common/lua/, loaded by
+`zoomtune.common.store_scripts`), so it is an atomic compare-and-set:
 
 - a coordinator holds the study's *lock* (a key with a TTL it renews); every coordinator write
   checks it holds the lock (fencing), so a coordinator that lost it cannot write. The study's
@@ -19,10 +19,10 @@ is an atomic compare-and-set:
 - a cancelled study (`cancel`, from any process) stays cancelled: its QUEUED trials fail, no
   round, attempt or requeue of it starts again, and only running attempts may still finish.
 
-The store is split by concept: key names in `zoomtune.common.store_keys`, the connection and its retries
-in `zoomtune.common.redis_client`, the scripts in `zoomtune.common.store_scripts` (and zoomtune/common/lua/), the records it
-hands back in `zoomtune.common.store_records`, its reads in `zoomtune.common.store_reads`; this module is its
-writes.
+The store is split by concept: key names in `zoomtune.common.store_keys`, the connection and its
+retries in `zoomtune.common.redis_client`, the scripts in `zoomtune.common.store_scripts` (and
+zoomtune/common/lua/), the records it hands back in `zoomtune.common.store_records`, its reads in
+`zoomtune.common.store_reads`; this module is its writes.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ tag, so one study's keys live on one node and a script may touch several:
     {prefix}{study}:events          stream  started / finished / requeued / rejected / round / study
     {prefix}{study}:counters        hash    dropped deliveries and results, by reason
 
-The store's Lua scripts (zoomtune/common/lua/) receive these names as KEYS, never build them, except the
-per-trial keys, which they build from `trial_prefix` and `lease_prefix` passed as ARGV.
+The store's Lua scripts (zoomtune/common/lua/) receive these names as KEYS, never build them, except
+the per-trial keys, which they build from `trial_prefix` and `lease_prefix` passed as ARGV.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Reading a study's record: its spec, meta, rounds, trials, reports, counters and events.
 
-`StudyReader` only reads (and `delete`s); `zoomtune.common.store.StudyStore` adds the writes, each one
-Lua script. Reads need no lock: the record is only ever changed by those scripts.
+`StudyReader` only reads (and `delete`s); `zoomtune.common.store.StudyStore` adds the writes, each
+one Lua script. Reads need no lock: the record is only ever changed by those scripts.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def script_text(name: str) -> str:
 
 @dataclass(frozen=True)
 class Scripts:
-    """The store's scripts, registered on one client; each field runs zoomtune/common/lua/<field>.lua."""
+    """The store's scripts, registered on one client; each field runs
+    zoomtune/common/lua/<field>.lua."""
 
     acquire_lock: Script
     renew_lock: Script

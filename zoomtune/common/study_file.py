@@ -1,8 +1,9 @@
 """The shape of a study file, checked by pydantic, and the messages for what is wrong in it.
 
-Private to `zoomtune.common.study`: one model per table, defaults taken from `zoomtune.common.study_settings`
-(where each setting is documented), and `describe`, which turns pydantic's errors into one
-line per problem naming the file, the [table] and key, what is wrong and the bad value.
+Private to `zoomtune.common.study`: one model per table, defaults taken from
+`zoomtune.common.study_settings` (where each setting is documented), and `describe`, which turns
+pydantic's errors into one line per problem naming the file, the [table] and key, what is wrong and
+the bad value.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The settings of a study file's tables, validated: what the rest of the code reads.
 
-`zoomtune.common.study_file` checks a file's shape and takes its defaults from here; `zoomtune.common.study`
-builds these from it. Every setting, its default and its meaning are written once, below.
+`zoomtune.common.study_file` checks a file's shape and takes its defaults from here;
+`zoomtune.common.study` builds these from it. Every setting, its default and its meaning are written
+once, below.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ SamplerName = Literal["random", "sobol", "lhs", "grid"]
 """The sampler names `[search] sampler` may give (see `zoomtune.coordinator.sampling`)."""
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 PruningRule = Literal["halving", "median", "none"]
-"""The early-stopping rules `[early_stopping] rule` may give (see `zoomtune.coordinator.pruning`)."""
+"""The early-stopping rules `[early_stopping] rule` may give (see
+`zoomtune.coordinator.pruning`)."""
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -37,8 +37,8 @@ def line_style(status: TrialStatus) -> Any:
 def plot_curves(record: StudyRecord, colours: Sequence[Any]) -> Any | None:
     """Reported value against step, one line per trial that reported; None when none did.
 
-    `colours` holds one colour per round (round 1 first), as `zoomtune.coordinator.plots.round_colours`
-    gives.
+    `colours` holds one colour per round (round 1 first), as
+    `zoomtune.coordinator.plots.round_colours` gives.
     """
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure

