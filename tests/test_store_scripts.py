@@ -13,7 +13,7 @@ from zoomtune.common.store_scripts import LIBRARY, Scripts, constants, script_te
 from zoomtune.common.trial import StudyState, TrialStatus
 
 REPO = Path(__file__).resolve().parent.parent
-LUA = REPO / "common" / "lua"
+LUA = REPO / "zoomtune" / "common" / "lua"
 SCRIPTS = [f"{field.name}.lua" for field in fields(Scripts)]
 STATES = {state.value for state in TrialStatus} | {state.value for state in StudyState}
 
@@ -58,6 +58,7 @@ def test_both_state_enums_are_str_enums() -> None:
     assert StudyState.CANCELLED == "cancelled"
 
 
-def test_the_wheel_ships_the_scripts() -> None:
+def test_the_scripts_are_package_data() -> None:
+    # (tests/test_wheel_install.py runs a study from the installed wheel, which needs them)
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert "lua/*.lua" in pyproject["tool"]["setuptools"]["package-data"]["common"]
+    assert "lua/*.lua" in pyproject["tool"]["setuptools"]["package-data"]["zoomtune.common"]

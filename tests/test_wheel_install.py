@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import REPO, CoordinatorProcess, WorkerProcess, study_toml
-from zoomtune.coordinator.embedded import RedisServer
+from zoomtune.coordinator.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
