@@ -33,10 +33,12 @@ from common.sklearn_payload import (
     seal_payload,
     to_text,
 )
+from coordinator.embedded import LocalWorkers
 from tests.harness import REPO
-from workers.cli import allow_sklearn_cv
+from workers.cli import allow_sklearn_cv, slot_command
 from workers.objectives.sklearn_cv import NAME, SklearnCV
 from workers.registry import ObjectiveRegistry
+from workers.supervisor import Slot
 
 STUDY = "zoomsearch-demo"
 
@@ -205,3 +207,12 @@ def test_worker_start_allowing_payloads_without_a_key_exits_2() -> None:
     assert done.returncode == 2, done.stderr
     assert "--allow-sklearn-payloads needs the payload key" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_gpu_slots_and_the_embedded_workers_pass_the_opt_in_on() -> None:
+    slot = Slot(name="gpu1", queue="gpu", concurrency=1, device="gpu:1", gpu="1")
+    assert "--allow-sklearn-payloads" in slot_command(slot, "n@h", (), "INFO", None, True)
+    assert "--allow-sklearn-payloads" not in slot_command(slot, "n@h", (), "INFO")
+    local = LocalWorkers("redis://127.0.0.1:1/0", 2, flags=("--allow-sklearn-payloads",))
+    assert local.command()[-1] == "--allow-sklearn-payloads"
+    assert "--allow-sklearn-payloads" not in LocalWorkers("redis://127.0.0.1:1/0", 2).command()
