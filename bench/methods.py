@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from bench.problems import Objective, Problem
-from common.space import ChoiceParameter, FloatParameter, IntParameter, Scale, SearchSpace
+from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from common.space import SearchSpace
 from common.study import StudySpec
 from coordinator.sampling import sample
 from coordinator.search import CoarseToFine
@@ -121,9 +122,12 @@ def optuna_distribution(param: Any) -> Any:
 
 
 def from_optuna(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
-    """An Optuna trial's params as zoomtune's (undoes the 1 - value of reverse_log ones)."""
+    """An Optuna trial's params as zoomtune's (undoes the 1 - value of reverse_log ones);
+    a parameter the trial did not suggest (inactive, define-by-run) stays absent."""
     out = dict(params)
     for param in space:
+        if param.name not in params:
+            continue
         if isinstance(param, FloatParameter) and param.scale is Scale.REVERSE_LOG:
             out[param.name] = 1 - float(params[param.name])
     return out

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from common.space import ChoiceParameter, FloatParameter, IntParameter, Scale, SearchSpace
+from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from common.space import SearchSpace
 from workers.objectives.synthetic import branin_value, hartmann6_value
 
 Objective = Callable[[Mapping[str, Any]], float]

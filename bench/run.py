@@ -210,14 +210,16 @@ def environment() -> list[str]:
     ]
 
 
-def write_section(path: Path, generated: Sequence[str]) -> None:
+def write_section(
+    path: Path, generated: Sequence[str], *, begin: str = BEGIN, end: str = END
+) -> None:
     """Replace the text between the markers in `path` (they must be there already)."""
     text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: add the lines {BEGIN!r} and {END!r} where the table goes")
-    before, rest = text.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    path.write_text(before + BEGIN + "\n" + "\n".join(generated) + "\n" + END + after)
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: add the lines {begin!r} and {end!r} where the table goes")
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    path.write_text(before + begin + "\n" + "\n".join(generated) + "\n" + end + after)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,6 +11,7 @@ ZoomtuneError
 ├── GpuError               `--gpus` names no usable GPU (none found, an unknown id, a bad value)
 ├── TrialRejected          a worker cannot run the study's objective (it is not registered there)
 ├── WorkersExited          the embedded default's local workers stopped while the study ran
+├── ReadOnly               a write asked of the dashboard, which only reads the study's record
 ├── SearchFailed           a ZoomSearchCV search ended without a result (also a ValueError)
 ├── PayloadRefused         a scikit-learn study payload is missing, or its HMAC does not verify
 └── StoreError             the study store refused an operation
@@ -71,6 +72,11 @@ class TrialRejected(ZoomtuneError):
 
 class WorkersExited(ZoomtuneError):
     """The local workers that the embedded default started exited while the study ran."""
+
+
+class ReadOnly(ZoomtuneError):
+    """A write asked of `coordinator dashboard`: only the coordinator and its workers write a
+    study's record. The message starts "the dashboard is read-only: "."""
 
 
 class PayloadRefused(ZoomtuneError):

@@ -11,11 +11,16 @@ from __future__ import annotations
 import re
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-"""Study names: 1 to 64 letters, digits, '_', '.', '-', starting with a letter or digit (they
-name Redis keys and run folders)."""
+STUDY_NAME_RULE = (
+    "a study name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit "
+    "(it names Redis keys and folders)"
+)
 
 OBJECTIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-"""Objective names: like study names, up to 128 characters."""
+OBJECTIVE_NAME_RULE = (
+    "an objective name is 1 to 128 letters, digits, '_', '.' or '-', starting with a letter "
+    "or digit"
+)
 
 PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 """Parameter names: identifiers of at most 64 characters (CSV columns and keyword arguments)."""

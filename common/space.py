@@ -18,269 +18,22 @@ them (an interval per numeric parameter, a subset of the values per choice param
 
 from __future__ import annotations
 
-import math
+import difflib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from enum import StrEnum
 from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from common.errors import ConfigError
-from common.names import PARAMETER_NAME
-
-Choice: TypeAlias = str | int | float | bool
-"""A value a choice parameter may take: any JSON scalar."""
-
-ParamValue: TypeAlias = float | int | str | bool
-
-_STEP_TOLERANCE = 1e-9
-
-
-class Scale(StrEnum):
-    """How a numeric parameter's values are spread over its unit coordinate."""
-
-    LINEAR = "linear"
-    LOG = "log"
-    REVERSE_LOG = "reverse_log"
-
-
-def _check_name(name: str) -> None:
-    if not PARAMETER_NAME.fullmatch(name):
-        raise ConfigError(
-            f"a parameter name must be an identifier of at most 64 characters "
-            f"(letters, digits, '_'), got {name!r}"
-        )
-
-
-def _warp(x: float, scale: Scale) -> float:
-    """The coordinate in which `scale` is uniform; increasing in x."""
-    if scale is Scale.LOG:
-        return math.log(x)
-    if scale is Scale.REVERSE_LOG:
-        return -math.log1p(-x)
-    return x
-
-
-def _unwarp(w: float, scale: Scale) -> float:
-    if scale is Scale.LOG:
-        return math.exp(w)
-    if scale is Scale.REVERSE_LOG:
-        return -math.expm1(-w)
-    return w
-
-
-def _scale(value: object) -> Scale:
-    """The `Scale` named by `value`; a plain string such as "log" is accepted too."""
-    if isinstance(value, str) and value in {s.value for s in Scale}:
-        return Scale(value)
-    known = ", ".join(repr(s.value) for s in Scale)
-    raise ConfigError(f"scale must be one of {known}, got scale={value!r}")
-
-
-def _check_finite(**values: float) -> None:
-    for key, value in values.items():
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {key}={value!r}")
-
-
-@dataclass(frozen=True)
-class FloatParameter:
-    """A real-valued parameter in [low, high], optionally restricted to low + k * step."""
-
-    name: str
-    low: float
-    high: float
-    scale: Scale = Scale.LINEAR
-    step: float | None = None
-
-    def __post_init__(self) -> None:
-        _check_name(self.name)
-        object.__setattr__(self, "scale", _scale(self.scale))
-        _check_finite(low=self.low, high=self.high)
-        if self.low > self.high:
-            raise ConfigError(f"low <= high must hold, got (low={self.low!r}, high={self.high!r})")
-        if self.scale is Scale.LOG and self.low <= 0:
-            raise ConfigError(f"log scale needs low > 0, got low={self.low!r}")
-        if self.scale is Scale.REVERSE_LOG and not (self.low >= 0 and self.high < 1):
-            raise ConfigError(
-                "reverse_log scale needs 0 <= low <= high < 1 (it samples 1 - value on a log "
-                f"scale), got (low={self.low!r}, high={self.high!r})"
-            )
-        if self.step is not None:
-            _check_finite(step=self.step)
-            if self.step <= 0:
-                raise ConfigError(f"step must be > 0, got step={self.step!r}")
-            if self.scale is not Scale.LINEAR:
-                raise ConfigError(
-                    f"step works only with the linear scale, got scale={self.scale.value!r} "
-                    f"with step={self.step!r}"
-                )
-            cells = (self.high - self.low) / self.step
-            if abs(cells - round(cells)) > _STEP_TOLERANCE * max(1.0, cells):
-                raise ConfigError(
-                    f"high - low must be a multiple of step, got (low={self.low!r}, "
-                    f"high={self.high!r}, step={self.step!r}); "
-                    f"try high={self.low + math.floor(cells) * self.step!r}"
-                )
-
-    @property
-    def _edges(self) -> tuple[float, float]:
-        half = 0.0 if self.step is None else self.step / 2
-        return _warp(self.low - half, self.scale), _warp(self.high + half, self.scale)
-
-    def to_unit(self, value: float) -> float:
-        lo, hi = self._edges
-        if hi == lo:
-            return 0.5
-        return min(1.0, max(0.0, (_warp(float(value), self.scale) - lo) / (hi - lo)))
-
-    def from_unit(self, u: float) -> float:
-        lo, hi = self._edges
-        x = _unwarp(lo + float(u) * (hi - lo), self.scale)
-        if self.step is not None:
-            # In decimal, so that low=0, step=0.1 gives 0.3 rather than 0.30000000000000004.
-            k = round((x - self.low) / self.step)
-            x = float(Decimal(repr(float(self.low))) + k * Decimal(repr(float(self.step))))
-        return float(min(self.high, max(self.low, x)))
-
-    def contains(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        if not (self.low <= value <= self.high):
-            return False
-        if self.step is None:
-            return True
-        cells = (value - self.low) / self.step
-        return abs(cells - round(cells)) <= 1e-6
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "float", "low": self.low, "high": self.high}
-        out["scale"] = self.scale.value
-        if self.step is not None:
-            out["step"] = self.step
-        return out
-
-
-@dataclass(frozen=True)
-class IntParameter:
-    """An integer parameter in [low, high], restricted to low + k * step."""
-
-    name: str
-    low: int
-    high: int
-    scale: Scale = Scale.LINEAR
-    step: int = 1
-
-    def __post_init__(self) -> None:
-        _check_name(self.name)
-        object.__setattr__(self, "scale", _scale(self.scale))
-        for key in ("low", "high", "step"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{key} of an int parameter must be an integer, got {value!r}")
-        if self.low > self.high:
-            raise ConfigError(f"low <= high must hold, got (low={self.low!r}, high={self.high!r})")
-        if self.step < 1:
-            raise ConfigError(f"step must be >= 1, got step={self.step!r}")
-        if self.scale is Scale.REVERSE_LOG:
-            raise ConfigError("reverse_log scale is for floats in [0, 1), not int parameters")
-        if self.scale is Scale.LOG:
-            if self.low < 1:
-                raise ConfigError(f"log scale needs low >= 1 for an int, got low={self.low!r}")
-            if self.step != 1:
-                raise ConfigError(
-                    f"step works only with the linear scale, got scale='log' with step={self.step}"
-                )
-        if (self.high - self.low) % self.step:
-            raise ConfigError(
-                f"high - low must be a multiple of step, got (low={self.low}, high={self.high}, "
-                f"step={self.step}); try high={self.high - (self.high - self.low) % self.step}"
-            )
-
-    @property
-    def _edges(self) -> tuple[float, float]:
-        half = self.step / 2
-        return _warp(self.low - half, self.scale), _warp(self.high + half, self.scale)
-
-    def to_unit(self, value: float) -> float:
-        lo, hi = self._edges
-        return min(1.0, max(0.0, (_warp(float(value), self.scale) - lo) / (hi - lo)))
-
-    def from_unit(self, u: float) -> int:
-        lo, hi = self._edges
-        x = _unwarp(lo + float(u) * (hi - lo), self.scale)
-        k = round((x - self.low) / self.step)
-        return int(min(self.high, max(self.low, self.low + k * self.step)))
-
-    def contains(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return False
-        return self.low <= value <= self.high and (value - self.low) % self.step == 0
-
-    @property
-    def cells(self) -> int:
-        """How many values the parameter can take."""
-        return (self.high - self.low) // self.step + 1
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "int", "low": self.low, "high": self.high}
-        out["scale"] = self.scale.value
-        if self.step != 1:
-            out["step"] = self.step
-        return out
-
-
-def _same_choice(a: object, b: object) -> bool:
-    """Equality that keeps True apart from 1 and 1 apart from 1.0, as JSON does."""
-    return type(a) is type(b) and a == b
-
-
-@dataclass(frozen=True)
-class ChoiceParameter:
-    """A categorical parameter: one of `values` (JSON scalars, unordered)."""
-
-    name: str
-    values: tuple[Choice, ...]
-
-    def __post_init__(self) -> None:
-        _check_name(self.name)
-        if not self.values:
-            raise ConfigError("a choice parameter needs at least one value, got values=[]")
-        for value in self.values:
-            if not isinstance(value, str | int | float | bool):
-                raise ConfigError(
-                    f"choice values must be strings, numbers or booleans, got {value!r}"
-                )
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"choice values must be finite, got {value!r}")
-        for i, value in enumerate(self.values):
-            if any(_same_choice(value, other) for other in self.values[:i]):
-                raise ConfigError(f"choice values must be distinct, got {value!r} twice")
-
-    def index(self, value: object) -> int:
-        for i, candidate in enumerate(self.values):
-            if _same_choice(candidate, value):
-                return i
-        raise ValueError(f"{value!r} is not one of {list(self.values)!r}")
-
-    def to_unit(self, value: Choice) -> float:
-        return (self.index(value) + 0.5) / len(self.values)
-
-    def from_unit(self, u: float) -> Choice:
-        return self.values[min(int(float(u) * len(self.values)), len(self.values) - 1)]
-
-    def contains(self, value: object) -> bool:
-        return any(_same_choice(candidate, value) for candidate in self.values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "choice", "values": list(self.values)}
-
-
-Parameter: TypeAlias = FloatParameter | IntParameter | ChoiceParameter
-NumericParameter: TypeAlias = FloatParameter | IntParameter
+from common.parameters import (
+    Choice,
+    ChoiceParameter,
+    IntParameter,
+    Parameter,
+    ParamValue,
+)
 
 
 @dataclass(frozen=True)
@@ -308,7 +61,12 @@ Region: TypeAlias = Interval | tuple[Choice, ...]
 
 @dataclass(frozen=True)
 class Box:
-    """A region of a search space in unit coordinates, one `Region` per parameter."""
+    """A region of a search space in unit coordinates, one `Region` per parameter.
+
+    A box keeps a region for every parameter, even for the children of a choice branch the box
+    has pruned (so the region is there again if the branch comes back); `to_dict` leaves those
+    out, as `SearchSpace.reachable` says.
+    """
 
     regions: Mapping[str, Region]
 
@@ -318,7 +76,10 @@ class Box:
     def to_dict(self, space: SearchSpace) -> dict[str, dict[str, Any]]:
         """JSON form with both the unit interval and the values it spans, for people and files."""
         out: dict[str, dict[str, Any]] = {}
+        reachable = space.reachable(self)
         for param in space:
+            if param.name not in reachable:
+                continue  # a child of a pruned choice branch: it left the box with the branch
             region = self.regions[param.name]
             if isinstance(region, Interval):
                 if isinstance(param, ChoiceParameter):
@@ -358,6 +119,9 @@ class SearchSpace:
         if duplicates:
             raise ConfigError(f"parameter names must be unique, got {duplicates!r} twice")
         object.__setattr__(self, "parameters", tuple(sorted(self.parameters, key=lambda p: p.name)))
+        problems = condition_problems(self.parameters)
+        if problems:
+            raise ConfigError([f"{name}: when: {message}" for name, message in problems])
 
     def __iter__(self) -> Iterator[Parameter]:
         return iter(self.parameters)
@@ -399,11 +163,21 @@ class SearchSpace:
             else:
                 interval = region if isinstance(region, Interval) else Interval(0.0, 1.0)
                 params[param.name] = param.from_unit(interval.low + float(u) * interval.width)
-        return params
+        if not self.conditional:
+            return params
+        # Every coordinate is decoded, then the inactive ones are dropped: the draw (and so its
+        # coverage) stays a function of the seed, whatever the choices turn out to be.
+        return {name: value for name, value in params.items() if self.is_active(name, params)}
 
-    def to_unit(self, params: Mapping[str, Any]) -> npt.NDArray[np.float64]:
-        """The unit coordinates of a parameter dict, in the space's (sorted) order."""
-        return np.array([p.to_unit(params[p.name]) for p in self.parameters], dtype=np.float64)
+    def to_unit(
+        self, params: Mapping[str, Any], *, inactive: float = -1.0
+    ) -> npt.NDArray[np.float64]:
+        """The unit coordinates of a parameter dict, in the space's (sorted) order; a parameter
+        absent from `params` (inactive) gets the coordinate `inactive`."""
+        return np.array(
+            [p.to_unit(params[p.name]) if p.name in params else inactive for p in self.parameters],
+            dtype=np.float64,
+        )
 
     def problems(self, params: Mapping[str, Any]) -> list[str]:
         """Why `params` is not a point of this space: missing, unknown or out-of-range values."""
@@ -411,6 +185,13 @@ class SearchSpace:
         for name in sorted(set(params) - set(self.names)):
             found.append(f"unknown parameter {name!r}")
         for param in self.parameters:
+            if not self.is_active(param.name, params):
+                if param.name in params and param.when is not None:
+                    found.append(
+                        f"{param.name}={params[param.name]!r} is given but inactive (it applies "
+                        f"only when {self.chain(param.name)})"
+                    )
+                continue
             if param.name not in params:
                 found.append(f"missing parameter {param.name!r}")
             elif not param.contains(params[param.name]):
@@ -419,3 +200,121 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {p.name: p.to_dict() for p in self.parameters}
+
+    # -- conditions ------------------------------------------------------------------------------
+
+    @property
+    def conditional(self) -> bool:
+        """Whether some parameter has a `when` condition."""
+        return any(p.when is not None for p in self.parameters)
+
+    def is_active(self, name: str, params: Mapping[str, Any]) -> bool:
+        """Whether parameter `name` applies, given the choice values in `params`: every
+        condition on the way up its chain holds (an absent parent counts as failing)."""
+        condition = self[name].when
+        while condition is not None:
+            if not condition.holds(params.get(condition.parent, _ABSENT)):
+                return False
+            condition = self[condition.parent].when
+        return True
+
+    def chain(self, name: str) -> str:
+        """The conditions that make `name` active, e.g. "solver = 'sgd' and schedule = 'step'"."""
+        parts: list[str] = []
+        condition = self[name].when
+        while condition is not None:
+            parts.insert(0, condition.describe())
+            condition = self[condition.parent].when
+        return " and ".join(parts)
+
+    def reachable(self, box: Box) -> tuple[str, ...]:
+        """The parameters that can be active inside `box`: for each condition up the chain, the
+        box keeps at least one of the values it needs. The children of a pruned branch leave."""
+        found: list[str] = []
+        for param in self.parameters:
+            condition = param.when
+            while condition is not None:
+                region = box[condition.parent]
+                if isinstance(region, Interval) or not any(condition.holds(v) for v in region):
+                    break
+                condition = self[condition.parent].when
+            else:
+                found.append(param.name)
+        return tuple(found)
+
+    def children(self, name: str | None) -> tuple[Parameter, ...]:
+        """The parameters whose condition names `name` (None: those without a condition)."""
+        if name is None:
+            return tuple(p for p in self.parameters if p.when is None)
+        return tuple(p for p in self.parameters if p.when is not None and p.when.parent == name)
+
+    def tree(self) -> list[tuple[int, Parameter]]:
+        """Every parameter with its depth, depth first: the unconditional ones by name, each
+        followed by the parameters conditioned on it (depth + 1), and so on down the chains."""
+        out: list[tuple[int, Parameter]] = []
+
+        def visit(name: str | None, depth: int) -> None:
+            for param in self.children(name):
+                out.append((depth, param))
+                visit(param.name, depth + 1)
+
+        visit(None, 0)
+        return out
+
+
+_ABSENT = object()
+
+
+def condition_problems(parameters: Sequence[Parameter]) -> list[tuple[str, str]]:
+    """What is wrong with the `when` conditions of `parameters`, as (parameter name, message):
+    a condition on an unknown or non-choice parameter, on a value the choice does not have, or
+    conditions that form a cycle."""
+    by_name = {p.name: p for p in parameters}
+    found: list[tuple[str, str]] = []
+    for param in parameters:
+        condition = param.when
+        if condition is None:
+            continue
+        written = f"got when = {condition.toml()}"
+        parent = by_name.get(condition.parent)
+        if parent is None:
+            close = difflib.get_close_matches(condition.parent, list(by_name), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            found.append(
+                (
+                    param.name,
+                    f"{condition.parent!r} is not a parameter of the space, {written}{hint}",
+                )
+            )
+        elif not isinstance(parent, ChoiceParameter):
+            kind = "an int" if isinstance(parent, IntParameter) else "a float"
+            found.append(
+                (
+                    param.name,
+                    f"a condition needs a choice parameter, {condition.parent!r} is {kind} "
+                    f"parameter, {written}",
+                )
+            )
+        else:
+            for value in condition.values:
+                if not parent.contains(value):
+                    found.append(
+                        (
+                            param.name,
+                            f"{value!r} is not a value of choice {parent.name!r} "
+                            f"(values {list(parent.values)!r}), {written}",
+                        )
+                    )
+    for param in parameters:
+        path = [param.name]
+        condition = param.when
+        while condition is not None and condition.parent in by_name:
+            if condition.parent == param.name:
+                cycle = " -> ".join([*path, param.name])
+                found.append((param.name, f"conditions form a cycle: {cycle}"))
+                break
+            if condition.parent in path:
+                break  # a cycle further up: reported for the parameters on it
+            path.append(condition.parent)
+            condition = by_name[condition.parent].when
+    return found

@@ -28,6 +28,22 @@ class StudyReader:
         self.keys = Keys(prefix, study)
         self.study = study
 
+    # -- the server itself (no retries: the coordinator's outage handling decides on them) --
+
+    def ping(self) -> None:
+        self.client.ping()
+
+    def server_run_id(self) -> str:
+        """The run_id of the Redis server: it changes when the server restarts."""
+        return str(self.client.info("server").get("run_id", ""))
+
+    def server_time(self) -> float:
+        """Redis's clock, in seconds (the clock leases and `queued_at` are on)."""
+        seconds, micros = self.client.time()
+        return float(seconds) + float(micros) / 1e6
+
+    # -- the study's record --------------------------------------------------------------
+
     def exists(self) -> bool:
         return bool(self._call(self.client.exists, self.keys.meta))
 

@@ -37,6 +37,8 @@ min_trials = 8                  # a rung needs this many completed reference tri
 
 [space]
 learning_rate = { type = "float", low = 1e-5, high = 1e-1, scale = "log" }
+optimizer = { type = "choice", values = ["sgd", "adam"] }
+momentum = { type = "float", low = 0.5, high = 0.99, when = { optimizer = "sgd" } }  # sgd only
 ```
 
 pydantic checks the shape (types, unknown keys, missing keys); the value objects of
@@ -57,7 +59,8 @@ from pydantic import ValidationError
 
 from common.errors import ConfigError
 from common.names import PARAMETER_NAME
-from common.space import ChoiceParameter, FloatParameter, IntParameter, Parameter, SearchSpace
+from common.parameters import ChoiceParameter, Condition, FloatParameter, IntParameter, Parameter
+from common.space import SearchSpace, condition_problems
 from common.study_file import ChoiceEntry, FloatEntry, IntEntry, StudyFile, describe
 from common.study_settings import EarlyStopping, ObjectiveSpec, Resources, SearchSettings
 
@@ -189,6 +192,9 @@ def _build(model: StudyFile, source: str) -> StudySpec:
             f"({heartbeat:g}s) so one missed beat does not expire it, got lease={lease:g}s"
         )
 
+    for name, message in condition_problems(parameters):
+        problems.append(f"{source}: [space.{name}] when: {message}")
+
     space: SearchSpace | None = None
     if parameters and not problems:
         try:
@@ -212,8 +218,29 @@ def _build(model: StudyFile, source: str) -> StudySpec:
 
 
 def _parameter(name: str, entry: FloatEntry | IntEntry | ChoiceEntry) -> Parameter:
+    when = _condition(entry.when)
     if isinstance(entry, FloatEntry):
-        return FloatParameter(name, entry.low, entry.high, entry.scale, entry.step)
+        return FloatParameter(name, entry.low, entry.high, entry.scale, entry.step, when)
     if isinstance(entry, IntEntry):
-        return IntParameter(name, entry.low, entry.high, entry.scale, entry.step)
-    return ChoiceParameter(name, tuple(entry.values))
+        return IntParameter(name, entry.low, entry.high, entry.scale, entry.step, when)
+    return ChoiceParameter(name, tuple(entry.values), when)
+
+
+def _condition(when: Mapping[str, Any] | None) -> Condition | None:
+    """`when = { optimizer = "sgd" }` (or a list of values) as a `Condition`; whether the
+    parent exists and has those values is checked with the whole space (`condition_problems`)."""
+    if when is None:
+        return None
+    if len(when) != 1:
+        raise ConfigError(
+            "when: a condition names exactly one choice parameter and its value(s), e.g. "
+            f'when = {{ optimizer = "sgd" }}, got when = {json.dumps(dict(when))}'
+        )
+    ((parent, value),) = when.items()
+    values = tuple(value) if isinstance(value, list) else (value,)
+    if not values or not all(isinstance(v, str | int | float | bool) for v in values):
+        raise ConfigError(
+            "when: the value of a condition is a choice value or a non-empty list of them, "
+            f"got when = {{ {parent} = {json.dumps(value, default=repr)} }}"
+        )
+    return Condition(parent, values)

@@ -8,13 +8,20 @@ line per problem naming the file, the [table] and key, what is wrong and the bad
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
-from common.names import ENTRYPOINT, OBJECTIVE_NAME, STUDY_NAME
+from common.names import (
+    ENTRYPOINT,
+    OBJECTIVE_NAME,
+    OBJECTIVE_NAME_RULE,
+    STUDY_NAME,
+    STUDY_NAME_RULE,
+)
+from common.parameters import Scale
 from common.settings import QueueKind
-from common.space import Scale
 from common.study_settings import (
     EarlyStopping,
     PruningRule,
@@ -23,6 +30,13 @@ from common.study_settings import (
     SearchSettings,
     parse_duration,
 )
+
+
+def _matching(pattern: re.Pattern[str], value: str, rule: str) -> str:
+    """`value` if all of it matches `pattern`; else a ValueError that states `rule`."""
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{rule}, got {value!r}")
+    return value
 
 
 class _Section(BaseModel):
@@ -38,12 +52,7 @@ class _StudySection(_Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        if not STUDY_NAME.fullmatch(value):
-            raise ValueError(
-                "a study name is 1 to 64 letters, digits, '_', '.' or '-', starting with a "
-                f"letter or digit (it names Redis keys and folders), got {value!r}"
-            )
-        return value
+        return _matching(STUDY_NAME, value, STUDY_NAME_RULE)
 
 
 class _ObjectiveSection(_Section):
@@ -54,12 +63,7 @@ class _ObjectiveSection(_Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
-        if not OBJECTIVE_NAME.fullmatch(value):
-            raise ValueError(
-                "an objective name is 1 to 128 letters, digits, '_', '.' or '-', starting with "
-                f"a letter or digit, got {value!r}"
-            )
-        return value
+        return _matching(OBJECTIVE_NAME, value, OBJECTIVE_NAME_RULE)
 
     @field_validator("entrypoint")
     @classmethod
@@ -138,6 +142,7 @@ class FloatEntry(_Section):
     high: float
     scale: Annotated[Scale, Field(strict=False)] = Scale.LINEAR
     step: float | None = None
+    when: dict[str, Any] | None = None  # checked by common.study and common.space
 
 
 class IntEntry(_Section):
@@ -146,11 +151,13 @@ class IntEntry(_Section):
     high: int
     scale: Annotated[Scale, Field(strict=False)] = Scale.LINEAR
     step: int = 1
+    when: dict[str, Any] | None = None  # checked by common.study and common.space
 
 
 class ChoiceEntry(_Section):
     type: Literal["choice"]
     values: list[Any]  # each value is checked by ChoiceParameter
+    when: dict[str, Any] | None = None  # checked by common.study and common.space
 
 
 _Entry = Annotated[FloatEntry | IntEntry | ChoiceEntry, Field(discriminator="type")]

@@ -119,10 +119,6 @@ class Resources:
     lease: float = 30.0
     retry_failed: bool = False
 
-    @property
-    def queue_name(self) -> str:
-        return f"trials.{self.queue}"
-
 
 @dataclass(frozen=True)
 class EarlyStopping:

@@ -19,7 +19,7 @@ from typing import Any
 
 from common.errors import MessageError
 from common.names import OBJECTIVE_NAME, STUDY_NAME
-from common.space import ParamValue
+from common.parameters import ParamValue
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """A task message larger than this is refused: params are a few scalars, never a payload."""

@@ -9,6 +9,7 @@
     coordinator cancel STUDY [--reason TEXT] [--broker URL | --run-dir DIR]
     coordinator delete STUDY [--yes] [--broker URL | --run-dir DIR]
     coordinator flower [--port 5555] [--address 127.0.0.1] [-- FLOWER OPTIONS]
+    coordinator dashboard [STUDY] [--port 8080] [--address 127.0.0.1] [--broker URL | --run-dir DIR]
 
 Without a broker URL (`--broker` or ZOOMTUNE_BROKER_URL), `start` runs the embedded default: a
 private redis-server and local workers, the same code path as a cluster. The other commands
@@ -26,6 +27,7 @@ is ridden out, default 300).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -44,7 +46,7 @@ from common.redact import install_redacting_excepthook
 from common.redis_client import connect
 from common.settings import Settings, redact_url
 from common.store import StudyStore
-from common.store_reads import list_studies
+from common.store_reads import StudyReader, list_studies
 from common.store_records import owner_id
 from common.study import StudySpec
 from coordinator.export import study_json, trials_csv
@@ -62,7 +64,7 @@ from coordinator.plan import StudyPlan
 from coordinator.progress import make_progress, notes_from_logging
 from coordinator.report import Findings, write_report
 from coordinator.rounds import LoopSettings, StudyOutcome
-from coordinator.run_folders import RUNS, study_record, study_store
+from coordinator.run_folders import RUNS, find_run_dir, study_record, study_store
 from coordinator.views import findings_view, plan_view, status_view, studies_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -392,6 +394,54 @@ def flower(broker: str | None, port: int, address: str, flower_args: tuple[str, 
     click.echo(f"Flower on http://{address}:{port} for broker {redact_url(settings.broker_url)}")
     code = app.start(["flower", f"--port={port}", f"--address={address}", *flower_args])
     sys.exit(code or 0)
+
+
+@main.command()
+@click.argument("study", required=False)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0 in a container; put it behind authentication).",
+)
+@broker_option
+@run_dir_option
+@exits_on_error
+def dashboard(
+    study: str | None, port: int, address: str, broker: str | None, run_dir: Path | None
+) -> None:
+    """optuna-dashboard on STUDY (or the only study there), live and read-only.
+
+    Every trial shows with its params, state, score, intermediate values, round, worker and
+    device (needs `pip install 'zoomtune[dashboard]'`). On a broker it follows the study's
+    record; on a run folder, its study.json (rewritten after each round while the study runs).
+    """
+    for module in ("optuna", "optuna_dashboard"):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{module} is not installed: pip install 'zoomtune[dashboard]'")
+    from coordinator.dashboard import serve
+    from coordinator.dashboard_source import BrokerSource, RunFolderSource
+    from coordinator.dashboard_storage import ReadOnlyStorage
+
+    def ready(url: str) -> None:
+        click.echo(f"optuna-dashboard on {url} for {storage.source.describe()}")
+
+    folder = find_run_dir("dashboard", study, broker, run_dir)
+    try:
+        if folder is not None:
+            storage = ReadOnlyStorage(RunFolderSource(folder, study))
+            storage.snapshot()  # a missing or unreadable study.json is an error now
+            serve(storage, address, port, ready)
+            return
+        with study_store("dashboard", study, broker, None) as (store, _):
+            reader = StudyReader(store.client, store.keys.prefix, store.study)
+            url = Settings.from_env().with_broker(broker).broker_url or ""
+            storage = ReadOnlyStorage(BrokerSource(reader, f"broker {redact_url(url)}"))
+            storage.snapshot()
+            serve(storage, address, port, ready)
+    except KeyboardInterrupt:
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ A numeric parameter is "at an edge" when
   counts. The best trial alone could sit there by chance; most of the top-k with it means the
   scores improve towards the bound.
 
-k is the study's `top_k` setting applied to that round's completed trials. Choice parameters
+k is the study's `top_k` setting applied to that round's completed trials (for a conditional
+parameter, to those in which it was active, and its top-k are among them). Choice parameters
 have no edges. Without an importance ranking (fewer than 8 completed trials) nothing is said.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.space import ChoiceParameter, NumericParameter
+from common.parameters import ChoiceParameter, NumericParameter
 from common.study import StudySpec
 from common.trial import Trial, TrialStatus
 from coordinator.importance import ParameterImportance
@@ -59,12 +60,16 @@ def edge_warnings(
     floor = 1 / (2 * len(spec.space))
     last = max(t.round for t in complete)
     in_last = [(t.params, t.score) for t in complete if t.round == last]
-    best = top_k(in_last, resolve_k(spec.search.top_k, len(in_last)), spec.maximize)
     warnings = []
     for param in spec.space:
         if isinstance(param, ChoiceParameter) or param.low == param.high:
             continue
         if shares.get(param.name, 0.0) < floor:
+            continue
+        # A conditional parameter is judged on the trials in which it was active.
+        active = [(params, score) for params, score in in_last if param.name in params]
+        best = top_k(active, resolve_k(spec.search.top_k, len(active)), spec.maximize)
+        if not best:
             continue
         values = [params[param.name] for params, _ in best]
         for side, bound, unit in (("lower", param.low, 0.0), ("upper", param.high, 1.0)):

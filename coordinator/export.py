@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError, MessageError
-from common.space import Box, ChoiceParameter, Interval, SearchSpace
+from common.parameters import ChoiceParameter
+from common.space import Box, Interval, SearchSpace
 from common.store import StudyStore
 from common.store_records import RoundRecord
 from common.study import StudySpec
@@ -63,9 +64,13 @@ class RoundSummary:
 
 
 def box_volume(space: SearchSpace, box: Box) -> float:
-    """The share of the unit cube of `space` that `box` covers (choices count by value)."""
+    """The share of the unit cube of `space` that `box` covers (choices count by value);
+    the children of a pruned choice branch, which left the box, do not count."""
     volume = 1.0
+    reachable = space.reachable(box)
     for param in space:
+        if param.name not in reachable:
+            continue
         region = box[param.name]
         if isinstance(region, Interval):
             volume *= region.width

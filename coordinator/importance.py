@@ -11,6 +11,11 @@ Scores are replaced by their ranks first, so that one diverged trial with a huge
 decide what the forest fits. Coarse-to-fine sampling concentrates the later rounds in a small
 box; the first round, sampled over the whole space, is what shows the forest the full effect of
 a parameter, so importance is only as good as that round is large.
+
+A conditional parameter that was inactive in a trial (absent from its params) gets the
+coordinate -1 there, outside [0, 1]: the forest can split the trials where it applied from
+those where it did not, and shuffling the column measures both what its value did where it
+applied and which trials it applied in (that is, part of its parent choice's effect).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.space import ParamValue, SearchSpace
+from common.parameters import ParamValue
+from common.space import SearchSpace
 
 MIN_TRIALS = 8
 """Fewer completed trials than this give no importance (a forest on 5 points is noise)."""

@@ -20,15 +20,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias, TypeGuard
 
-from common.space import (
-    Box,
-    ChoiceParameter,
-    Interval,
-    NumericParameter,
-    ParamValue,
-    Region,
-    SearchSpace,
-)
+from common.parameters import ChoiceParameter, NumericParameter, ParamValue
+from common.space import Box, Interval, Region, SearchSpace
 
 Params: TypeAlias = Mapping[str, ParamValue]
 Result: TypeAlias = tuple[Params, float | None]
@@ -89,6 +82,7 @@ def narrow(
     min_shrink: float,
     min_width: float,
     runners_up: Sequence[tuple[Params, Any]] = (),
+    top_k_setting: int | float | str | None = None,
 ) -> Box:
     """The next round's box around `top` (best first), in unit coordinates of the whole space.
 
@@ -108,6 +102,14 @@ def narrow(
     choice after one round because its trials were unlucky in the other parameters. With
     min_shrink above 0.5 a choice never narrows below its two best values.
 
+    A conditional parameter (one with a `when`) is narrowed from the trials in which it was
+    active only: its top trials are the best `resolve_k(top_k_setting, n)` of the n ranked
+    trials (`top` then `runners_up`) that have it (with `top_k_setting` None: those of `top`
+    that have it), the rest its runners-up. Fallback: when no ranked trial has it, its region
+    is the previous one, unchanged (nothing is known about it; it is not narrowed from noise).
+    The children of a choice value the box drops stay in the box as they are, unreachable
+    (`SearchSpace.reachable`), until the value comes back.
+
     With no top trials the previous box is returned unchanged.
     """
     if not top:
@@ -118,19 +120,43 @@ def narrow(
     regions: dict[str, Region] = {}
     for param in space:
         region = previous[param.name]
-        values = [params[param.name] for params, _ in top]
+        param_top, param_runners_up = top, runners_up
+        if param.when is not None:
+            param_top, param_runners_up = _active_ranking(
+                param.name, top, runners_up, top_k_setting
+            )
+            if not param_top:
+                regions[param.name] = region
+                continue
+        values = [params[param.name] for params, _ in param_top]
         if isinstance(param, ChoiceParameter):
             if isinstance(region, Interval):
                 raise ValueError(f"the previous box gives {region!r} for choice {param.name!r}")
             # At least min_shrink x the previous count, as for an interval's width.
             keep = max(1, math.ceil(min_shrink * len(region) - 1e-9))
-            regions[param.name] = _choices(param, values, runners_up, keep)
+            regions[param.name] = _choices(param, values, param_runners_up, keep)
             continue
         if not isinstance(region, Interval):
             raise ValueError(f"the previous box gives {region!r} for numeric {param.name!r}")
         floor = max(min_shrink * region.width, min_width)
         regions[param.name] = _interval(param, values, floor=floor, margin=margin)
     return Box(regions)
+
+
+def _active_ranking(
+    name: str,
+    top: Sequence[tuple[Params, Any]],
+    runners_up: Sequence[tuple[Params, Any]],
+    setting: int | float | str | None,
+) -> tuple[Sequence[tuple[Params, Any]], Sequence[tuple[Params, Any]]]:
+    """The top trials and runners-up of a conditional parameter: the ranked trials in which it
+    was active, split at `resolve_k(setting, n)` (setting None: where `top` ends)."""
+    if setting is None:
+        active_top = [item for item in top if name in item[0]]
+        return active_top, [item for item in runners_up if name in item[0]]
+    active = [item for item in (*top, *runners_up) if name in item[0]]
+    k = resolve_k(setting, len(active))
+    return active[:k], active[k:]
 
 
 def _choices(

@@ -78,7 +78,7 @@ class RedisWatch:
         self.progress.note(f"lost Redis, retrying: {exc}")
         while True:
             try:
-                self.store.client.ping()
+                self.store.ping()
                 self.outage_since = None
                 return
             except REDIS_DOWN as error:
@@ -95,7 +95,7 @@ class RedisWatch:
         """The server's run_id now (the last one known where INFO is forbidden by an ACL:
         restarts are then found by waiting)."""
         try:
-            return str(self.store.client.info("server").get("run_id", ""))
+            return self.store.server_run_id()
         except Exception:
             return self.run_id
 

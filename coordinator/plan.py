@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.space import ParamValue
+from common.parameters import ParamValue
 from common.study import StudySpec
 from coordinator.pruning import halving_steps
 from coordinator.search import CoarseToFine, explore_count

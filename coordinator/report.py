@@ -5,7 +5,8 @@
 - `funnel.png`: one panel per parameter: score against value (log axes where the parameter's
   scale is log) over the shaded box of every round, and under it the funnel itself: each
   round's box as a bar with that round's trials as ticks, round 1 at the top, so the narrowing
-  reads from top to bottom.
+  reads from top to bottom. A conditional parameter's panel shows only the trials in which it
+  was active, and no bar for a round whose box pruned its choice branch.
 - `curves.png`, when any trial reported intermediate values: the learning curves, one line per
   trial, pruned trials dashed (`coordinator.curves`).
 - `importance.png`: each parameter's share of the importance (`coordinator.importance`).
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.space import ChoiceParameter, Parameter, Scale
+from common.parameters import ChoiceParameter, Parameter, Scale
 from common.trial import Trial, TrialStatus
 from coordinator.curves import plot_curves
 from coordinator.edges import EdgeWarning, edge_warnings
@@ -292,14 +293,19 @@ def _parameter_panel(
             funnel.fill_between(
                 [low, high], summary.number - 0.38, summary.number + 0.38, color=colour, alpha=0.45
             )
-        done = _scored(summary.trials)
+        # A conditional parameter's panel shows only the trials in which it was active.
+        done = [(t, score) for t, score in _scored(summary.trials) if param.name in t.params]
         xs = [_x(param, t.params[param.name], t.number) for t, _ in done]
         main.scatter(xs, [score for _, score in done], s=14, color=colour, alpha=0.85, lw=0)
-        tried = [_x(param, t.params[param.name], t.number) for t in summary.trials]
+        tried = [
+            _x(param, t.params[param.name], t.number)
+            for t in summary.trials
+            if param.name in t.params
+        ]
         funnel.scatter(
             tried, [summary.number] * len(tried), marker="|", s=40, color="black", lw=0.7
         )
-    if best is not None:
+    if best is not None and param.name in best.params:
         main.scatter(
             [_x(param, best.params[param.name], best.number)],
             [best.score],
@@ -327,14 +333,17 @@ def _parameter_panel(
 
 
 def _title(param: Parameter) -> str:
+    when = "" if param.when is None else f"\nonly when {param.when.describe()}"
     if isinstance(param, ChoiceParameter):
-        return f"{param.name} (choice)"
+        return f"{param.name} (choice){when}"
     scale = "" if param.scale is Scale.LINEAR else f", {param.scale.value}"
-    return f"{param.name} [{param.low:g}, {param.high:g}{scale}]"
+    return f"{param.name} [{param.low:g}, {param.high:g}{scale}]{when}"
 
 
 def _box_spans(param: Parameter, summary: RoundSummary) -> list[tuple[float, float]]:
     """The x ranges a round's box covers for one parameter (one per kept choice)."""
+    if param.name not in summary.box_values and param.when is not None:
+        return []  # its choice branch was pruned: it left this round's box
     entry = summary.box_values.get(param.name, {})
     if isinstance(param, ChoiceParameter):
         kept = entry.get("values", list(param.values))

@@ -89,7 +89,7 @@ def _rounds_table(record: StudyRecord) -> str:
     head = "".join(f"<th>{e(n)}</th>" for n in names)
     rows = []
     for s in record.round_summaries():
-        ranges = "".join(f"<td>{e(box_text(s.box_values.get(n, {})))}</td>" for n in names)
+        ranges = "".join(f"<td>{e(box_text(s.box_values.get(n)))}</td>" for n in names)
         best = "-" if s.best is None else f"{s.best.score:.6g}"
         rows.append(
             f"<tr><td>{s.number}</td><td>{len(s.trials)}</td>"
@@ -103,7 +103,10 @@ def _rounds_table(record: StudyRecord) -> str:
 
 
 def box_text(entry: Any) -> str:
-    """One parameter's part of a stored box, for people: `1e-05 .. 0.01` or `a, b`."""
+    """One parameter's part of a stored box, for people: `1e-05 .. 0.01` or `a, b`; a
+    parameter the box left out (a child of a pruned choice branch): `pruned`."""
+    if entry is None:
+        return "pruned"
     if not isinstance(entry, dict) or not entry:
         return "?"
     if "values" in entry:

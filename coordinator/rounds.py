@@ -406,8 +406,7 @@ class RoundLoop:
         if self.dispatcher.queue_length(self.queue) > 0:
             return
         lease = self.spec.resources.lease
-        seconds, micros = self.store.client.time()
-        redis_now = float(seconds) + float(micros) / 1e6
+        redis_now = self.store.server_time()
         lost = lost_messages(queued, redis_now, lease, self._sender.sent_at, time.monotonic())
         for trial in lost:
             waited = redis_now - (trial.queued_at or redis_now)

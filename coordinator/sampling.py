@@ -26,7 +26,8 @@ import numpy.typing as npt
 from scipy.stats import qmc
 
 from common.errors import ConfigError
-from common.space import Box, ParamValue, SearchSpace
+from common.parameters import ParamValue
+from common.space import Box, SearchSpace
 from common.study_settings import SAMPLERS
 
 UnitPoints = npt.NDArray[np.float64]

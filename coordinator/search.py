@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from common.errors import MessageError
-from common.space import Box, ChoiceParameter, ParamValue
+from common.parameters import ChoiceParameter, ParamValue
+from common.space import Box
 from common.study import StudySpec
 from coordinator.narrowing import narrow, resolve_k, top_k
 from coordinator.sampling import sample
@@ -365,6 +366,7 @@ class CoarseToFine:
             min_shrink=settings.min_shrink,
             min_width=settings.min_width,
             runners_up=ranked[k:],
+            top_k_setting=settings.top_k,
         )
         narrowings = previous.narrowings + 1
         if narrowings == 1:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import ConfigError, SearchParameterError
-from common.space import ChoiceParameter, FloatParameter, IntParameter
+from common.parameters import ChoiceParameter, FloatParameter, IntParameter
 
 LOG_NAMES = frozenset({"loguniform", "reciprocal"})
 

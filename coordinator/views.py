@@ -12,8 +12,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from common.space import ChoiceParameter
+from common.parameters import ChoiceParameter
 from common.store_keys import COUNTERS
+from common.study import StudySpec
 from common.trial import StudyState, Trial, TrialStatus
 from coordinator.export import RoundSummary, StudyRecord
 from coordinator.plan import StudyPlan
@@ -107,14 +108,7 @@ def plan_view(plan: StudyPlan, workers: int) -> RenderableType:
             f"{spec.seed}, top_k {search.top_k!r}, queue {spec.resources.queue}",
         )
     ]
-    space = Table("parameter", "type", "range", "scale", title="search space", title_justify="left")
-    for param in spec.space:
-        if isinstance(param, ChoiceParameter):
-            space.add_row(param.name, "choice", ", ".join(map(str, param.values)), "")
-        else:
-            kind = "int" if isinstance(param.low, int) else "float"
-            space.add_row(param.name, kind, f"{param.low:g} .. {param.high:g}", param.scale.value)
-    parts.append(space)
+    parts.append(_space_table(spec))
     rounds = Table(
         "round",
         "trials",
@@ -200,6 +194,23 @@ def _rounds_table(record: StudyRecord, summaries: Sequence[RoundSummary]) -> Tab
     return table
 
 
+def _space_table(spec: StudySpec) -> Table:
+    """The parameters as a tree: a conditional parameter sits under the choice it depends on,
+    with the values that make it active in the `when` column."""
+    conditional = spec.space.conditional
+    columns = ["parameter", "type", "range", "scale", *(["when"] if conditional else [])]
+    table = Table(*columns, title="search space", title_justify="left")
+    for depth, param in spec.space.tree():
+        name = "   " * (depth - 1) + "└─ " + param.name if depth else param.name
+        when = [param.when.describe() if param.when else ""] if conditional else []
+        if isinstance(param, ChoiceParameter):
+            table.add_row(name, "choice", ", ".join(map(str, param.values)), "", *when)
+        else:
+            kind = "int" if isinstance(param.low, int) else "float"
+            table.add_row(name, kind, f"{param.low:g} .. {param.high:g}", param.scale.value, *when)
+    return table
+
+
 def _box_table(record: StudyRecord, summaries: Sequence[RoundSummary]) -> Table:
     shown = list(summaries)
     if len(shown) > BOX_COLUMNS:
@@ -211,7 +222,7 @@ def _box_table(record: StudyRecord, summaries: Sequence[RoundSummary]) -> Table:
         title_justify="left",
     )
     for name in record.spec.space.names:
-        table.add_row(name, *(box_text(s.box_values.get(name, {})) for s in shown))
+        table.add_row(name, *(box_text(s.box_values.get(name)) for s in shown))
     return table
 
 
@@ -241,10 +252,11 @@ def _running_table(running: Sequence[Trial]) -> Table:
 
 
 def _trials_table(title: str, trials: Sequence[Mapping[str, object]]) -> Table:
-    names = sorted(trials[0]) if trials else []
+    names = sorted({name for params in trials for name in params})
     table = Table("#", *names, title=title, title_justify="left")
     for index, params in enumerate(trials):
-        table.add_row(str(index), *(_cell(params[n]) for n in names))
+        # An inactive conditional parameter is absent from the trial: an empty cell.
+        table.add_row(str(index), *(_cell(params[n]) if n in params else "" for n in names))
     return table
 
 

@@ -25,6 +25,8 @@ def make_runtime(
     *,
     retry_failed: bool = False,
     rungs: Sequence[Sequence[float]] = (),
+    space: str = SPACE,
+    trials: Sequence[dict[str, Any]] = ({"x": 0.5, "y": 2}, {"x": 0.25, "y": 7}),
 ) -> WorkerRuntime:
     """A worker runtime with `objective` registered as "obj" and one study with 2 trials
     (written with early-stopping `rungs`, [[step, threshold], ...])."""
@@ -33,16 +35,41 @@ def make_runtime(
     if retry_failed:
         resources += "\nretry_failed = true"
     spec = StudySpec.from_toml(
-        study_toml(objective="obj", space=SPACE, resources=resources, options="{ alpha = 2 }")
+        study_toml(objective="obj", space=space, resources=resources, options="{ alpha = 2 }")
     )
     store = StudyStore(client, "zoomtune:", spec.name)
     lock = store.acquire(30)
     epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
     stored_rungs = [Rung(int(step), float(threshold)) for step, threshold in rungs]
-    store.write_round(lock, epoch, 1, {}, [{"x": 0.5, "y": 2}, {"x": 0.25, "y": 7}], stored_rungs)
+    store.write_round(lock, epoch, 1, {}, list(trials), stored_rungs)
     registry = ObjectiveRegistry(targets={"obj": "unused:obj"})
     registry._loaded["obj"] = objective
     return WorkerRuntime(Settings(broker_url="redis://unused"), registry, "w1@host", _client=client)
+
+
+def test_a_parameter_inactive_in_the_trial_is_refused_and_never_asked_for() -> None:
+    # Given a study where x applies only to branch "a"; trial 1 is a "b" trial, without x
+    space = (
+        'branch = { type = "choice", values = ["a", "b"] }\n'
+        'x = { type = "float", low = 0.0, high = 1.0, when = { branch = "a" } }\n'
+        'y = { type = "int", low = 1, high = 8 }'
+    )
+    b_trial = {"branch": "b", "y": 7}
+    ran: list[dict[str, Any]] = []
+
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        ran.append(params)
+        return 1.0
+
+    trials = [{"branch": "a", "x": 0.5, "y": 2}, b_trial]
+    runtime = make_runtime(objective, space=space, trials=trials)
+    # When a message for it carries an x anyway, it is dropped without running anything
+    with_x = TrialMessage("demo", 1, 1, "obj", {**b_trial, "x": 0.3}).to_dict()
+    assert execute(with_x, runtime) == "bad_params"
+    assert ran == []
+    # And the trial as sampled, without x, runs
+    assert execute(TrialMessage("demo", 1, 1, "obj", b_trial).to_dict(), runtime) == "ok"
+    assert ran == [b_trial]
 
 
 def message(trial: int = 0, attempt: int = 1, **changes: Any) -> dict[str, Any]:

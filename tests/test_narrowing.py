@@ -9,16 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.space import (
-    Box,
-    ChoiceParameter,
-    FloatParameter,
-    Interval,
-    IntParameter,
-    ParamValue,
-    Scale,
-    SearchSpace,
-)
+from common.parameters import ChoiceParameter, FloatParameter, IntParameter, ParamValue, Scale
+from common.space import Box, Interval, SearchSpace
 from coordinator.narrowing import narrow, resolve_k, top_k
 
 SPACE = SearchSpace(

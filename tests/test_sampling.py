@@ -18,18 +18,15 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from common.errors import ConfigError
-from common.space import (
-    Box,
+from common.parameters import (
     Choice,
     ChoiceParameter,
     FloatParameter,
-    Interval,
     IntParameter,
     Parameter,
-    Region,
     Scale,
-    SearchSpace,
 )
+from common.space import Box, Interval, Region, SearchSpace
 from common.study_settings import SAMPLERS
 from coordinator.sampling import grid_levels, sample, unit_points
 

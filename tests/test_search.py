@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from common.errors import MessageError
-from common.space import Interval, ParamValue
+from common.parameters import ParamValue
+from common.space import Interval
 from common.study import StudySpec
 from coordinator.search import CoarseToFine, Told, explore_count
 

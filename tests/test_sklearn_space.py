@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from common.cv_reports import SplitResults
 from common.errors import SearchParameterError
-from common.space import FloatParameter
+from common.parameters import FloatParameter
 from coordinator.sklearn_results import cv_results
 from coordinator.sklearn_space import map_distributions
 

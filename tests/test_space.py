@@ -9,15 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import ConfigError
-from common.space import (
-    Box,
-    ChoiceParameter,
-    FloatParameter,
-    Interval,
-    IntParameter,
-    Scale,
-    SearchSpace,
-)
+from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
+from common.space import Box, Interval, SearchSpace
 
 units = st.floats(min_value=0.0, max_value=1.0)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from common.space import ChoiceParameter, FloatParameter, IntParameter, Scale
+from common.parameters import ChoiceParameter, FloatParameter, IntParameter, Scale
 from common.study import StudySpec
 from common.study_settings import EarlyStopping, SearchSettings
 

@@ -17,8 +17,10 @@ import subprocess
 import sys
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from queue import Empty
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -41,6 +43,13 @@ from tests.harness import (
 )
 from tests.objectives import deterministic_score
 from workers.intake import MAX_ENCODED_BODY, GuardTrialQueues, allow_only_trials, refusal
+from workers.transport import (
+    REFUSED,
+    TlsTrialQueueTransport,
+    TrialQueueTransport,
+    envelope_problem,
+    read_unacked,
+)
 
 PREFIX = "zoomtune:"
 QUEUE_KEY = f"{PREFIX}{QUEUES['cpu']}"
@@ -649,8 +658,284 @@ def test_a_worker_app_knows_no_task_but_run_trial() -> None:
     def run_trial(message: object) -> str:
         return "ok"
 
-    app.task(name=TASK_NAME)(run_trial)
+    app.task(name=TASK_NAME, shared=False)(run_trial)
     assert "celery.group" in app.tasks  # Celery's built-ins, before
     allow_only_trials(app)
     assert list(app.tasks) == [TASK_NAME]
     assert GuardTrialQueues in app.steps["consumer"]
+
+
+# -- Queue entries that are not message envelopes (workers/transport.py) ----------------------
+
+
+def envelope_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """An honest envelope (decoded), changed in place by `change`."""
+    envelope: dict[str, Any] = json.loads(kombu_envelope(task_body(trial_message())))
+    change(envelope)
+    return envelope
+
+
+def without(mapping: dict[str, Any], key: str) -> None:
+    del mapping[key]
+
+
+# Decoded entries that cannot be kombu envelopes, and what the refusal says about each.
+NOT_ENVELOPES: dict[str, tuple[object, str]] = {
+    "a list": ([1], "a JSON array, not an object"),
+    "a string": ("x", "a JSON string, not an object"),
+    "null": (None, "a JSON null, not an object"),
+    "a number": (42, "a JSON number, not an object"),
+    "no properties": ({"body": "", "headers": {}}, "no 'properties' object"),
+    "properties a list": (
+        envelope_with(lambda e: e.update(properties=[1])),
+        "no 'properties' object",
+    ),
+    "no delivery_tag": (
+        envelope_with(lambda e: without(e["properties"], "delivery_tag")),
+        "no 'delivery_tag' string",
+    ),
+    "a delivery_tag list": (
+        envelope_with(lambda e: e["properties"].update(delivery_tag=[1])),
+        "no 'delivery_tag' string",
+    ),
+    "no delivery_info": (
+        envelope_with(lambda e: without(e["properties"], "delivery_info")),
+        "no 'delivery_info' object",
+    ),
+    "a delivery_info string": (
+        envelope_with(lambda e: e["properties"].update(delivery_info="x")),
+        "no 'delivery_info' object",
+    ),
+    "headers a list": (
+        envelope_with(lambda e: e.update(headers=[1])),
+        "'headers' is a JSON array, not an object",
+    ),
+    "a body number": (
+        envelope_with(lambda e: e.update(body=5)),
+        "'body' is a JSON number, not a string",
+    ),
+    "a body not base64": (
+        envelope_with(lambda e: e.update(body="!!!notbase64")),
+        "its body is not base64",
+    ),
+    "an unknown body_encoding": (
+        envelope_with(lambda e: e["properties"].update(body_encoding="rot13")),
+        "'body_encoding' 'rot13' is not one kombu decodes",
+    ),
+    "a content-type list": (
+        envelope_with(lambda e: e.update({"content-type": ["x"]})),
+        "'content-type' is a JSON array, not a string",
+    ),
+}
+# Raw entries that kombu cannot even decode as JSON text.
+NOT_JSON = {"not UTF-8": b"\xff\xfe\x80garbage", "not JSON": b"hello world"}
+
+
+@pytest.mark.parametrize("kind", NOT_ENVELOPES)
+def test_an_entry_that_is_not_an_envelope_is_named_for_what_it_lacks(kind: str) -> None:
+    entry, reason = NOT_ENVELOPES[kind]
+    problem = envelope_problem(entry)
+    assert reason in str(problem), problem
+
+
+def test_an_honest_envelope_and_an_empty_body_are_envelopes() -> None:
+    assert envelope_problem(json.loads(kombu_envelope(task_body(trial_message())))) is None
+    assert envelope_problem(envelope_with(lambda e: e.update(body="", headers=None))) is None
+
+
+def test_a_refusal_never_echoes_the_entry() -> None:
+    secret = "A" * 1000
+    for entry in (
+        [secret],
+        envelope_with(lambda e: e.update(headers=[secret])),
+        envelope_with(lambda e: e["properties"].update(body_encoding=secret)),
+    ):
+        assert len(str(envelope_problem(entry))) < 120
+    assert secret not in str(read_unacked(json.dumps([[secret], "", "q"])))
+
+
+def test_an_unacked_entry_must_be_an_envelope_with_its_exchange_and_routing_key() -> None:
+    honest = json.loads(kombu_envelope(task_body(trial_message())))
+    assert read_unacked(json.dumps([honest, "", QUEUES["cpu"]]).encode()) == (
+        honest,
+        "",
+        QUEUES["cpu"],
+    )
+    refused = {
+        b"\xff\xfe": "not UTF-8 text",
+        b"garbage": "not JSON",
+        b"42": "not [message, exchange, routing key]",
+        b"[1, 2]": "not [message, exchange, routing key]",
+        b'"abc"': "not [message, exchange, routing key]",
+        json.dumps([honest, 1, "q"]).encode(): "exchange or routing key is not a string",
+        json.dumps([[1], "", "q"]).encode(): "a JSON array, not an object",
+        json.dumps([{"headers": {}}, "", "q"]).encode(): "no 'properties' object",
+    }
+    for raw, reason in refused.items():
+        problem = read_unacked(raw)
+        assert isinstance(problem, str), raw
+        assert reason in problem, (raw, problem)
+
+
+def test_only_the_worker_app_reads_through_the_guarded_transport() -> None:
+    def run_trial(message: object) -> str:
+        return "ok"
+
+    for url, transport in [
+        ("redis://:pw@127.0.0.1:1/0", TrialQueueTransport),
+        ("rediss://:pw@127.0.0.1:1/0?ssl_ca_certs=/ca.pem", TlsTrialQueueTransport),
+    ]:
+        settings = Settings(broker_url=url)
+        coordinator = make_celery(settings)
+        assert coordinator.conf.broker_transport is None  # kombu's own: it only publishes
+        worker = make_celery(settings)
+        worker.task(name=TASK_NAME, shared=False)(run_trial)
+        allow_only_trials(worker)
+        connection = worker.connection_for_read()
+        # The URL still gives host, port, password and database, and TLS is set as for kombu's
+        assert connection.transport_cls is transport
+        assert isinstance(connection.transport, TrialQueueTransport)
+        assert (connection.hostname, connection.port, connection.password) == (
+            "127.0.0.1",
+            1,
+            "pw",
+        )
+        assert connection.ssl == coordinator.connection_for_read().ssl
+        assert bool(connection.ssl) == url.startswith("rediss:")
+        # And the logs still show the broker's URL, password hidden
+        assert connection.as_uri() == url.split("?")[0].replace(":pw@", ":**@")
+
+
+def push_not_envelopes(client: redis.Redis, pidbox: str) -> int:
+    """Every kind of entry that is not an envelope onto the CPU queue, and onto the remote
+    control channel; how many refusals the worker must log."""
+    raws = [*NOT_JSON.values(), *(json.dumps(entry) for entry, _ in NOT_ENVELOPES.values())]
+    for raw in raws:
+        client.lpush(QUEUE_KEY, raw)
+    broadcast = [json.dumps(entry) for entry, _ in list(NOT_ENVELOPES.values())[:6]]
+    for raw in broadcast:
+        assert client.publish(pidbox, raw) == 1  # the worker is subscribed
+    return len(raws) + len(broadcast)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_s16_entries_that_are_not_envelopes_are_dropped_and_the_worker_runs_on(
+    redis_server: RedisServer, real_client: redis.Redis, study: StudyStore, tmp_path: Path
+) -> None:
+    # Given a worker that also listens for remote control (a pub/sub channel)
+    worker = WorkerProcess(
+        redis_server.url,
+        tmp_path / "worker.log",
+        objectives=[objective_option("sleepy")],
+        env={"ZOOMTUNE_REMOTE_CONTROL": "1"},
+    ).start()
+    try:
+        worker.wait_ready()
+        wait_until(
+            lambda: real_client.execute_command("PUBSUB", "NUMPAT") > 0,
+            timeout=30,
+            what="the worker to subscribe to remote control",
+        )
+
+        # When entries that are not message envelopes are pushed with raw redis-py
+        expected = push_not_envelopes(real_client, f"{PREFIX}celery.pidbox")
+
+        # Then each is dropped with one line, and the worker is still up
+        wait_until(
+            lambda: not worker.alive() or worker.log().count(REFUSED) >= expected,
+            timeout=60,
+            what=f"the worker to refuse {expected} entries",
+        )
+        assert worker.alive(), worker.log()[-3000:]
+        assert worker.log().count(REFUSED) == expected
+        assert "Unrecoverable error" not in worker.log()
+        assert "Connection to broker lost" not in worker.log()
+        assert real_client.llen(QUEUE_KEY) == 0
+        assert real_client.hlen(f"{PREFIX}unacked") == 0
+        assert worker.alive()
+        # And an honest trial sent afterwards runs and is recorded
+        run_honest_trial(real_client, study, 0)
+    finally:
+        stop_and_check_nothing_left(worker)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_s16_forged_unacked_entries_do_not_stop_a_worker_and_a_lost_trial_is_restored(
+    redis_server: RedisServer, real_client: redis.Redis, study: StudyStore, tmp_path: Path
+) -> None:
+    # Given forged entries in the hash of unacked deliveries, long past their visibility
+    # timeout, beside one honest delivery of trial 1 that a dead worker never acked
+    unacked, index = f"{PREFIX}unacked", f"{PREFIX}unacked_index"
+    honest = json.loads(
+        kombu_envelope(task_body(trial_message(1, params=dict(study.trial(1).params))))
+    )
+    forged: dict[str, bytes] = {
+        "not-json": b"garbage",
+        "not-utf8": b"\xff\xfe",
+        "a-pair": b"[1, 2]",
+        "a-string": b'"abc"',
+        "a-list-message": json.dumps([[1], "", QUEUES["cpu"]]).encode(),
+        "no-properties": json.dumps([{"headers": {}}, "", QUEUES["cpu"]]).encode(),
+    }
+    entries = {**forged, "honest": json.dumps([honest, "", QUEUES["cpu"]]).encode()}
+    real_client.hset(unacked, mapping=entries)  # type: ignore[arg-type]
+    real_client.zadd(index, dict.fromkeys(entries, 1.0))
+
+    # When a worker starts (it puts expired deliveries back as it starts)
+    worker = WorkerProcess(
+        redis_server.url, tmp_path / "worker.log", objectives=[objective_option("sleepy")]
+    ).start()
+    try:
+        worker.wait_ready()
+
+        # Then the forged entries are removed with one line each, and the lost trial runs
+        wait_until(
+            lambda: study.trial(1).status.is_finished(),
+            timeout=60,
+            what="the restored trial 1 to finish",
+        )
+        assert study.trial(1).status is TrialStatus.COMPLETE
+        assert worker.log().count(REFUSED) == len(forged)
+        assert real_client.hlen(unacked) == 0
+        assert worker.alive()
+        # And an honest trial sent afterwards runs too
+        run_honest_trial(real_client, study, 0)
+    finally:
+        stop_and_check_nothing_left(worker)
+
+
+@pytest.mark.redis
+def test_every_read_of_the_transport_drops_what_is_not_an_envelope(
+    redis_server: RedisServer, real_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the worker's transport in this process, on a real redis-server
+    app = make_celery(Settings(broker_url=redis_server.url))
+    app.conf.broker_transport = TrialQueueTransport
+    unacked = f"{PREFIX}unacked"
+    honest = json.loads(kombu_envelope(task_body(trial_message())))
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        # When a queue entry is not JSON, a direct read finds nothing, and the entry is gone
+        real_client.lpush(QUEUE_KEY, b"\xff not json")
+        with pytest.raises(Empty):
+            channel._get(QUEUES["cpu"])
+        assert real_client.llen(QUEUE_KEY) == 0
+        # And a forged unacked entry is removed, by the sweep and by the requeue of a delivery
+        # this worker holds, while an honest one goes back to its queue
+        real_client.hset(unacked, "swept", "[1, 2]")
+        real_client.hset(unacked, "held", "garbage")
+        real_client.hset(unacked, "honest", json.dumps([honest, "", QUEUES["cpu"]]))
+        channel.qos.restore_by_tag("swept")
+        channel._restore(SimpleNamespace(delivery_tag="held"))
+        channel.qos.restore_by_tag("honest")
+        assert real_client.hlen(unacked) == 0
+        assert json.loads(real_client.rpop(QUEUE_KEY))["body"] == honest["body"]
+    app.close()
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith(REFUSED)]
+    assert [line.split(": ", 1)[1] for line in refusals] == [
+        "not JSON (Expecting value at character 0); dropped",
+        "an unacked entry that is not [message, exchange, routing key]; dropped",
+        "not JSON (Expecting value at character 0); dropped",
+    ]

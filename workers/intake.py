@@ -11,7 +11,8 @@ So on the task queues a worker refuses, before its body is decoded, every messag
 compressed, names another task (or none) or is larger than a trial message can be: the message
 is acked and logged in one line, nothing else happens. The app's registry holds
 `zoomtune.run_trial` alone as well (Celery's built-in tasks are removed), so even a message
-that got past this check could run nothing else.
+that got past this check could run nothing else. Before any of this, the worker's transport
+(`workers.transport`) drops queue entries that are not message envelopes at all.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kombu.transport import virtual
 from common.errors import ConfigError, MessageError
 from common.settings import TASK_NAME
 from common.trial import MAX_MESSAGE_BYTES
+from workers.transport import trial_queue_transport
 
 log = logging.getLogger("zoomtune.worker")
 
@@ -113,9 +115,11 @@ class GuardTrialQueues(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 def allow_only_trials(app: Celery) -> None:
-    """Make `app`'s worker run `zoomtune.run_trial` and nothing else (register it first)."""
+    """Make `app`'s worker run `zoomtune.run_trial` and nothing else (register it first), on a
+    transport that drops queue entries that are not message envelopes."""
     if TASK_NAME not in app.tasks:
         raise ConfigError(f"register {TASK_NAME} before limiting the worker to it")
+    app.conf.broker_transport = trial_queue_transport(str(app.conf.broker_url))
     for name in [name for name in app.tasks if name != TASK_NAME]:
         app.tasks.unregister(name)
     app.steps["consumer"].add(GuardTrialQueues)

@@ -20,7 +20,16 @@ from tests.harness import study_toml, wait_until
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def toml(name: str, objective: str, options: str, lag: int = 0) -> str:
+PLAIN = 'x = { type = "float", low = 0.0, high = 1.0 }\ny = { type = "int", low = 1, high = 8 }'
+CONDITIONAL = (
+    'branch = { type = "choice", values = ["a", "b"] }\n'
+    'x = { type = "float", low = 0.0, high = 1.0, when = { branch = "a" } }\n'
+    'y = { type = "int", low = 1, high = 8, when = { branch = "b" } }'
+)
+"""x only in branch a, y only in branch b (the score reads an absent one as 0)."""
+
+
+def toml(name: str, objective: str, options: str, lag: int = 0, space: str = PLAIN) -> str:
     return study_toml(
         name=name,
         objective=objective,
@@ -28,23 +37,30 @@ def toml(name: str, objective: str, options: str, lag: int = 0) -> str:
         trials_per_round=6,
         options=options,
         resources=FAST_RESOURCES,
+        space=space,
         extra=f"top_k = 2\nlag = {lag}",
     )
 
 
-# lag 4: rolling rounds, a round goes out while the last 4 trials before it still run
-@pytest.mark.parametrize("lag", [0, 4])
-def test_one_worker_and_four_workers_give_the_same_study(rig: ProcessRig, lag: int) -> None:
-    reference = StudyRun.reference(toml("demo", "jittery", "{}", lag))
+# lag 4: rolling rounds, a round goes out while the last 4 trials before it still run;
+# CONDITIONAL: each trial carries only the parameters of its branch
+@pytest.mark.parametrize(
+    ("lag", "space"), [(0, PLAIN), (4, PLAIN), (0, CONDITIONAL)], ids=["lag0", "lag4", "when"]
+)
+def test_one_worker_and_four_workers_give_the_same_study(
+    rig: ProcessRig, lag: int, space: str
+) -> None:
+    reference = StudyRun.reference(toml("demo", "jittery", "{}", lag, space))
 
     # Given one worker, a study whose trials each sleep a random 0-0.3 s
     rig.workers(1, objectives=("jittery",))
-    one = rig.coordinator(rig.study_file(toml("one", "jittery", "{}", lag), "one.toml"), "one")
+    one_file = rig.study_file(toml("one", "jittery", "{}", lag, space), "one.toml")
+    one = rig.coordinator(one_file, "one")
     assert one.wait(120) == 0, one.log()[-3000:]
 
     # And the same study (another name) with four workers, finishing in another order
     rig.workers(3, objectives=("jittery",))
-    four_file = rig.study_file(toml("four", "jittery", "{}", lag), "four.toml")
+    four_file = rig.study_file(toml("four", "jittery", "{}", lag, space), "four.toml")
     four = rig.coordinator(four_file, "four")
     assert four.wait(120) == 0, four.log()[-3000:]
 
@@ -54,6 +70,12 @@ def test_one_worker_and_four_workers_give_the_same_study(rig: ProcessRig, lag: i
     assert len({t.worker for t in rig.store("four").trials()}) == 4
     rig.check(expected_trials=18, study="one")
     rig.check(expected_trials=18, study="four")
+    if space == CONDITIONAL:
+        params = [t.params for t in rig.store("four").trials()]
+        assert {frozenset(p) for p in params} == {
+            frozenset({"branch", "x"}),
+            frozenset({"branch", "y"}),
+        }
 
 
 @pytest.mark.parametrize("lag", [0, 4])

@@ -81,7 +81,9 @@ def mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
     if unknown:
         raise ValueError(f"unknown parameters {unknown}; expected some of {sorted(MLP_PARAMS)}")
     x_train, x_val, y_train, y_val = _split(trial)
-    solver = str(params.get("solver", "sgd" if "momentum" in params else "adam"))
+    solver = params.get("solver", "sgd" if "momentum" in params else "adam")
+    if solver not in ("sgd", "adam"):
+        raise ValueError(f"solver must be 'sgd' or 'adam', got solver={solver!r}")
     layers = int(params.get("layers", 1))
     units = int(params.get("hidden_units", 64))
     model = MLPClassifier(
