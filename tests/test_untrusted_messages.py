@@ -333,9 +333,16 @@ REGISTRY = "zoomtune/workers/registry.py"
 SCRIPT_LOADER = "zoomtune/common/store_scripts.py"
 """Reads the store's Lua files with importlib.resources, anchored on its own package's name."""
 PACKAGE_DATA = "importlib.resources"
+PAYLOAD_LOADER = "zoomtune/common/sklearn_payload.py"
+"""The one exception to "nothing read from Redis is unpickled": a ZoomSearchCV study's payload
+(estimator and data), unpickled only after its HMAC-SHA256 verifies with a key that only the
+coordinator and the workers hold, only by workers started with --allow-sklearn-payloads. The
+test below pins that file to exactly one `pickle.loads`, behind `hmac.compare_digest`."""
 
 
-def dangerous_uses(tree: ast.AST, *, may_import: bool, may_read_data: bool = False) -> list[str]:
+def dangerous_uses(
+    tree: ast.AST, *, may_import: bool, may_read_data: bool = False, may_unpickle: bool = False
+) -> list[str]:
     """Modules and calls in `tree` that could turn data into code."""
     found = []
     for node in ast.walk(tree):
@@ -347,6 +354,8 @@ def dangerous_uses(tree: ast.AST, *, may_import: bool, may_read_data: bool = Fal
         for module in modules:
             root = module.split(".")[0]
             if may_read_data and module == PACKAGE_DATA:
+                continue
+            if may_unpickle and module == "pickle":
                 continue
             if root in UNPICKLERS or (root in IMPORTERS and not may_import):
                 found.append(f"line {node.lineno}: imports {module}")
@@ -381,7 +390,10 @@ def test_nothing_read_from_redis_is_unpickled_or_imported() -> None:
         problems += [
             f"{relative} {use}"
             for use in dangerous_uses(
-                tree, may_import=relative == REGISTRY, may_read_data=relative == SCRIPT_LOADER
+                tree,
+                may_import=relative == REGISTRY,
+                may_read_data=relative == SCRIPT_LOADER,
+                may_unpickle=relative == PAYLOAD_LOADER,
             )
         ]
     assert not problems, problems
@@ -392,6 +404,51 @@ def test_nothing_read_from_redis_is_unpickled_or_imported() -> None:
     get = registry[registry.index("    def get(") :]
     assert "if name not in self.targets:" in get
     assert "load_target(self.targets[name])" in get
+
+
+def pickle_calls(tree: ast.AST) -> list[tuple[str, int]]:
+    """Every `pickle.<name>(...)` call in `tree`, as (name, line)."""
+    return [
+        (node.func.attr, node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "pickle"
+    ]
+
+
+def test_the_only_unpickling_is_the_payload_load_behind_its_hmac_check() -> None:
+    tree = ast.parse((REPO / PAYLOAD_LOADER).read_text())
+    # The file unpickles exactly once (pickle.dumps seals on the coordinator's side),
+    calls = pickle_calls(tree)
+    assert sorted(name for name, _ in calls) == ["dumps", "loads"], calls
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "Unpickler"]
+    # in open_payload, after compare_digest has checked the MAC and refused a mismatch.
+    functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    opener = functions["open_payload"]
+    load_line = next(line for name, line in pickle_calls(opener) if name == "loads")
+    checks = [
+        node
+        for node in ast.walk(opener)
+        if isinstance(node, ast.If)
+        and "compare_digest" in ast.unparse(node.test)
+        and ast.unparse(node.test).startswith("not ")
+        and isinstance(node.body[-1], ast.Raise)
+    ]
+    assert len(checks) == 1
+    assert checks[0].lineno < load_line
+    # No other source imports the loader: only the sklearn-cv objective.
+    importers = [
+        path.relative_to(REPO).as_posix()
+        for path in sorted((REPO / "zoomtune").rglob("*.py"))
+        if any(
+            isinstance(node, ast.ImportFrom)
+            and any(alias.name == "open_payload" for alias in node.names)
+            for node in ast.walk(ast.parse(path.read_text()))
+        )
+    ]
+    assert importers == ["zoomtune/workers/objectives/sklearn_cv.py"], importers
 
 
 def test_the_scan_finds_what_it_looks_for() -> None:

@@ -3,6 +3,7 @@
 ```
 ZoomtuneError
 ├── ConfigError            a study file, search space or setting is invalid (lists every problem)
+│   └── SearchParameterError   a ZoomSearchCV argument is invalid (also a ValueError)
 ├── MessageError           a task message or stored record does not decode (bad shape or values)
 ├── ObjectiveError         an objective name is not in the worker's allow-list, or cannot load
 ├── BrokerError            Redis cannot be reached, or is configured to lose data
@@ -11,6 +12,8 @@ ZoomtuneError
 ├── TrialRejected          a worker cannot run the study's objective (it is not registered there)
 ├── WorkersExited          the embedded default's local workers stopped while the study ran
 ├── ReadOnly               a write asked of the dashboard, which only reads the study's record
+├── SearchFailed           a ZoomSearchCV search ended without a result (also a ValueError)
+├── PayloadRefused         a scikit-learn study payload is missing, or its HMAC does not verify
 └── StoreError             the study store refused an operation
     ├── StudyNotFound      no study of that name in the store
     ├── StudyExists        a different study of that name is already stored
@@ -74,6 +77,21 @@ class WorkersExited(ZoomtuneError):
 class ReadOnly(ZoomtuneError):
     """A write asked of `coordinator dashboard`: only the coordinator and its workers write a
     study's record. The message starts "the dashboard is read-only: "."""
+
+
+class PayloadRefused(ZoomtuneError):
+    """A scikit-learn study payload is missing, malformed, or fails its HMAC check (forged,
+    altered, sealed for another study or with another key): it was not unpickled."""
+
+
+class SearchParameterError(ConfigError, ValueError):
+    """A `ZoomSearchCV` argument is invalid. Also a ValueError, as scikit-learn expects of an
+    estimator's bad parameters."""
+
+
+class SearchFailed(ZoomtuneError, ValueError):
+    """A `ZoomSearchCV` search ended without a usable result (every fit of a round failed).
+    A ValueError too, as scikit-learn's searches raise one when all fits fail."""
 
 
 class StoreError(ZoomtuneError):

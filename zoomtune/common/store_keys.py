@@ -14,6 +14,7 @@ tag, so one study's keys live on one node and a script may touch several:
     {prefix}{study}:reports:<n>     list    intermediate values [step, value] as JSON
     {prefix}{study}:events          stream  started / finished / requeued / rejected / round / study
     {prefix}{study}:counters        hash    dropped deliveries and results, by reason
+    {prefix}{study}:payload         string  a ZoomSearchCV's sealed payload (base64; on a cluster)
 
 The store's Lua scripts (zoomtune/common/lua/) receive these names as KEYS, never build them, except
 the per-trial keys, which they build from `trial_prefix` and `lease_prefix` passed as ARGV.
@@ -93,6 +94,10 @@ class Keys:
 
     def reports(self, number: int) -> str:
         return self._key(f"reports:{number}")
+
+    @property
+    def payload(self) -> str:
+        return self._key("payload")
 
     def all_patterns(self) -> str:
         return self._key("*")

@@ -104,6 +104,12 @@ class StudyReader:
             if entries
         }
 
+    def payload(self) -> str | None:
+        """The study's sealed scikit-learn payload as base64 text
+        (`zoomtune.common.sklearn_payload`), or None. Data for `open_payload` to verify; never
+        unpickled here."""
+        return cast(str | None, self._call(self.client.get, self.keys.payload))
+
     def counters(self) -> dict[str, int]:
         raw = cast(dict[str, str], self._call(self.client.hgetall, self.keys.counters))
         return {name: int(raw.get(name, "0")) for name in COUNTERS}

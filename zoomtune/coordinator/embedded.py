@@ -52,6 +52,8 @@ class LocalWorkers:
     concurrency: int
     queues: Sequence[str] = ("cpu",)
     objectives: Sequence[str] = ()
+    flags: Sequence[str] = ()
+    """More `worker start` flags, e.g. `--allow-sklearn-payloads` for a ZoomSearchCV search."""
     gpus: str | None = None
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -68,7 +70,7 @@ class LocalWorkers:
             command += ["--gpus", self.gpus]
         for objective in self.objectives:
             command += ["--objective", objective]
-        return command
+        return command + list(self.flags)
 
     def start(self) -> LocalWorkers:
         env = dict(os.environ, **self.extra_env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -167,7 +167,11 @@ def run_embedded(
     progress: StudyProgress,
     connect_timeout: float,
     loop: LoopSettings,
+    worker_flags: Sequence[str] = (),
+    worker_env: Mapping[str, str] | None = None,
 ) -> StudyOutcome:
+    """Run the study on a private redis-server with local workers (`worker start` processes,
+    given `worker_flags` and `worker_env` on top of this process's environment)."""
     objectives = objective_options(spec, study_file)
     with embedded_broker(run_dir / "redis") as server:
         progress.note(f"embedded Redis on 127.0.0.1:{server.port} (data in {run_dir / 'redis'})")
@@ -181,6 +185,8 @@ def run_embedded(
             concurrency=workers or os.cpu_count() or 1,
             queues=(spec.resources.queue,),
             objectives=objectives,
+            flags=worker_flags,
+            extra_env=dict(worker_env or {}),
             gpus="all" if gpus else None,
             log_path=run_dir / "workers.log",
             folder_lock=server.folder_lock,

@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,11 @@ from zoomtune.common.exits import ExitCode, exits_on_error
 from zoomtune.common.lifeline import watch_parent_from_env
 from zoomtune.common.redact import RedactingFormatter, install_redacting_excepthook
 from zoomtune.common.settings import QUEUES, Settings, worker_command
+from zoomtune.common.sklearn_payload import KEY_ENV, KEY_FILE_ENV, key_from_env
 from zoomtune.workers.execute import WorkerRuntime
 from zoomtune.workers.gpus import GpuRequest, discover_gpus, pinned_env, resolve_gpus
+from zoomtune.workers.objectives.sklearn_cv import NAME as SKLEARN_CV
+from zoomtune.workers.objectives.sklearn_cv import SklearnCV
 from zoomtune.workers.registry import ObjectiveRegistry
 from zoomtune.workers.supervisor import Slot, Supervisor, plan_slots
 from zoomtune.workers.tasks import register_tasks
@@ -135,6 +139,14 @@ def main() -> None:
     metavar="NAME=MODULE:FUNCTION",
     help="Register an objective (repeatable); also NAME=path/to/file.py:function.",
 )
+@click.option(
+    "--allow-sklearn-payloads",
+    is_flag=True,
+    default=False,
+    help="Register the sklearn-cv objective, which runs ZoomSearchCV trials: it unpickles a "
+    "study's payload (estimator and data) once its HMAC verifies with the key in "
+    "$ZOOMTUNE_PAYLOAD_KEY or $ZOOMTUNE_PAYLOAD_KEY_FILE (as the coordinator's).",
+)
 @click.option("--name", default=None, help="Worker node name (default: zoomtune-PID@HOST).")
 @click.option(
     "--device",
@@ -172,6 +184,7 @@ def start(
     gpus: str | None,
     trials_per_gpu: int | None,
     objectives: tuple[str, ...],
+    allow_sklearn_payloads: bool,
     name: str | None,
     device: str,
     loglevel: str,
@@ -198,6 +211,8 @@ def start(
         raise click.UsageError("no broker: pass --broker URL or set ZOOMTUNE_BROKER_URL")
     extra = dict(ObjectiveRegistry.parse_option(o) for o in objectives)
     registry = ObjectiveRegistry.build(extra)
+    if allow_sklearn_payloads:
+        allow_sklearn_cv(registry, os.environ)
     node = name or f"zoomtune-{os.getpid()}@{socket.gethostname()}"
     gpu_ids = gpus_to_pin(request, queue_kinds)
     wait_for_broker(
@@ -219,7 +234,9 @@ def start(
         )
         supervisor = Supervisor(
             slots,
-            command=lambda slot: slot_command(slot, node, objectives, loglevel, health_file),
+            command=lambda slot: slot_command(
+                slot, node, objectives, loglevel, health_file, allow_sklearn_payloads
+            ),
             env=lambda slot: {
                 **slot_env(slot, settings.broker_url or ""),
                 "ZOOMTUNE_REFUSED_TIMEOUT": f"{refused_timeout:g}",
@@ -233,6 +250,17 @@ def start(
             settings, registry, node, device, queue_kinds, concurrency, loglevel, health_file
         )
     )
+
+
+def allow_sklearn_cv(registry: ObjectiveRegistry, env: Mapping[str, str]) -> None:
+    """Register `sklearn-cv` with the payload key from the environment (ConfigError without)."""
+    key = key_from_env(env)
+    if key is None:
+        raise ConfigError(
+            f"--allow-sklearn-payloads needs the payload key: set {KEY_ENV} (hex, e.g. "
+            f"`openssl rand -hex 32`) or {KEY_FILE_ENV}, the same as the coordinator's"
+        )
+    registry.add(SKLEARN_CV, SklearnCV(key), "zoomtune.workers.objectives.sklearn_cv:SklearnCV")
 
 
 def run_celery_worker(
@@ -320,6 +348,7 @@ def slot_command(
     objectives: tuple[str, ...],
     loglevel: str,
     health_file: Path | None = None,
+    allow_sklearn_payloads: bool = False,
 ) -> list[str]:
     """The `worker start` command line of one slot: a plain Celery worker, no GPU search.
 
@@ -345,6 +374,8 @@ def slot_command(
         command += ["--objective", objective]
     if health_file is not None:
         command += ["--health-file", str(health_file)]
+    if allow_sklearn_payloads:
+        command.append("--allow-sklearn-payloads")
     return command
 
 

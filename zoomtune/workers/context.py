@@ -48,6 +48,11 @@ class TrialContext:
         """The GPUs this worker process is pinned to (None: not set)."""
         return os.environ.get("CUDA_VISIBLE_DEVICES")
 
+    def stored_payload(self) -> str | None:
+        """The study's sealed payload from Redis, as text (None: there is none); only the
+        `sklearn-cv` objective reads it, and verifies it before it loads anything."""
+        return None if self._store is None else self._store.payload()
+
     def report(self, step: int, value: float) -> None:
         """Record an intermediate value, e.g. the validation score after epoch `step`."""
         if isinstance(step, bool) or not isinstance(step, int):

@@ -5,7 +5,8 @@ made when the worker starts, from three trusted sources:
 
 1. the built-ins of `zoomtune.workers.objectives`;
 2. `worker start --objective NAME=module:function` or `NAME=path/to/file.py:function`;
-3. the `zoomtune.objectives` entry-point group of installed packages.
+3. the `zoomtune.objectives` entry-point group of installed packages;
+4. `sklearn-cv`, only with `worker start --allow-sklearn-payloads` (`add`, with the key).
 
 Nothing named in a message is ever imported: a name missing here is refused.
 """
@@ -114,6 +115,13 @@ class ObjectiveRegistry:
                 f"got {option!r}"
             )
         return name, target
+
+    def add(self, name: str, objective: Objective, target: str) -> None:
+        """Register an objective the worker built itself (`target` only names it in logs)."""
+        if not OBJECTIVE_NAME.fullmatch(name):
+            raise ObjectiveError(f"bad objective name {name!r}")
+        self.targets[name] = target
+        self._loaded[name] = objective
 
     def __contains__(self, name: object) -> bool:
         return name in self.targets
