@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from tests.harness import REPO
 from zoomtune.common.errors import GpuError
 from zoomtune.coordinator.embedded import LocalWorkers, local_gpus
-from zoomtune.workers.cli import gpus_to_pin, main, slot_command, slot_env
+from zoomtune.workers.cli import gpus_to_pin, main
 from zoomtune.workers.gpus import Gpu, GpuRequest, discover_gpus, parse_nvidia_smi, resolve_gpus
-from zoomtune.workers.supervisor import Slot, plan_slots
+from zoomtune.workers.supervisor import Slot, plan_slots, slot_command, slot_env
 
 # What `nvidia-smi --query-gpu=index,uuid,memory.total,name --format=csv,noheader,nounits`
 # prints: one line per GPU, in the format of driver 550 on an 8 x H200 node (UUIDs shortened).

@@ -35,10 +35,10 @@ from zoomtune.common.sklearn_payload import (
     to_text,
 )
 from zoomtune.coordinator.embedded import LocalWorkers
-from zoomtune.workers.cli import allow_sklearn_cv, slot_command
+from zoomtune.workers.cli import allow_sklearn_cv
 from zoomtune.workers.objectives.sklearn_cv import NAME, SklearnCV
 from zoomtune.workers.registry import ObjectiveRegistry
-from zoomtune.workers.supervisor import Slot
+from zoomtune.workers.supervisor import Slot, slot_command
 
 STUDY = "zoomsearch-demo"
 

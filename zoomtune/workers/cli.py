@@ -40,14 +40,14 @@ from zoomtune.common.errors import ConfigError, GpuError
 from zoomtune.common.exits import ExitCode, exits_on_error
 from zoomtune.common.lifeline import watch_parent_from_env
 from zoomtune.common.redact import RedactingFormatter, install_redacting_excepthook
-from zoomtune.common.settings import QUEUES, Settings, worker_command
+from zoomtune.common.settings import QUEUES, Settings
 from zoomtune.common.sklearn_payload import KEY_ENV, KEY_FILE_ENV, key_from_env
 from zoomtune.workers.execute import WorkerRuntime
-from zoomtune.workers.gpus import GpuRequest, discover_gpus, pinned_env, resolve_gpus
+from zoomtune.workers.gpus import GpuRequest, discover_gpus, resolve_gpus
 from zoomtune.workers.objectives.sklearn_cv import NAME as SKLEARN_CV
 from zoomtune.workers.objectives.sklearn_cv import SklearnCV
 from zoomtune.workers.registry import ObjectiveRegistry
-from zoomtune.workers.supervisor import Slot, Supervisor, plan_slots
+from zoomtune.workers.supervisor import Supervisor, plan_slots, slot_command, slot_env
 from zoomtune.workers.tasks import register_tasks
 
 log = logging.getLogger("zoomtune.worker")
@@ -340,51 +340,6 @@ def gpus_to_pin(request: GpuRequest, queue_kinds: list[str]) -> list[str]:
             raise GpuError(f"{exc}{hint}") from exc
         log.warning("--gpus all: %s; running the CPU slot only (trials.cpu)", exc)
         return []
-
-
-def slot_command(
-    slot: Slot,
-    node: str,
-    objectives: tuple[str, ...],
-    loglevel: str,
-    health_file: Path | None = None,
-    allow_sklearn_payloads: bool = False,
-) -> list[str]:
-    """The `worker start` command line of one slot: a plain Celery worker, no GPU search.
-
-    Every slot touches the same health file, so it stays fresh while any slot is consuming
-    (the supervisor restarts slots that die)."""
-    left, at, right = node.partition("@")
-    command = [
-        *worker_command("start"),
-        "--gpus",
-        "none",
-        "--queues",
-        slot.queue,
-        "--concurrency",
-        str(slot.concurrency),
-        "--device",
-        slot.device,
-        "--name",
-        f"{left}-{slot.name}{at}{right}",
-        "--loglevel",
-        loglevel,
-    ]
-    for objective in objectives:
-        command += ["--objective", objective]
-    if health_file is not None:
-        command += ["--health-file", str(health_file)]
-    if allow_sklearn_payloads:
-        command.append("--allow-sklearn-payloads")
-    return command
-
-
-def slot_env(slot: Slot, broker_url: str) -> dict[str, str]:
-    """The slot's environment: pinned to its GPU (or to none); the broker URL, which may hold
-    a password, travels here rather than on the command line."""
-    env = pinned_env(os.environ, slot.gpu)
-    env["ZOOMTUNE_BROKER_URL"] = broker_url
-    return env
 
 
 @main.command()

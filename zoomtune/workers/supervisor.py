@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
+
+from zoomtune.common.settings import worker_command
+from zoomtune.workers.gpus import pinned_env
 
 log = logging.getLogger("zoomtune.worker")
 
@@ -184,3 +189,48 @@ class Supervisor:
 
 
 __all__ = ["Slot", "SlotProcess", "Supervisor", "plan_slots"]
+
+
+def slot_command(
+    slot: Slot,
+    node: str,
+    objectives: tuple[str, ...],
+    loglevel: str,
+    health_file: Path | None = None,
+    allow_sklearn_payloads: bool = False,
+) -> list[str]:
+    """The `worker start` command line of one slot: a plain Celery worker, no GPU search.
+
+    Every slot touches the same health file, so it stays fresh while any slot is consuming
+    (the supervisor restarts slots that die)."""
+    left, at, right = node.partition("@")
+    command = [
+        *worker_command("start"),
+        "--gpus",
+        "none",
+        "--queues",
+        slot.queue,
+        "--concurrency",
+        str(slot.concurrency),
+        "--device",
+        slot.device,
+        "--name",
+        f"{left}-{slot.name}{at}{right}",
+        "--loglevel",
+        loglevel,
+    ]
+    for objective in objectives:
+        command += ["--objective", objective]
+    if health_file is not None:
+        command += ["--health-file", str(health_file)]
+    if allow_sklearn_payloads:
+        command.append("--allow-sklearn-payloads")
+    return command
+
+
+def slot_env(slot: Slot, broker_url: str) -> dict[str, str]:
+    """The slot's environment: pinned to its GPU (or to none); the broker URL, which may hold
+    a password, travels here rather than on the command line."""
+    env = pinned_env(os.environ, slot.gpu)
+    env["ZOOMTUNE_BROKER_URL"] = broker_url
+    return env
