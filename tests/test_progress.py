@@ -159,3 +159,31 @@ def test_a_round_tally_counts_each_trial_in_its_latest_state_only() -> None:
     assert tally.count(TrialStatus.RUNNING) == 0
     assert tally.finished == 1
     assert tally.count(TrialStatus.QUEUED, TrialStatus.COMPLETE) == 4
+
+
+def test_after_a_barrier_the_next_round_counts_only_its_own_trials() -> None:
+    # Given round 1 finished (with a failure) before round 2 started, as with lag 0
+    out = io.StringIO()
+    progress = LogProgress(out, maximize=False)
+    play_round_one(progress)
+    progress.round_finished(1, ({"x": 0.5}, 0.5))
+
+    # When round 2 runs
+    progress.round_started(2, [trial(3, round_number=2), trial(4, round_number=2)])
+    progress.trial_changed(trial(3, TrialStatus.COMPLETE, 0.4, round_number=2))
+
+    # Then its lines neither count round 1's failure nor call round 1 still finishing
+    line = out.getvalue().splitlines()[-1]
+    assert "trial 3 score 0.4 [1/2 done, 0 running, 0 failed; best 0.4;" in line
+    assert "finishing" not in line
+
+
+def test_with_rolling_rounds_an_earlier_round_still_running_is_shown_finishing() -> None:
+    out = io.StringIO()
+    progress = LogProgress(out, maximize=False)
+    progress.study_started("demo", rounds=2, total_trials=4, resumed=False)
+    progress.round_started(1, [trial(0), trial(1)])
+    progress.trial_changed(trial(0, TrialStatus.COMPLETE, 0.8))
+    progress.round_started(2, [trial(2, round_number=2), trial(3, round_number=2)])
+    progress.trial_changed(trial(2, TrialStatus.COMPLETE, 0.7, round_number=2))
+    assert "rounds 1-1 finishing" in out.getvalue().splitlines()[-1]

@@ -165,6 +165,9 @@ class _Tracker:
     def round_started(self, number: int, trials: list[Trial]) -> None:
         first_started = not self.tallies
         self.round = number
+        # A round that finished while it was the latest (the barrier) is done with now.
+        for done in [n for n, t in self.tallies.items() if t.total and t.finished == t.total]:
+            del self.tallies[done]
         tally = self.tallies[number] = RoundTally()
         for trial in trials:
             tally.update(trial)
