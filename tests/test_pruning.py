@@ -218,6 +218,22 @@ def test_thresholds_come_from_the_recent_reference_trials() -> None:
     assert rungs[0].threshold == pytest.approx(top[RECENT_TRIALS // 3 - 1])
 
 
+def test_trials_pruned_early_do_not_crowd_the_recent_reference_of_later_rungs() -> None:
+    # Given 12 complete trials ranked at every step as at the end, then 32 trials (a round that
+    # pruned well) all cut at step 1
+    complete = [curve(i, [(0.5 + 0.02 * i) * t / 10 for t in range(1, 11)]) for i in range(12)]
+    pruned = [curve(12 + i, [0.01 + 0.0001 * i], TrialStatus.PRUNED) for i in range(RECENT_TRIALS)]
+
+    rungs = {r.step: r for r in rungs_for(HALVING, complete + pruned, maximize=True)}
+
+    # Then the rungs at steps 3 and 9 take the recent trials that reached them (the 12), and are
+    # tightened to their top STRICT_KEEP: no rung is lost, none is loosened by the pruned trials
+    assert sorted(rungs) == [1, 3, 9]
+    for step in (3, 9):
+        values = sorted((c.at(step) or 0.0 for c in complete), reverse=True)
+        assert rungs[step].threshold == pytest.approx(values[STRICT_KEEP - 1])
+
+
 def test_the_median_rule_takes_every_reference_trial_and_is_never_tightened() -> None:
     # Given 40 old trials below 32 recent ones, all ranked at every step as at the end
     old = [curve(i, [0.1 + 0.001 * i] * 10) for i in range(40)]
@@ -364,14 +380,14 @@ def epochs_share(trials: list[SimTrial]) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_on_predictive_curves_a_study_runs_about_half_its_epochs_and_keeps_its_best(
+def test_on_predictive_curves_a_study_runs_under_half_its_epochs_and_keeps_its_best(
     seed: int,
 ) -> None:
     plain = simulate(study(seed, 16, 6, "predictive", "none"))
     pruned = simulate(study(seed, 16, 6, "predictive", "halving"))
 
     assert epochs_share(plain) == 1.0
-    assert epochs_share(pruned) < 0.55
+    assert epochs_share(pruned) < 0.47
     assert best_score(pruned) >= best_score(plain) - 0.002
 
 
