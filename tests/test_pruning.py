@@ -218,19 +218,21 @@ def test_thresholds_come_from_the_recent_reference_trials() -> None:
     assert rungs[0].threshold == pytest.approx(top[RECENT_TRIALS // 3 - 1])
 
 
-def test_trials_pruned_early_do_not_crowd_the_recent_reference_of_later_rungs() -> None:
-    # Given 12 complete trials ranked at every step as at the end, then 32 trials (a round that
-    # pruned well) all cut at step 1
+def test_tightening_judges_the_ranking_on_the_latest_completed_trials_at_the_step() -> None:
+    # Given 12 complete trials ranked at every step as at the end, then 28 trials (a round that
+    # pruned well) cut at step 3 below all of them: only 4 of the 32 latest trials are COMPLETE
     complete = [curve(i, [(0.5 + 0.02 * i) * t / 10 for t in range(1, 11)]) for i in range(12)]
-    pruned = [curve(12 + i, [0.01 + 0.0001 * i], TrialStatus.PRUNED) for i in range(RECENT_TRIALS)]
+    pruned = [
+        curve(12 + i, [0.01 * t + 0.0001 * i for t in range(1, 4)], TrialStatus.PRUNED)
+        for i in range(RECENT_TRIALS - 4)
+    ]
 
     rungs = {r.step: r for r in rungs_for(HALVING, complete + pruned, maximize=True)}
 
-    # Then the rungs at steps 3 and 9 take the recent trials that reached them (the 12), and are
-    # tightened to their top STRICT_KEEP: no rung is lost, none is loosened by the pruned trials
-    assert sorted(rungs) == [1, 3, 9]
-    for step in (3, 9):
-        values = sorted((c.at(step) or 0.0 for c in complete), reverse=True)
+    # Then the 12 latest COMPLETE trials that reached steps 1 and 3 show the ranking there is
+    # exact, and those rungs keep only the top STRICT_KEEP of the 32 latest values (not 32 // 3)
+    for step in (1, 3):
+        values = sorted((c.at(step) or 0.0 for c in (complete + pruned)[-32:]), reverse=True)
         assert rungs[step].threshold == pytest.approx(values[STRICT_KEEP - 1])
 
 

@@ -25,16 +25,12 @@ earlier ones, as successive halving does). FAILED trials are left out: where a f
 stops can depend on timing (a worker lost at a random step), and the rungs must not.
 
 Halving, recent values only: a threshold comes from the RECENT_TRIALS latest of those trials
-(by trial number) that reached its step, not from all of them. Later rounds sample a narrowed
-box, so their trials beat most of the older reference (round 1's random trials above all), and a
-threshold from the whole reference lets nearly all of them through. "That reached its step":
-after a round that pruned well, most of the latest trials stopped at the first rung; counted
-against the later rungs they would leave those with too few values (or none), so the later
-rungs would be dropped or stay loose and the next round would pass. Rung steps and the safety
-check below still use every reference trial. (The median rule keeps every reference trial and
-is never tightened: with both, on crossing curves at 8x12 its median best fell 0.011 below the
-study without early stopping, in 5 of 7 seeds more than 0.003; with recent values alone it
-pruned a winner.)
+(by trial number), not from all of them. Later rounds sample a narrowed box, so their trials
+beat most of the older reference (round 1's random trials above all), and a threshold from the
+whole reference lets nearly all of them through. Rung steps and the safety check below still use
+every reference trial. (The median rule keeps every reference trial and is never tightened:
+with both, on crossing curves at 8x12 its median best fell 0.011 below the study without early
+stopping, in 5 of 7 seeds more than 0.003; with recent values alone it pruned a winner.)
 
 The safety check (short-horizon bias). In real training, large learning rates often rise sooner
 and end lower, so an early ranking can invert later, and a pruner that trusts it kills the
@@ -54,13 +50,18 @@ Halving, tightened where the ranking is near exact. Thresholds that keep 1/eta o
 reference still let most of a later round through (its box is narrower than theirs, its trials
 better). So a rung that passed the safety check is tightened to keep only the trials that would
 rank in the top STRICT_KEEP of the recent reference values at its step, where the recent
-COMPLETE reference trials that reached the step (the RECENT_TRIALS latest) show that the
-ranking at that step is the final one: at least
+COMPLETE reference trials that reached the step (the RECENT_TRIALS latest of them, whatever
+trials came after) show that the ranking at that step is the final one: at least
 `min_trials` of them, their Spearman rho at least STRICT_RANK_CORRELATION, and the tightened
 rung keeps their STRICT_KEEP best by final score and the best COMPLETE reference trial of all.
 On predictive curves that prunes most of a later round early (a trial that will beat the recent
 best still passes every rung); on crossing curves the rho of early steps stays lower and the
-rungs stay as they are.
+rungs stay as they are. "The latest COMPLETE ones", not the COMPLETE ones among the
+RECENT_TRIALS latest: after a round that pruned well, those are mostly PRUNED, too few COMPLETE
+ones are left to judge the ranking, and the next round's rungs stay loose and let it pass. (Taking
+the threshold values, too, from the latest trials that reached the step saved no more on
+predictive curves and pruned winners on crossing curves: old trials from wider boxes then set
+later rungs that the latest trials alone did not support.)
 
 Rung steps and thresholds depend only on the set of reference curves, not on their order.
 """
@@ -86,8 +87,7 @@ step and 0.95 by step 9 (10th percentile 0.6 at step 1 with 8 trials); on crossi
 negative (-0.5 to -0.7) until the curves have crossed."""
 
 RECENT_TRIALS = 32
-"""The thresholds at a step come from this many latest COMPLETE or PRUNED reference trials (by
-number) that reached the step.
+"""The thresholds come from this many latest COMPLETE or PRUNED reference trials (by number).
 Measured with `python -m bench.pruning_sim` (synthetic-training, halving, 11 seeds, before the
 tightening below): at lag 0 the median share of epochs run on predictive curves fell from
 83% / 79% / 80% (16x6 / 8x12 / 32x3, thresholds from every reference trial) to 67% / 68% / 73%,
@@ -106,10 +106,10 @@ reference values at its step. Measured with `python -m bench.pruning_sim` (11 se
 curves, lag 0): 45% / 45% / 54% of the epochs (16x6 / 8x12 / 32x3) against 67% / 68% / 73%
 untightened; 1 lost the best more often (7 of 11 seeds over 0.002 at 8x12), 3 or 4 saved less.
 A rho of 0.8 let rungs be tightened on crossing curves and prune trials that would have ended
-best; 0.9 and 0.95 gave the same savings on predictive curves. Since the recent trials are
-taken per step (those that reached it; before, the latest trials whatever their last step): 40%
-/ 45% / 49% at lag 0 and 57% / 63% / 56% at lag 16 (60% / 63% / 56% before), the best as
-before, no winner pruned on crossing curves."""
+best; 0.9 and 0.95 gave the same savings on predictive curves. Since the tightening looks at
+the latest COMPLETE trials that reached the step (before, the COMPLETE ones among the latest
+trials): 40% / 45% / 49% at lag 0 and 57% / 63% / 56% at lag 16 (60% / 63% / 56% before), the
+best and the crossing curves' figures exactly as before (also over 22 seeds)."""
 
 
 @dataclass(frozen=True)
@@ -176,18 +176,18 @@ def rungs_for(
         key=lambda c: c.trial,
     )
     halving = early_stopping.rule == "halving"
+    recent = curves[-RECENT_TRIALS:] if halving else curves
     rungs: list[Rung] = []
     for step in rung_steps(early_stopping, (s for c in curves for s in c.steps)):
-        reached = [c for c in curves if c.at(step) is not None]
-        recent = reached[-RECENT_TRIALS:] if halving else reached
-        values = [float(c.at(step) or 0.0) for c in recent]
-        if not values:  # no reference trial got this far: no threshold to compare with
+        values = [v for v in (c.at(step) for c in recent) if v is not None]
+        if not values:  # no recent trial got this far: no threshold to compare with
             continue
         rung = Rung(step, _threshold(early_stopping, values, maximize))
         if not _predicts_final_ranking(early_stopping, rung, curves, maximize):
             continue
         if halving:
-            complete = [c for c in reached if c.is_complete][-RECENT_TRIALS:]
+            complete = [c for c in curves if c.is_complete and c.at(step) is not None]
+            complete = complete[-RECENT_TRIALS:]
             rung = _tightened(early_stopping, rung, values, complete, curves, maximize)
         rungs.append(rung)
     return tuple(rungs)
