@@ -244,7 +244,11 @@ def test_a_handed_back_trial_is_sent_again_as_the_next_attempt(
     trial = store_on(server).trial(2)
     assert (trial.status, trial.attempt) == (TrialStatus.COMPLETE, 2)
     assert trial.score == pytest.approx(score(dict(trial.params), None))
-    assert [(m.trial, m.attempt) for m in workers.sent if m.trial == 2] == [(2, 1), (2, 2)]
+    # Attempt 1, then attempt 2. (With a 0.3 s lease, a loaded machine may also send attempt 1
+    # again when its message looks lost: a duplicate that the store drops.)
+    attempts = [m.attempt for m in workers.sent if m.trial == 2]
+    assert attempts[0] == 1
+    assert set(attempts) == {1, 2}
 
 
 def test_a_lost_message_is_sent_again(server: fakeredis.FakeServer) -> None:
