@@ -89,12 +89,64 @@ class ThreadWorkers:
         self._thread.join(5)
 
 
-def spec_for(rounds: int = 3, trials: int = 5, seed: int = 11) -> StudySpec:
+def spec_for(rounds: int = 3, trials: int = 5, seed: int = 11, speculate: bool = True) -> StudySpec:
     return StudySpec.from_toml(
         study_toml(
-            objective="obj", rounds=rounds, trials_per_round=trials, seed=seed, resources=RESOURCES
+            objective="obj",
+            rounds=rounds,
+            trials_per_round=trials,
+            seed=seed,
+            resources=RESOURCES,
+            extra=f"speculate = {str(speculate).lower()}",
         )
     )
+
+
+class StragglerWorkers(ThreadWorkers):
+    """Runs every message at once, except those of trial `straggler`: they wait until a message
+    of a trial numbered `ahead_from` or later was sent (a round run ahead), then run. After
+    `patience` seconds without one they run anyway, and `released_by_ahead` stays False.
+    The queue looks empty to the coordinator only once every trial numbered below `ahead_from`
+    but the straggler has finished: then only the straggler is left."""
+
+    def __init__(
+        self,
+        server: fakeredis.FakeServer,
+        objective: Callable[..., Any],
+        straggler: int,
+        ahead_from: int,
+        patience: float = 10.0,
+    ) -> None:
+        super().__init__(server, objective)
+        self.straggler = straggler
+        self.ahead_from = ahead_from
+        self.deadline = time.monotonic() + patience
+        self.released_by_ahead = False
+        self._held: list[TrialMessage] = []
+        self._study = store_on(server)
+
+    def queue_length(self, queue: str) -> int:
+        others = [
+            t
+            for t in self._study.trials(range(self.ahead_from))
+            if t.number != self.straggler and not t.status.is_finished()
+        ]
+        with self._lock:
+            return len(self._queue) + len(others)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                batch, self._queue = self._queue, []
+                ahead = any(m.trial >= self.ahead_from for m in self.sent)
+                self.released_by_ahead |= ahead and bool(self._held)
+                self._held += [m for m in batch if m.trial == self.straggler]
+                batch = [m for m in batch if m.trial != self.straggler]
+                if ahead or time.monotonic() > self.deadline:
+                    batch, self._held = batch + self._held, []
+            for message in batch:
+                execute(message.to_dict(), self.runtime)
+            time.sleep(0.01)
 
 
 @pytest.fixture
@@ -162,8 +214,11 @@ def test_a_stopped_coordinator_resumes_without_resampling(server: fakeredis.Fake
 
     with pytest.raises(KeyboardInterrupt):
         run(server, spec_for(), ThreadWorkers(server, score), on_round=stop)
-    assert [r.number for r in store_on(server).rounds()] == [1]
-    first_round = snapshot(server)
+    # (round 2 may have been sent ahead of round 1's last trials: it is still provisional)
+    rounds = store_on(server).rounds()
+    assert [(r.number, r.provisional) for r in rounds][:1] == [(1, False)]
+    assert all(r.provisional for r in rounds[1:])
+    first_round = snapshot(server)[:5]
     outcome = run(server, spec_for(), ThreadWorkers(server, score))
 
     # Then round 1 was kept as written and the whole study equals the uninterrupted run
@@ -181,7 +236,10 @@ def test_after_a_resume_the_progress_never_shows_a_best_worse_than_the_one_recor
 
     with pytest.raises(KeyboardInterrupt):
         run(server, spec_for(), ThreadWorkers(server, score), on_round=stop)
-    recorded = min(t.score for t in store_on(server).trials() if t.score is not None)
+    # (a round run ahead, should one be in the store, counts once it is final)
+    final = {r.number for r in store_on(server).rounds() if not r.provisional}
+    trials = store_on(server).trials()
+    recorded = min(t.score for t in trials if t.score is not None and t.round in final)
 
     # When it resumes, its progress lines going to a log
     out = io.StringIO()
@@ -339,11 +397,14 @@ def test_pruned_trials_are_a_function_of_the_seed_in_any_finish_order(
     assert outcome.state == "complete"
     assert PrunedRun.from_store(store_on(server)) == expected
     assert PrunedRun.from_store(store_on(other)) == expected
-    # And every message carried its round's rungs
+    # And every message of a trial's recorded attempt carried its round's rungs (a message of
+    # an earlier attempt of a round sent ahead may carry the rungs it was sent with)
     rounds = store_on(server).rounds()
+    attempts = {t.number: t.attempt for t in store_on(server).trials()}
     for message in workers.sent:
         [record] = [r for r in rounds if message.trial in r.trial_numbers]
-        assert message.rungs == record.rungs
+        if message.attempt == attempts[message.trial]:
+            assert message.rungs == record.rungs
     # And the best trial is the best COMPLETE one (a pruned trial's last value is not a score)
     complete = [t for t in store_on(server).trials() if t.status is TrialStatus.COMPLETE]
     assert outcome.best is not None
@@ -428,3 +489,84 @@ def test_rungs_are_never_computed_from_unfinished_trials(server: fakeredis.FakeS
 
     with pytest.raises(StoreError, match=r"unfinished trials \[0\]"):
         round_rungs(StudySpec.from_toml(pruning_toml()), store_on(server), [running], {})
+
+
+def round_one_ranks(server: fakeredis.FakeServer) -> list[int]:
+    """Round 1's trial numbers, best (lowest score) first."""
+    trials = [t for t in store_on(server).trials() if t.round == 1]
+    return [t.number for t in sorted(trials, key=lambda t: (t.score, t.number))]
+
+
+@pytest.mark.parametrize("straggler_rank", ["best", "worst"])
+def test_a_round_run_ahead_of_a_straggler_is_the_round_the_barrier_runs(
+    straggler_rank: str,
+) -> None:
+    # Given the study run with the round barrier and nothing run ahead
+    barrier = fakeredis.FakeServer()
+    run(barrier, spec_for(speculate=False), ThreadWorkers(barrier, score))
+    ranks = round_one_ranks(barrier)
+    straggler = ranks[0] if straggler_rank == "best" else ranks[-1]
+
+    # When round 1's best (or worst) trial is the last to run, and round 2 runs ahead of it
+    server = fakeredis.FakeServer()
+    workers = StragglerWorkers(server, score, straggler=straggler, ahead_from=5)
+    assert run(server, spec_for(), workers).state == "complete"
+
+    # Then round 2 was sent before the straggler ran, and the study is the barrier's
+    assert workers.released_by_ahead
+    assert snapshot(server) == snapshot(barrier)
+    assert [r.box for r in store_on(server).rounds()] == [r.box for r in store_on(barrier).rounds()]
+    assert not any(r.provisional for r in store_on(server).rounds())
+    # Round 2 was narrowed around round 1's best trial: run ahead without it, it came out
+    # different and was sent again; without the worst it came out the same and was kept.
+    attempts = [t.attempt for t in store_on(server).trials() if t.round == 2]
+    assert max(attempts) > 1 if straggler_rank == "best" else attempts == [1] * 5
+
+
+def test_a_coordinator_stopped_with_a_round_run_ahead_resumes_to_the_same_study() -> None:
+    barrier = fakeredis.FakeServer()
+    run(barrier, spec_for(speculate=False), ThreadWorkers(barrier, score))
+    straggler = round_one_ranks(barrier)[0]
+
+    # Given a coordinator stopped just after it sent round 2 ahead of round 1's best trial
+    class StopWhenAhead(StragglerWorkers):
+        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+            super().send(message, queue, timeout)
+            if message.trial >= 5:
+                raise KeyboardInterrupt
+
+    server = fakeredis.FakeServer()
+    with pytest.raises(KeyboardInterrupt):
+        run(server, spec_for(), StopWhenAhead(server, score, straggler=straggler, ahead_from=99))
+    assert [(r.number, r.provisional) for r in store_on(server).rounds()] == [(1, False), (2, True)]
+
+    # When another coordinator takes over
+    outcome = run(server, spec_for(), ThreadWorkers(server, score))
+
+    # Then it made round 2 final from the real results: the study is the barrier's
+    assert outcome.state == "complete"
+    assert snapshot(server) == snapshot(barrier)
+    assert not any(r.provisional for r in store_on(server).rounds())
+
+
+@pytest.mark.parametrize("straggler_rank", ["best", "worst"])
+def test_a_round_run_ahead_with_early_stopping_prunes_what_the_barrier_prunes(
+    straggler_rank: str,
+) -> None:
+    # Given a study that prunes, whose round 1 best (or worst) trial is the last to run: the
+    # round run ahead of it gets other rungs (and, without the best, another box) than the
+    # round made final, so its trials are sent again or judged against the final rungs
+    toml = pruning_toml()
+    expected = PrunedRun.reference(toml)
+    round_one = sorted(range(8), key=lambda n: expected.trials[n][2])  # minimize: best first
+    straggler = round_one[0] if straggler_rank == "best" else round_one[-1]
+    server = fakeredis.FakeServer()
+    workers = StragglerWorkers(server, prunable, straggler=straggler, ahead_from=8)
+
+    # When it runs
+    assert run(server, StudySpec.from_toml(toml), workers).state == "complete"
+
+    # Then it pruned exactly the trials the barrier prunes, at the same steps
+    assert workers.released_by_ahead
+    assert PrunedRun.from_store(store_on(server)) == expected
+    assert store_on(server).to_judge(range(24)) == set()

@@ -14,7 +14,7 @@ import redis
 from zoomtune.common.errors import LeaseLost, StoreError, StudyExists, StudyLocked, StudyWiped
 from zoomtune.common.store import StudyStore
 from zoomtune.common.store_records import CoordinatorLock, StartOutcome
-from zoomtune.common.trial import Rung, TrialResult, TrialStatus
+from zoomtune.common.trial import Rung, TrialResult, TrialStatus, Verdict
 
 SPEC = {"study": {"name": "demo"}, "space": {"x": {"type": "float", "low": 0, "high": 1}}}
 
@@ -493,3 +493,151 @@ def test_a_real_redis_keeps_every_key_under_the_prefix(real_client: redis.Redis)
     start(store, n, token="tok")
     store.finish(n, 1, "tok", TrialResult.complete(1.0))
     assert all(key.startswith("zoomtune:") for key in real_client.keys("*"))
+
+
+class TestRoundsWrittenAhead:
+    """Speculation: a provisional round is revised, trial by trial, until it is made final."""
+
+    def write_ahead(self, store: StudyStore, max_attempts: int = 3) -> tuple[Any, str, list[int]]:
+        lock, epoch = open_study(store, max_attempts=max_attempts)
+        params = [{"x": 0.1}, {"x": 0.2}, {"x": 0.3}]
+        record = store.write_round(lock, epoch, 1, {"x": [0, 1]}, params, provisional=True)
+        assert record.provisional
+        assert store.round(1).provisional
+        return lock, epoch, list(record.trial_numbers)
+
+    def test_only_the_trials_that_changed_are_queued_again_as_their_next_attempt(
+        self, store: StudyStore
+    ) -> None:
+        # Given a round written ahead: trial a finished, trial b running, trial c queued
+        lock, epoch, [a, b, c] = self.write_ahead(store)
+        start(store, a, token="ta")
+        store.report(a, 1, "ta", 1, 0.5)
+        assert store.finish(a, 1, "ta", TrialResult.complete(0.5)) == "ok"
+        start(store, b, token="tb")
+        store.report(b, 1, "tb", 1, 0.7)
+
+        # When it is revised: a and b get other params, c keeps its own
+        revised = store.revise_round(
+            lock, epoch, 1, {"x": [0, 0.5]}, [{"x": 0.01}, {"x": 0.02}, {"x": 0.3}]
+        )
+
+        # Then a and b are queued again as attempt 2, without their results or reports
+        assert (revised.again, revised.judge) == ((a, b), ())
+        for n, x in ((a, 0.01), (b, 0.02)):
+            trial = store.trial(n)
+            assert (trial.status, trial.attempt, dict(trial.params)) == (
+                TrialStatus.QUEUED,
+                2,
+                {"x": x},
+            )
+            assert (trial.score, trial.started_at, trial.finished_at) == (None, None, None)
+            assert store.reports(n) == []
+        assert store.trial(c).attempt == 1
+        assert store.round(1).box == {"x": [0, 0.5]}
+        assert store.counters()["revised_trials"] == 2
+        # And b's running attempt lost the trial: no heartbeat, report or result of it counts
+        assert not store.heartbeat(b, 1, "tb", lease=30)
+        assert not store.report(b, 1, "tb", 2, 0.8)
+        assert store.finish(b, 1, "tb", TrialResult.complete(0.8)) != "ok"
+        assert store.trial(b).status is TrialStatus.QUEUED
+
+    def test_a_message_sent_before_a_revision_is_stale_not_forged(self, store: StudyStore) -> None:
+        lock, epoch, [a, *_] = self.write_ahead(store)
+        store.revise_round(lock, epoch, 1, {}, [{"x": 0.9}, {"x": 0.2}, {"x": 0.3}])
+
+        outcome = start_with(store, a, {"x": 0.1}, token="old")  # attempt 1's payload
+
+        assert not outcome.ok
+        assert store.trial(a).status is TrialStatus.QUEUED
+        assert (store.counters()["stale_deliveries"], store.counters()["forged_messages"]) == (1, 0)
+
+    def test_other_rungs_alone_send_a_queued_trial_again_and_flag_a_started_one(
+        self, store: StudyStore
+    ) -> None:
+        lock, epoch, [a, b, c] = self.write_ahead(store)
+        params = [dict(t.params) for t in store.trials([a, b, c])]
+        start(store, a, token="ta")
+        assert store.revise_round(lock, epoch, 1, {}, params, provisional=True).again == ()
+
+        # Other rungs: the queued trials are sent again (their messages carry the old rungs),
+        # the started one keeps running, to be judged against them
+        revised = store.revise_round(lock, epoch, 1, {}, params, (Rung(1, 0.5),))
+        assert (revised.again, revised.judge) == ((b, c), (a,))
+        assert store.to_judge([a, b, c]) == {a}
+        assert store.trial(a).status is TrialStatus.RUNNING
+        assert store.trial(a).rungs == (Rung(1, 0.5),)
+
+    def test_revisions_are_not_runs_that_max_attempts_limits(self, store: StudyStore) -> None:
+        # Given a study allowing 2 runs of a trial, and a trial revised twice
+        lock, epoch, [a, *_] = self.write_ahead(store, max_attempts=2)
+        for x in (0.5, 0.6):
+            params = [{"x": x}, {"x": 0.2}, {"x": 0.3}]
+            store.revise_round(lock, epoch, 1, {}, params, provisional=True)
+        assert store.trial(a).attempt == 3
+
+        # When its worker is lost once, then again
+        assert start(store, a, attempt=3, token="t3", lease=0.05)
+        time.sleep(0.15)
+        [first] = store.reap(lock, epoch)
+        assert start(store, a, attempt=4, token="t4", lease=0.05)
+        time.sleep(0.15)
+        [second] = store.reap(lock, epoch)
+
+        # Then it ran twice before it failed, as without the revisions
+        assert (first.outcome, second.outcome) == ("requeued", TrialStatus.FAILED)
+
+    def test_a_final_round_is_revised_no_more(self, store: StudyStore) -> None:
+        lock, epoch, numbers = self.write_ahead(store)
+        params = [dict(t.params) for t in store.trials(numbers)]
+        store.revise_round(lock, epoch, 1, {}, params)  # made final
+        assert not store.round(1).provisional
+        with pytest.raises(StoreError, match="not a provisional round"):
+            store.revise_round(lock, epoch, 1, {}, params)
+        plain = store.write_round(lock, epoch, 2, {}, [{"x": 0.5}])
+        with pytest.raises(StoreError, match="not a provisional round"):
+            store.revise_round(lock, epoch, plain.number, {}, [{"x": 0.5}])
+
+    def test_a_coordinator_that_lost_the_lock_cannot_revise(self, store: StudyStore) -> None:
+        lock, epoch, _numbers = self.write_ahead(store)
+        store.release(lock)
+        store.acquire(ttl=30, owner="other:1")
+        with pytest.raises(LeaseLost):
+            store.revise_round(lock, epoch, 1, {}, [{"x": 0.0}] * 3)
+
+    def test_a_verdict_settles_a_trial_to_judge(self, store: StudyStore) -> None:
+        # Given a round run ahead whose trials a, b, c ran with no rungs, a finished, b and c
+        # still running, all with reports; then the round's rungs changed
+        lock, epoch, [a, b, c] = self.write_ahead(store)
+        for n, token in ((a, "ta"), (b, "tb"), (c, "tc")):
+            start(store, n, token=token)
+            for step in (1, 2, 3):
+                store.report(n, 1, token, step, step / 10)
+        assert store.finish(a, 1, "ta", TrialResult.complete(0.3)) == "ok"
+        params = [dict(t.params) for t in store.trials([a, b, c])]
+        revised = store.revise_round(lock, epoch, 1, {}, params, (Rung(2, 0.5),))
+        assert revised.judge == (a, b, c)
+
+        # When the coordinator prunes a (finished) and b (running) at step 2, runs c again
+        assert store.settle(lock, epoch, a, 1, Verdict("prune", 2, 0.2))
+        assert store.settle(lock, epoch, b, 1, Verdict("prune", 2, 0.2))
+        assert store.settle(lock, epoch, c, 1, Verdict("again"))
+
+        # Then a and b are PRUNED at step 2, their reports after it dropped, no score
+        for n in (a, b):
+            trial = store.trial(n)
+            assert (trial.status, trial.last_step, trial.last_value) == (TrialStatus.PRUNED, 2, 0.2)
+            assert (trial.score, trial.finished_at is not None) == (None, True)
+            assert store.reports(n) == [(1, 0.1), (2, 0.2)]
+        # b's attempt lost the trial; c is queued again as attempt 2 with the new rungs
+        assert not store.heartbeat(b, 1, "tb", lease=30)
+        assert store.finish(b, 1, "tb", TrialResult.complete(0.9)) != "ok"
+        trial = store.trial(c)
+        assert (trial.status, trial.attempt, trial.rungs) == (
+            TrialStatus.QUEUED,
+            2,
+            (Rung(2, 0.5),),
+        )
+        assert store.to_judge([a, b, c]) == set()
+        # And a verdict on a trial that changed since it was judged is refused
+        assert not store.settle(lock, epoch, c, 1, Verdict("keep"))

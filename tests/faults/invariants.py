@@ -13,13 +13,19 @@ from zoomtune.common.store import StudyStore
 from zoomtune.common.trial import TrialStatus
 
 
-def finished_events(store: StudyStore) -> Counter[int]:
-    """How many 'finished' events each trial has in the event stream."""
-    counts: Counter[int] = Counter()
+def finished_events(store: StudyStore) -> Counter[tuple[int, int]]:
+    """How many 'finished' events each (trial, attempt) has in the event stream."""
+    counts: Counter[tuple[int, int]] = Counter()
     for _, fields in store.client.xrange(store.keys.events):
         if fields.get("type") == "finished":
-            counts[int(fields["trial"])] += 1
+            counts[int(fields["trial"]), int(fields["attempt"])] += 1
     return counts
+
+
+def revisions(store: StudyStore, number: int) -> int:
+    """How many of the trial's attempts were sent again by speculation (`send_again.lua`):
+    attempts that are not runs, which max_attempts does not limit."""
+    return int(store.client.hget(store.keys.trial(number), "revisions") or 0)
 
 
 def process_alive(pid: int) -> bool:
@@ -54,9 +60,10 @@ def check_invariants(
     processes: list[WorkerProcess | CoordinatorProcess] = (),  # type: ignore[assignment]
     prefix: str = "zoomtune:",
 ) -> None:
-    """I1: exactly N trial records, each terminal exactly once.
+    """I1: exactly N trial records, each terminal exactly once (its recorded attempt has one
+    'finished' event; an attempt speculation sent again may have had its own).
     I2: no score counted twice: each COMPLETE trial has one score and one 'finished' event.
-    I3: attempts <= max_attempts.
+    I3: attempts <= max_attempts (attempts sent again by speculation are not runs).
     I4: no key outside the prefix; the processes given, and every process of their process
     groups (pool children), are stopped (call after stopping them).
     """
@@ -66,14 +73,17 @@ def check_invariants(
     unfinished = [(t.number, t.status.value) for t in trials if not t.status.is_finished()]
     assert unfinished == [], f"I1: unfinished trials {unfinished}"
     events = finished_events(store)
-    assert all(events[t.number] == 1 for t in trials), f"I1: finished events {dict(events)}"
+    assert all(events[t.number, t.attempt] == 1 for t in trials), (
+        f"I1: finished events {dict(events)}"
+    )
+    later = [(n, a) for n, a in events if a > store.trial(n).attempt]
+    assert later == [], f"I1: finished events of attempts after the recorded one {later}"
     # I2
     complete = [t for t in trials if t.status is TrialStatus.COMPLETE]
     assert all(t.score is not None and t.error is None for t in complete), "I2: scores"
     # I3
-    assert all(1 <= t.attempt <= max_attempts for t in trials), (
-        f"I3: attempts {[(t.number, t.attempt) for t in trials]}"
-    )
+    runs = [(t.number, t.attempt - revisions(store, t.number)) for t in trials]
+    assert all(1 <= attempts <= max_attempts for _, attempts in runs), f"I3: attempts {runs}"
     # I4
     client: redis.Redis = store.client
     outside = [k for k in client.scan_iter(count=1000) if not str(k).startswith(prefix)]

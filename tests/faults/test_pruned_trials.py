@@ -18,7 +18,7 @@ from tests.faults.process_rig import FAST_RESOURCES, ProcessRig, PrunedRun
 from tests.faults.worker_rig import WorkerRig
 from tests.harness import study_toml, wait_until
 from tests.objectives import learning_curve
-from zoomtune.common.trial import Rung, TrialStatus
+from zoomtune.common.trial import Rung, Trial, TrialStatus
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -72,17 +72,25 @@ def test_a_pruned_trial_whose_worker_is_killed_is_pruned_again_at_the_same_step(
     coordinator = worker_rig.run_study(toml)
     store = worker_rig.store()
 
-    # When the machine running it is lost mid-trial, before it is pruned: its worker and the
-    # worker's trial process are SIGKILLed together
-    owner = worker_rig.owner(worker_rig.running(store, victim))
+    # When the machine running it is lost mid-trial, before it is pruned, once its round is
+    # final (a round run ahead may send it again first): its worker and the worker's trial
+    # process are SIGKILLed together
+    def running_for_real() -> Trial | None:
+        found = store.trials([victim])
+        if not found or found[0].status is not TrialStatus.RUNNING:
+            return None
+        return None if store.round(2).provisional else found[0]
+
+    running = wait_until(running_for_real, 60, 0.02, what=f"trial {victim} to run, final")
+    owner = worker_rig.owner(running)
     os.killpg(owner.pid, signal.SIGKILL)
     assert store.trial(victim).status is TrialStatus.RUNNING, "killed too late: already pruned"
 
-    # Then after the lease expires it runs again as attempt 2, on the other worker, with the
-    # same rungs, and is pruned at the same step with the same value
+    # Then after the lease expires it runs again as the next attempt, on the other worker,
+    # with the same rungs, and is pruned at the same step with the same value
     assert coordinator.wait(90).state == "complete"
     trial = store.trial(victim)
-    assert (trial.status, trial.attempt) == (TrialStatus.PRUNED, 2)
+    assert (trial.status, trial.attempt) == (TrialStatus.PRUNED, running.attempt + 1)
     assert worker_rig.owner(trial) is not owner
     assert trial.rungs == tuple(Rung(*pair) for pair in expected.rungs[1])
     assert (trial.last_step, trial.last_value) == expected.trials[victim][3:]

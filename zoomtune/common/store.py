@@ -15,7 +15,9 @@ Every state change here is one Lua script (zoomtune/common/lua/, loaded by
   random token; a result counts only if it comes with the current attempt and token while the
   trial is still RUNNING. Late, duplicate and forged results are dropped and counted;
 - a lease that expired (on Redis's clock) sends the trial back to QUEUED as attempt + 1, up to
-  the study's `max_attempts`, then FAILED. A finished trial never changes again;
+  the study's `max_attempts`, then FAILED. A finished trial never changes again, unless its
+  round was written ahead of its reference trials (`provisional`, `[search] speculate`) and
+  the coordinator revises it before it is final (`revise_round`);
 - a cancelled study (`cancel`, from any process) stays cancelled: its QUEUED trials fail, no
   round, attempt or requeue of it starts again, and only running attempts may still finish.
 
@@ -50,6 +52,7 @@ from zoomtune.common.store_records import (
     Cancelled,
     CoordinatorLock,
     Requeued,
+    Revision,
     RoundRecord,
     StartOutcome,
     canonical_json,
@@ -57,7 +60,7 @@ from zoomtune.common.store_records import (
     owner_id,
 )
 from zoomtune.common.store_scripts import Scripts
-from zoomtune.common.trial import Rung, StudyState, TrialResult
+from zoomtune.common.trial import Rung, StudyState, TrialResult, Verdict
 
 CANCEL_BATCH = 500
 """Trials one cancel_trials.lua call goes through: each call is short (about 6 ms, at most tens of
@@ -143,9 +146,11 @@ class StudyStore(StudyReader):
         box: Mapping[str, Any],
         params: Sequence[Mapping[str, Any]],
         rungs: Sequence[Rung] = (),
+        provisional: bool = False,
     ) -> RoundRecord:
         """Write round `number` and its QUEUED trials, once. A round already written is returned
-        unchanged (the coordinator never re-samples a round).
+        unchanged (the coordinator never re-samples a round; a `provisional` one, written ahead
+        of its reference trials, is changed only by `revise_round`).
 
         Each trial's params are stored as canonical JSON, the encoding `start` compares a
         message's payload with.
@@ -155,6 +160,7 @@ class StudyStore(StudyReader):
         box_json = canonical_json(box)
         rungs_json = canonical_json([rung.to_list() for rung in rungs])
         args: list[Any] = [lock.value, epoch, number, box_json, self.keys.trial_prefix, rungs_json]
+        args.append("1" if provisional else "0")
         args.extend(canonical_json(p) for p in params)
         result = self._run(
             self._scripts.write_round,
@@ -173,7 +179,79 @@ class StudyStore(StudyReader):
             len(params),
             float(result[2]),
             tuple(rungs),
+            provisional,
+            provisional,
         )
+
+    def revise_round(
+        self,
+        lock: CoordinatorLock,
+        epoch: str,
+        number: int,
+        box: Mapping[str, Any],
+        params: Sequence[Mapping[str, Any]],
+        rungs: Sequence[Rung] = (),
+        provisional: bool = False,
+    ) -> Revision:
+        """Rewrite provisional round `number` with the params and rungs it gets now (see
+        revise_round.lua): trials that came out the same are kept, the others are QUEUED again
+        as their next attempt (to be sent again); started trials whose rungs alone changed are
+        to be judged against them (`settle`). With `provisional` False the round is final."""
+        args: list[Any] = [
+            lock.value,
+            epoch,
+            canonical_json(box),
+            canonical_json([rung.to_list() for rung in rungs]),
+            "1" if provisional else "0",
+            self.keys.trial_prefix,
+            self.keys.lease_prefix,
+            self.keys.reports_prefix,
+        ]
+        args.extend(canonical_json(p) for p in params)
+        keys = [
+            self.keys.lock,
+            self.keys.meta,
+            self.keys.round(number),
+            self.keys.running,
+            self.keys.counters,
+        ]
+        result = self._run(self._scripts.revise_round, keys, args)
+        status = str(result[0])
+        if status in ("missing", "final"):
+            raise StoreError(f"round {number} is not a provisional round ({status})")
+        self._check(status)
+        again, judge = result[1], result[2]
+        return Revision(tuple(int(n) for n in again), tuple(int(n) for n in judge))
+
+    def settle(
+        self,
+        lock: CoordinatorLock,
+        epoch: str,
+        number: int,
+        attempt: int,
+        verdict: Verdict,
+    ) -> bool:
+        """Apply the verdict on a trial to judge (settle_trial.lua); False when the trial
+        changed since it was read (another attempt, or already settled): read and judge it
+        again."""
+        keys = [
+            self.keys.lock,
+            self.keys.meta,
+            self.keys.trial(number),
+            self.keys.lease(number),
+            self.keys.running,
+            self.keys.events,
+            self.keys.reports(number),
+            self.keys.counters,
+        ]
+        step = "" if verdict.step is None else str(verdict.step)
+        value = "" if verdict.value is None else repr(float(verdict.value))
+        args = [lock.value, epoch, number, attempt, verdict.action, step, value]
+        status = str(self._run(self._scripts.settle_trial, keys, args)[0])
+        if status == "changed":
+            return False
+        self._check(status)
+        return True
 
     def round(self, number: int) -> RoundRecord:
         row = self._call(self.client.hgetall, self.keys.round(number))

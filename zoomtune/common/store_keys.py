@@ -17,7 +17,7 @@ tag, so one study's keys live on one node and a script may touch several:
     {prefix}{study}:payload         string  a ZoomSearchCV's sealed payload (base64; on a cluster)
 
 The store's Lua scripts (zoomtune/common/lua/) receive these names as KEYS, never build them, except
-the per-trial keys, which they build from `trial_prefix` and `lease_prefix` passed as ARGV.
+the per-trial keys, which they build from the `*_prefix` keys passed as ARGV.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ COUNTERS = (
     "forged_results",  # a result with a wrong token or for an unknown trial
     "leases_expired",  # attempts the reaper found dead
     "workers_lost",  # attempts handed back by a worker whose process died or was preempted
+    "revised_trials",  # trials of a round run ahead sent again with other params or rungs
 )
 """The fields of the `counters` hash: messages and results the store dropped, and why."""
 
@@ -92,8 +93,12 @@ class Keys:
     def lease(self, number: int) -> str:
         return f"{self.lease_prefix}{number}"
 
+    @property
+    def reports_prefix(self) -> str:
+        return self._key("reports:")
+
     def reports(self, number: int) -> str:
-        return self._key(f"reports:{number}")
+        return f"{self.reports_prefix}{number}"
 
     @property
     def payload(self) -> str:

@@ -110,6 +110,16 @@ class StudyReader:
         unpickled here."""
         return cast(str | None, self._call(self.client.get, self.keys.payload))
 
+    def to_judge(self, numbers: Iterable[int]) -> set[int]:
+        """Those of `numbers` whose trial is to be judged against rungs it did not run with
+        (speculation: `StudyStore.revise_round`, `settle`); one pipelined read."""
+        numbers = list(numbers)
+        pipe = self.client.pipeline(transaction=False)
+        for n in numbers:
+            pipe.hget(self.keys.trial(n), "rejudge")
+        found = self._call(pipe.execute)
+        return {n for n, flag in zip(numbers, found, strict=True) if flag == "1"}
+
     def counters(self) -> dict[str, int]:
         raw = cast(dict[str, str], self._call(self.client.hgetall, self.keys.counters))
         return {name: int(raw.get(name, "0")) for name in COUNTERS}

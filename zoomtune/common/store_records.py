@@ -34,6 +34,10 @@ class RoundRecord:
     (`StudyStore.write_round`); None for a round read from the store."""
     rungs: tuple[Rung, ...] = ()
     """The early-stopping rungs its trials carry (also stored in each trial's hash)."""
+    provisional: bool = False
+    """Written ahead of its reference trials (`[search] speculate`): it may still be revised."""
+    written_ahead: bool = False
+    """It was provisional once (final or not): some of its trials may be left to judge."""
 
     @property
     def trial_numbers(self) -> range:
@@ -47,7 +51,18 @@ class RoundRecord:
             first_trial=int(row["first_trial"]),
             trials=int(row["trials"]),
             rungs=rungs_from_json(json.loads(row.get("rungs") or "[]")),
+            provisional=row.get("provisional") == "1",
+            written_ahead=row.get("written_ahead") == "1",
         )
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What `StudyStore.revise_round` did to a round run ahead: the trials it queued again (to
+    be sent) and the started ones whose rungs alone changed (to be judged, `settle`)."""
+
+    again: tuple[int, ...]
+    judge: tuple[int, ...]
 
 
 @dataclass(frozen=True)

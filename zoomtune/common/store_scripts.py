@@ -10,7 +10,7 @@ Each script runs after one prelude, built here, so that every script shares it:
   `STUDY`, generated from `TrialStatus` and `StudyState` (so `TRIAL.RUNNING` in Lua is
   `TrialStatus.RUNNING` in Python, and neither side spells a state out), and the stream and
   list limits `EVENTS_MAXLEN` and `REPORTS_MAXLEN`;
-- the library files `LIBRARY`: `now()` and `requeue_or_fail(...)`.
+- the library files `LIBRARY`: `now()`, `requeue_or_fail(...)` and `send_again(...)`.
 
 The files are package data read with importlib.resources, so they load from a wheel as well as
 from a checkout.
@@ -37,8 +37,8 @@ REPORTS_MAXLEN = 10_000
 _PACKAGE = __name__.rpartition(".")[0]
 """The package the lua/ folder is in, from this module's name (it follows a renamed package)."""
 
-LIBRARY = ("now.lua", "requeue_or_fail.lua")
-"""Functions defined before every script, in this order (requeue_or_fail calls now)."""
+LIBRARY = ("now.lua", "requeue_or_fail.lua", "send_again.lua")
+"""Functions defined before every script, in this order (the later ones call now)."""
 
 
 def constants() -> str:
@@ -74,6 +74,8 @@ class Scripts:
     release_lock: Script
     create_study: Script
     write_round: Script
+    revise_round: Script
+    settle_trial: Script
     start_attempt: Script
     renew_lease: Script
     append_report: Script

@@ -86,6 +86,7 @@ class _SearchSection(_Section):
     explore: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = SearchSettings.explore
     min_width: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = SearchSettings.min_width
     lag: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = SearchSettings.lag
+    speculate: Annotated[bool, Field(strict=True)] = SearchSettings.speculate
 
     @field_validator("trials_per_round", mode="before")
     @classmethod

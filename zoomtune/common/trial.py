@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from zoomtune.common.errors import MessageError
 from zoomtune.common.names import OBJECTIVE_NAME, STUDY_NAME
@@ -112,6 +112,42 @@ def pruned_at(
         if not rung.keeps(value, maximize):
             return rung
     return None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a trial that ran with other rungs than its round's would have been with them:
+    "keep" it as it is, "prune" it at `step` with `value`, or run it "again"."""
+
+    action: Literal["keep", "prune", "again"]
+    step: int | None = None
+    value: float | None = None
+
+
+def judge(
+    rungs: Sequence[Rung],
+    status: TrialStatus,
+    steps: Sequence[int],
+    values: Sequence[float],
+    maximize: bool,
+) -> Verdict:
+    """The verdict on a trial of a round run ahead whose rungs changed after it started, from
+    its curve so far (`steps` ascending) and its status (RUNNING or finished).
+
+    - A rung cuts the curve: "prune" at the first reported step at or after that rung's step,
+      with the value there: what `should_prune` after that report would have said.
+    - Otherwise a RUNNING, COMPLETE or FAILED trial is kept: up to its last report nothing
+      would have gone differently (a running one is judged again when it finishes).
+    - Otherwise a PRUNED trial (cut by its old rungs) runs again: with these it would have gone
+      on.
+    """
+    rung = pruned_at(rungs, steps, values, maximize)
+    if rung is not None:
+        index = bisect.bisect_left(steps, rung.step)
+        return Verdict("prune", steps[index], values[index])
+    if status is TrialStatus.PRUNED:
+        return Verdict("again")
+    return Verdict("keep")
 
 
 def rungs_from_json(data: object) -> tuple[Rung, ...]:

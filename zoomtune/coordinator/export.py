@@ -120,6 +120,7 @@ class StudyRecord:
                     first_trial=int(r["first_trial"]),
                     trials=int(r["trials"]),
                     rungs=rungs_from_json(r.get("rungs", [])),
+                    provisional=bool(r.get("provisional", False)),
                 )
                 for r in data["rounds"]
             )
@@ -142,8 +143,9 @@ class StudyRecord:
         )
 
     def best(self) -> Trial | None:
-        """The best COMPLETE trial (the earliest among equals), or None."""
-        complete = [t for t in self.trials if t.status is TrialStatus.COMPLETE]
+        """The best COMPLETE trial (the earliest among equals), or None. Trials of a round
+        run ahead (`provisional`) count once it is final: they may yet be sent again."""
+        complete = self.completed()
         if not complete:
             return None
         sign = -1.0 if self.spec.maximize else 1.0
@@ -153,8 +155,14 @@ class StudyRecord:
         return Box.from_dict(round_record.box)
 
     def completed(self) -> list[Trial]:
-        """The COMPLETE trials with a score, in trial order."""
-        return [t for t in self.trials if t.status is TrialStatus.COMPLETE and t.score is not None]
+        """The COMPLETE trials with a score, in trial order, but those of a round run ahead
+        that is not final yet."""
+        ahead = {r.number for r in self.rounds if r.provisional}
+        return [
+            t
+            for t in self.trials
+            if t.status is TrialStatus.COMPLETE and t.score is not None and t.round not in ahead
+        ]
 
     def round_summaries(self) -> list[RoundSummary]:
         """Every round written so far, in order."""
@@ -188,6 +196,7 @@ class StudyRecord:
                     "first_trial": r.first_trial,
                     "trials": r.trials,
                     "rungs": [rung.to_list() for rung in r.rungs],
+                    "provisional": r.provisional,
                 }
                 for r in self.rounds
             ],

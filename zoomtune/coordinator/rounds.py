@@ -63,6 +63,7 @@ from zoomtune.coordinator.outage import REDIS_DOWN, RedisWatch, Resync, check_an
 from zoomtune.coordinator.progress import StudyProgress
 from zoomtune.coordinator.pruning import ReferenceCurve, rungs_for
 from zoomtune.coordinator.search import CoarseToFine
+from zoomtune.coordinator.speculation import Speculation
 
 log = logging.getLogger("zoomtune.coordinator")
 
@@ -130,6 +131,13 @@ class RoundLoop:
         self._curves: dict[int, ReferenceCurve] = {}
         """Reference curves already read (a finished trial's reports never change)."""
         self._search: CoarseToFine | None = None
+        self._ahead = Speculation(
+            spec,
+            store,
+            self._sender,
+            progress,
+            lambda reference: round_rungs(spec, store, reference, self._curves),
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -184,7 +192,7 @@ class RoundLoop:
         trials it narrows from are finished), while earlier rounds still run."""
         self.store.renew(lock, epoch)  # first of all: is the study still there, and still ours?
         self._last_event = self.store.last_event_id()
-        search, unfinished, in_flight = self._resume()
+        search, unfinished, in_flight = self._resume(lock, epoch)
         self._search = search
         if not resync:
             self.progress.study_started(
@@ -203,6 +211,7 @@ class RoundLoop:
             self.progress.note(f"study {self.spec.name!r} has already finished all its rounds")
         for number, trials in unfinished.items():
             self._attach(number, trials)
+        self._ahead.send_queued(in_flight)  # shown once its round is final
         while not search.done:
             while search.can_ask():
                 number = search.rounds_asked + 1
@@ -210,20 +219,44 @@ class RoundLoop:
                 rungs = round_rungs(self.spec, self.store, reference, self._curves)
                 batch = search.ask_next()
                 box = search.boxes[-1].to_dict(self.spec.space)
-                record = self.store.write_round(lock, epoch, number, box, batch, rungs)
-                self._send_round(record, batch, in_flight)
+                if self._ahead.ahead is not None and self._ahead.ahead.round == number:
+                    held = self._ahead.make_final(lock, epoch, number, box, batch, rungs, in_flight)
+                else:
+                    record = self.store.write_round(lock, epoch, number, box, batch, rungs)
+                    self._send_round(record, batch, in_flight)
+                    held = []
+                for trial in held:
+                    outcome = self._tell(search, trial, lock)
+                    if outcome is not None:
+                        return outcome
+            if search.done:  # the last round was made final with all its trials finished
+                break
+            self._ahead.advance(search, lock, epoch, in_flight, self._finished, self._curves)
             if not in_flight:
                 raise StoreError(
                     f"round {search.rounds_asked + 1} waits for trials that are not in flight"
                 )
             for trial in self._wait(lock, epoch, in_flight):
-                search.tell_trial(trial.number, _score(trial))
-                self._finished[trial.number] = trial
-                outcome = self._round_may_be_over(search, trial.round, lock)
+                if self._ahead.is_ahead(trial):  # told once its round is final
+                    self._ahead.held[trial.number] = trial
+                    continue
+                if trial.number in self._ahead.judging:
+                    settled = self._ahead.settle_finished(lock, epoch, trial, in_flight)
+                    if settled is None:
+                        continue
+                    trial = settled
+                outcome = self._tell(search, trial, lock)
                 if outcome is not None:
                     return outcome
         self.store.set_state(StudyState.COMPLETE, lock=lock)
         return StudyOutcome(StudyState.COMPLETE, "all rounds finished", search.best)
+
+    def _tell(
+        self, search: CoarseToFine, trial: Trial, lock: CoordinatorLock
+    ) -> StudyOutcome | None:
+        search.tell_trial(trial.number, _score(trial))
+        self._finished[trial.number] = trial
+        return self._round_may_be_over(search, trial.round, lock)
 
     def _round_may_be_over(
         self, search: CoarseToFine, number: int, lock: CoordinatorLock
@@ -239,7 +272,9 @@ class RoundLoop:
             return StudyOutcome(StudyState.FAILED, message, None)
         return None
 
-    def _resume(self) -> tuple[CoarseToFine, dict[int, list[Trial]], dict[int, Trial]]:
+    def _resume(
+        self, lock: CoordinatorLock, epoch: str
+    ) -> tuple[CoarseToFine, dict[int, list[Trial]], dict[int, Trial]]:
         """Replay every stored round into a fresh search, telling it each finished trial
         (kept in `self._finished` for early stopping); return the stored rounds not yet
         finished (by number, with all their trials) and the trials still in flight."""
@@ -247,7 +282,12 @@ class RoundLoop:
         self._finished = {}
         unfinished: dict[int, list[Trial]] = {}
         in_flight: dict[int, Trial] = {}
+        self._ahead.ahead, self._ahead.held, self._ahead.judging = None, {}, set()
         for record in self.store.rounds():
+            if record.provisional and record.number == search.rounds_asked + 1:
+                # Written ahead: the loop revises it or makes it final, as it would have.
+                self._ahead.resume(record, self.store.trials(record.trial_numbers), in_flight)
+                break
             if record.number != search.rounds_asked + 1 or not search.can_ask():
                 raise StoreError(
                     f"round {record.number} in the store was written before the trials it "
@@ -260,6 +300,8 @@ class RoundLoop:
                     f"round {record.number} in the store does not match what this study "
                     "samples (was it written by another version of zoomtune?)"
                 )
+            if record.written_ahead:
+                trials = self._ahead.resume_final(lock, epoch, trials)
             for trial in trials:
                 if trial.status.is_finished():
                     search.tell_trial(trial.number, _score(trial))
@@ -308,7 +350,8 @@ class RoundLoop:
 
     def _wait(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> list[Trial]:
         """Follow the event stream until some trial in flight finishes; return those that did
-        (removed from `in_flight`), in trial order."""
+        (removed from `in_flight`), in trial order; [] when a trial started and a round may be
+        run ahead (`Speculation.may_start`)."""
         next_housekeeping = self._next_housekeeping
         while True:
             now = time.monotonic()
@@ -347,6 +390,8 @@ class RoundLoop:
                 finished = self._refresh(in_flight, set(news.changed))
                 if finished:
                     return finished
+            if news.started and self._ahead.may_start():
+                return []  # a worker took a message: the queue may be empty, run a round ahead
 
     def _show_started(self, latest: dict[int, Trial], event: Event) -> None:
         trial = latest[event.trial or 0]
@@ -354,7 +399,8 @@ class RoundLoop:
             return
         started = replace(trial, status=TrialStatus.RUNNING, worker=event.fields.get("worker"))
         latest[trial.number] = started
-        self.progress.trial_changed(started)
+        if not self._ahead.is_ahead(started):
+            self.progress.trial_changed(started)
 
     def _refresh(self, in_flight: dict[int, Trial], numbers: set[int]) -> list[Trial]:
         """Re-read changed trials; send again those that went back to the queue; return the
@@ -369,7 +415,8 @@ class RoundLoop:
                     f"({trial.last_error or 'handed back'})"
                 )
                 self._sender.send(trial)
-            self.progress.trial_changed(trial)
+            if not self._ahead.is_ahead(trial):
+                self.progress.trial_changed(trial)
             if trial.status.is_finished():
                 del in_flight[trial.number]
                 finished.append(trial)

@@ -63,6 +63,16 @@ class Told:
     number: int | None = None
 
 
+@dataclass(frozen=True)
+class Provisional:
+    """The next round as it would be if its untold reference trials (`missing`) failed."""
+
+    round: int
+    box: Box
+    batch: tuple[dict[str, ParamValue], ...]
+    missing: tuple[int, ...]
+
+
 def explore_count(explore: float, n: int, round_number: int) -> int:
     """How many of a round's n trials are sampled over the whole space instead of the box.
 
@@ -271,6 +281,27 @@ class CoarseToFine:
         self._asked.append(self._sample(following, narrowing.box))
         return [dict(params) for params in self._asked[-1]]
 
+    def provisional_next(self, assumed: Mapping[int, float] | None = None) -> Provisional | None:
+        """The next round as `ask_next()` would return it if every reference trial not told yet
+        ended with its `assumed` score (failed where none is given); None when every round is
+        asked. Changes nothing.
+
+        Speculation: while the last trials before a round still run, idle workers can run this
+        batch. Once they are told, `ask_next()` gives the real batch; where a trial's parameters
+        are the same (the explore trials always are; the box ones when the stragglers did not
+        change the box) the work done ahead was the real work. Round r's parameters depend only
+        on the seed and its box, so the two batches agree trial by trial or not at all within
+        the box."""
+        following = self.rounds_asked + 1
+        if following > self._spec.search.rounds:
+            return None
+        scores = dict(self._scores)
+        missing = [n for n in self.reference(following) if n not in scores]
+        assumed = assumed or {}
+        scores.update({n: assumed.get(n) for n in missing})
+        box = self._narrowing_for(following, scores).box
+        return Provisional(following, box, tuple(self._sample(following, box)), tuple(missing))
+
     def tell_trial(self, number: int, score: Any) -> None:
         """Record the score of trial `number` (None: failed or pruned), in any order, once."""
         if not 0 <= number < self._firsts[self.rounds_asked]:
@@ -341,21 +372,25 @@ class CoarseToFine:
         round_number = self._round_of(number)
         return self._asked[round_number - 1][number - self._firsts[round_number - 1]]
 
-    def _narrowing_for(self, round_number: int) -> _Narrowing:
-        """The box of round `round_number` (the next one to ask), from its reference trials.
+    def _narrowing_for(
+        self, round_number: int, scores: Mapping[int, float | None] | None = None
+    ) -> _Narrowing:
+        """The box of round `round_number` (the next one to ask), from its reference trials'
+        `scores` (default: the told ones).
 
         No reference trials: the whole space. The same reference as the previous round (no new
         results): the previous box, not narrowed twice from the same evidence. Otherwise the
         previous box narrowed around the top-k of the reference trials."""
+        scores = self._scores if scores is None else scores
         whole = _Narrowing(self._spec.space.whole_box(), 0, 0)
         previous = self._narrowings[-1] if self._narrowings else whole
         known = self.reference(round_number)
-        if not known or any(n not in self._scores for n in known):
+        if not known or any(n not in scores for n in known):
             return previous if known and previous.reference else whole
         if len(known) == previous.reference:
             return previous
         settings = self._spec.search
-        results = [(self._params(n), self._scores[n]) for n in known]
+        results = [(self._params(n), scores[n]) for n in known]
         ranked = top_k(results, len(results), self._spec.maximize)
         k = resolve_k(settings.top_k, len(ranked))
         box = narrow(

@@ -179,9 +179,10 @@ def _rounds_table(record: StudyRecord, summaries: Sequence[RoundSummary]) -> Tab
         title=f"rounds ({len(summaries)} of {record.spec.search.rounds} written)",
         title_justify="left",
     )
+    ahead = {r.number for r in record.rounds if r.provisional}
     for s in summaries:
         table.add_row(
-            str(s.number),
+            f"{s.number} (ahead)" if s.number in ahead else str(s.number),
             str(len(s.trials)),
             str(s.count(TrialStatus.COMPLETE)),
             str(s.count(TrialStatus.RUNNING)),

@@ -29,7 +29,7 @@ if h[3] ~= ARGV[3] then
 end
 if ARGV[4] == TRIAL.FAILED and ARGV[7] == '1' then
   local max_attempts = tonumber(redis.call('HGET', KEYS[5], 'max_attempts') or '1')
-  if attempt < max_attempts then
+  if attempt - tonumber(redis.call('HGET', KEYS[1], 'revisions') or '0') < max_attempts then
     return requeue_or_fail(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], attempt,
                            max_attempts, ARGV[6])
   end

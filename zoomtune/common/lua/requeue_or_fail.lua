@@ -9,7 +9,7 @@ local function requeue_or_fail(trial_key, lease_key, running_key, events_key, me
   redis.call('SREM', running_key, n)
   if redis.call('HGET', meta_key, 'state') == STUDY.CANCELLED then
     reason = 'cancelled: the study was cancelled (' .. reason .. ')'
-  elseif attempt < max_attempts then
+  elseif attempt - tonumber(redis.call('HGET', trial_key, 'revisions') or '0') < max_attempts then
     redis.call('HSET', trial_key, 'status', TRIAL.QUEUED, 'attempt', attempt + 1,
                'last_error', reason, 'queued_at', t)
     redis.call('HDEL', trial_key, 'token', 'started_at', 'pid')

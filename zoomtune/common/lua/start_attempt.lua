@@ -1,5 +1,5 @@
 -- A worker claims an attempt of a TRIAL.QUEUED trial: it becomes TRIAL.RUNNING with a lease.
--- A message whose payload is not the trial's is a forgery.
+-- A message whose payload is not the trial's is a forgery, unless it is an older attempt's.
 -- KEYS[1] trial   KEYS[2] lease   KEYS[3] running   KEYS[4] events   KEYS[5] meta
 -- KEYS[6] counters
 -- ARGV[1] trial number   ARGV[2] attempt   ARGV[3] token   ARGV[4] worker   ARGV[5] host
@@ -20,6 +20,11 @@ end
 local j = 4
 for i = 9, #ARGV, 2 do
   if h[j] ~= ARGV[i + 1] then
+    -- An older attempt's payload: the trial was revised since (revise_round.lua).
+    if tonumber(ARGV[2]) < tonumber(h[2]) then
+      redis.call('HINCRBY', KEYS[6], 'stale_deliveries', 1)
+      return {'stale'}
+    end
     redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
     return {'forged', ARGV[i]}
   end

@@ -1,0 +1,190 @@
+"""Speculation, the pure parts: the round a search would ask next if the trials still running
+ended with a guessed score (`CoarseToFine.provisional_next`), the guess itself, and the verdict
+on a trial that ran with other rungs than its round's final ones (`judge`)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from tests.records import simulate
+from tests.test_search import bowl, make_spec
+from zoomtune.common.trial import Rung, TrialStatus, Verdict, judge
+from zoomtune.coordinator.pruning import ReferenceCurve
+from zoomtune.coordinator.report import Findings
+from zoomtune.coordinator.search import CoarseToFine, explore_count
+from zoomtune.coordinator.speculation import guess_scores
+from zoomtune.coordinator.views import status_view
+
+
+def told_but(search: CoarseToFine, running: set[int]) -> list[dict[str, Any]]:
+    """Ask round 1 and tell every trial of it except `running`; returns round 1's batch."""
+    batch = search.ask_next()
+    for number, params in enumerate(batch):
+        if number not in running:
+            search.tell_trial(number, bowl(params))
+    return batch
+
+
+def test_with_every_reference_trial_told_it_is_the_next_round() -> None:
+    search = CoarseToFine(make_spec())
+    told_but(search, set())
+    ahead = search.provisional_next()
+
+    assert ahead is not None
+    assert ahead.missing == ()
+    assert list(ahead.batch) == search.ask_next()
+    assert ahead.box == search.boxes[-1]
+
+
+def test_it_is_the_round_the_search_asks_when_the_running_trials_end_as_assumed() -> None:
+    # Given round 1 told but for two trials still running
+    search = CoarseToFine(make_spec())
+    batch = told_but(search, {3, 9})
+
+    # When the next round is asked ahead, assuming trial 3 ends with 7.0 and trial 9 fails
+    ahead = search.provisional_next({3: 7.0})
+
+    # Then it is exactly what the search asks once they do
+    assert ahead is not None
+    assert (ahead.round, ahead.missing) == (2, (3, 9))
+    search.tell_trial(3, 7.0)
+    search.tell_trial(9, None)
+    assert list(ahead.batch) == search.ask_next()
+    assert search.history[3].params == batch[3]
+
+
+def test_asking_ahead_changes_nothing() -> None:
+    search = CoarseToFine(make_spec())
+    told_but(search, {0})
+    search.provisional_next({0: -100.0})
+    search.provisional_next()
+    search.tell_trial(0, 1.0)
+
+    untouched = CoarseToFine(make_spec())
+    told_but(untouched, {0})
+    untouched.tell_trial(0, 1.0)
+    assert search.ask_next() == untouched.ask_next()
+    assert search.rounds_asked == untouched.rounds_asked == 2
+
+
+def test_nothing_is_asked_ahead_once_every_round_is_asked() -> None:
+    search = CoarseToFine(make_spec(rounds=1))
+    told_but(search, {1})
+    assert search.provisional_next() is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    running=st.sets(st.integers(0, 15), min_size=1, max_size=6),
+    guesses=st.lists(st.floats(-10, 10), min_size=6, max_size=6),
+)
+def test_the_explore_trials_come_out_the_same_whatever_the_running_trials_score(
+    running: set[int], guesses: list[float]
+) -> None:
+    # The explore trials (the last ones) do not depend on the box: work done ahead on them is
+    # never lost, whatever the stragglers turn out to score.
+    search = CoarseToFine(make_spec(explore=0.25))
+    told_but(search, running)
+    ahead_failed = search.provisional_next()
+    ahead_guessed = search.provisional_next(dict(zip(sorted(running), guesses, strict=False)))
+    assert ahead_failed is not None
+    assert ahead_guessed is not None
+    n = explore_count(0.25, 16, 2)
+    assert n == 4
+    assert ahead_failed.batch[-n:] == ahead_guessed.batch[-n:]
+
+
+def curve(number: int, values: list[float], score: float | None) -> ReferenceCurve:
+    status = TrialStatus.COMPLETE if score is not None else TrialStatus.PRUNED
+    return ReferenceCurve(number, status, tuple(range(1, len(values) + 1)), tuple(values), score)
+
+
+def test_a_running_trial_is_guessed_to_end_like_the_finished_one_nearest_at_its_step() -> None:
+    finished = [
+        curve(0, [0.2, 0.4, 0.6], 0.6),
+        curve(1, [0.5, 0.7, 0.9], 0.9),
+        curve(2, [0.1, 0.2], None),  # pruned: no final score to lend
+    ]
+    running = {7: ([1, 2], [0.45, 0.66]), 8: ([1], [0.21]), 9: ([], [])}
+
+    guesses = guess_scores(running, finished, maximize=True)
+
+    # Trial 7 is nearest to trial 1 at step 2 (0.66 vs 0.7), trial 8 to trial 0 at step 1;
+    # trial 9 reported nothing: no guess (it counts as failed).
+    assert guesses == {7: 0.9, 8: 0.6}
+
+
+def test_a_trial_past_every_finished_curve_gets_no_guess() -> None:
+    finished = [curve(0, [0.2, 0.4], 0.4)]
+    assert guess_scores({5: ([1, 2, 3], [0.1, 0.2, 0.3])}, finished, maximize=True) == {}
+
+
+def test_ties_go_to_the_worse_score() -> None:
+    finished = [curve(0, [0.5], 0.9), curve(1, [0.5], 0.3)]
+    assert guess_scores({4: ([1], [0.5])}, finished, maximize=True) == {4: 0.3}
+    assert guess_scores({4: ([1], [0.5])}, finished, maximize=False) == {4: 0.9}
+
+
+# -- judging a trial that ran with other rungs than its round's final ones --------------------
+
+RUNGS = (Rung(1, 0.3), Rung(3, 0.6))  # maximize: keep at step 1 if >= 0.3, at step 3 if >= 0.6
+
+
+def test_a_curve_a_final_rung_cuts_is_pruned_where_should_prune_would_have_said_so() -> None:
+    # It reported steps 1, 2, 4, 5: the step-3 rung reads the value at step 4 (0.5 < 0.6)
+    verdict = judge(RUNGS, TrialStatus.COMPLETE, [1, 2, 4, 5], [0.4, 0.45, 0.5, 0.9], True)
+    assert verdict == Verdict("prune", 4, 0.5)
+
+
+def test_a_running_trial_is_cut_as_soon_as_its_curve_shows_it() -> None:
+    assert judge(RUNGS, TrialStatus.RUNNING, [1], [0.1], True) == Verdict("prune", 1, 0.1)
+    assert judge(RUNGS, TrialStatus.RUNNING, [1, 2], [0.4, 0.5], True) == Verdict("keep")
+
+
+def test_a_complete_or_failed_trial_no_rung_cuts_is_kept() -> None:
+    curve = ([1, 2, 3], [0.4, 0.5, 0.7])
+    assert judge(RUNGS, TrialStatus.COMPLETE, *curve, True) == Verdict("keep")
+    assert judge(RUNGS, TrialStatus.FAILED, *curve, True) == Verdict("keep")
+
+
+def test_a_trial_its_old_rungs_cut_runs_again_when_the_final_ones_would_not() -> None:
+    # Pruned at step 1 by rungs it was sent with; the final ones keep it at step 1
+    assert judge(RUNGS, TrialStatus.PRUNED, [1], [0.35], True) == Verdict("again")
+    # ... unless the final ones cut it too (then at their step, maybe earlier)
+    assert judge(RUNGS, TrialStatus.PRUNED, [1, 2, 3], [0.2, 0.3, 0.4], True) == Verdict(
+        "prune", 1, 0.2
+    )
+
+
+def test_minimizing_cuts_values_above_the_threshold() -> None:
+    rungs = (Rung(2, 1.0),)
+    assert judge(rungs, TrialStatus.COMPLETE, [1, 2], [3.0, 1.5], False) == Verdict("prune", 2, 1.5)
+    assert judge(rungs, TrialStatus.COMPLETE, [1, 2], [3.0, 0.5], False) == Verdict("keep")
+
+
+def test_a_round_run_ahead_counts_for_the_best_only_once_it_is_final() -> None:
+    # Given a study whose last round is still provisional, its trials scoring better than all
+    spec = make_spec(rounds=2, trials_per_round=4)
+    record = simulate(spec, bowl)
+    provisional = replace(record.rounds[-1], provisional=True)
+    trials = tuple(replace(t, score=-1.0 - t.number) if t.round == 2 else t for t in record.trials)
+    ahead = replace(record, rounds=(record.rounds[0], provisional), trials=trials)
+
+    # Then `status`, `report` and `export` take the best from the final rounds, and show the
+    # provisional round as run ahead
+    best = ahead.best()
+    assert best is not None
+    assert best.round == 1
+    assert all(t.round == 1 for t in ahead.completed())
+    made_final = replace(ahead, rounds=record.rounds).best()
+    assert made_final is not None
+    assert made_final.round == 2
+    out = io.StringIO()
+    Console(file=out, width=200).print(status_view(ahead, Findings.of(ahead)))
+    assert "2 (ahead)" in out.getvalue()

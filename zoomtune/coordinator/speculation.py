@@ -1,0 +1,288 @@
+"""Speculation (`[search] speculate`): the next round runs ahead while the last trials before it
+still run, without changing the study.
+
+With the round barrier, round r+1 waits for round r's slowest trial and the slots behind it
+idle. Speculation writes round r+1 to the store as *provisional* once workers have taken every
+message: sampled as if the reference trials still running ended with a guessed score
+(`guess_scores`; failed when there is no guess), and sends it. Each result that comes in
+re-samples it; trials whose parameters or rungs changed are sent again as their next attempt
+(`StudyStore.revise_round`: a running attempt of such a trial loses it, its result and reports
+are dropped). Once every reference trial is finished the round is sampled for real and made
+final the same way: the trials that came out the same are kept, finished or running, and
+their results are told to the search only then.
+
+Round r+1's parameters depend only on the seed and its box, so the study is exactly the one
+without speculation; the guess only decides how much of the work done ahead is kept. Its
+price is the compute of the trials sent again (BENCHMARKS.md measures both).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zoomtune.common.errors import StoreError
+from zoomtune.common.store import StudyStore
+from zoomtune.common.store_records import CoordinatorLock, Revision, RoundRecord
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Rung, Trial, TrialStatus, judge, sorted_curve
+from zoomtune.coordinator.dispatcher import TrialSender
+from zoomtune.coordinator.progress import StudyProgress
+from zoomtune.coordinator.pruning import ReferenceCurve
+from zoomtune.coordinator.search import CoarseToFine
+
+Curve = tuple[Sequence[int], Sequence[float]]
+"""A learning curve so far: steps (ascending) and the values reported at them."""
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """The provisional round in the store: what the loop wrote (or last revised) it with."""
+
+    round: int
+    batch: tuple[Mapping[str, Any], ...]
+    rungs: tuple[Rung, ...]
+
+
+def guess_scores(
+    running: Mapping[int, Curve], finished: Sequence[ReferenceCurve], maximize: bool
+) -> dict[int, float]:
+    """A guess at the final score of each running trial that has reported: the score of the
+    finished trial whose value at the running one's last reported step was nearest (ties: the
+    worse score, then the lower trial number). Trials without a comparable finished trial get
+    no guess. Only a guess: it decides what runs ahead, never what the study is."""
+    complete = [curve for curve in finished if curve.is_complete]
+    guesses: dict[int, float] = {}
+    for number, (steps, values) in running.items():
+        if not steps:
+            continue
+        step, value = steps[-1], values[-1]
+        best: tuple[float, float, int] | None = None
+        for curve in complete:
+            theirs = curve.at(step)
+            if theirs is None or curve.score is None:
+                continue
+            worse_first = curve.score if maximize else -curve.score
+            key = (abs(theirs - value), worse_first, curve.trial)
+            if math.isfinite(key[0]) and (best is None or key < best):
+                best = key
+        if best is not None:
+            guesses[number] = best[1] if maximize else -best[1]
+    return guesses
+
+
+class Speculation:
+    """The provisional round of one running study (at most one at a time) and its finished
+    trials, held until it is final."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        store: StudyStore,
+        sender: TrialSender,
+        progress: StudyProgress,
+        rungs_of: Callable[[Sequence[Trial]], tuple[Rung, ...]],
+    ) -> None:
+        """`rungs_of` gives the early-stopping rungs from reference trials (all finished)."""
+        self.spec = spec
+        self.store = store
+        self.sender = sender
+        self.progress = progress
+        self.rungs_of = rungs_of
+        self.ahead: Ahead | None = None
+        self.held: dict[int, Trial] = {}
+        self.judging: set[int] = set()
+        """Running trials of final rounds to judge when they finish (`settle_finished`)."""
+
+    def is_ahead(self, trial: Trial) -> bool:
+        """Whether `trial` is of the provisional round (not shown, not told, until final)."""
+        return self.ahead is not None and trial.round == self.ahead.round
+
+    def may_start(self) -> bool:
+        """Whether a round could be written ahead once the queue is empty: none is yet."""
+        return self.spec.search.speculate and self.ahead is None
+
+    def resume(
+        self, record: RoundRecord, trials: Sequence[Trial], in_flight: dict[int, Trial]
+    ) -> None:
+        """Take over a provisional round found in the store (`send_queued` sends it)."""
+        self.ahead = Ahead(record.number, tuple(dict(t.params) for t in trials), record.rungs)
+        self.held = {t.number: t for t in trials if t.status.is_finished()}
+        for trial in trials:
+            if not trial.status.is_finished():
+                in_flight[trial.number] = trial
+
+    def send_queued(self, in_flight: Mapping[int, Trial]) -> None:
+        if self.ahead is None:
+            return
+        self.sender.send_all(
+            [
+                trial
+                for _, trial in sorted(in_flight.items())
+                if self.is_ahead(trial) and trial.status is TrialStatus.QUEUED
+            ]
+        )
+
+    def advance(
+        self,
+        search: CoarseToFine,
+        lock: CoordinatorLock,
+        epoch: str,
+        in_flight: dict[int, Trial],
+        finished: Mapping[int, Trial],
+        curves: dict[int, ReferenceCurve],
+    ) -> None:
+        """Write the next round ahead once workers have taken every message, or bring the one
+        written ahead up to date with the results so far. `finished` holds the finished
+        trials by number; `curves` the learning curves already read (filled in here)."""
+        if not self.spec.search.speculate or search.can_ask():
+            return
+        following = search.rounds_asked + 1
+        if following > self.spec.search.rounds:
+            return
+        if self.ahead is None:
+            if not _completed_any(search, search.rounds_asked, finished):
+                return  # the study may yet fail at that round: nothing to run ahead for
+            if self.sender.dispatcher.queue_length(self.sender.queue) > 0:
+                return  # no worker is about to idle yet
+        reference = search.reference(following)
+        done = [finished[n] for n in reference if n in finished]
+        ahead = search.provisional_next(self._guesses(reference, done, curves))
+        if ahead is None:
+            return
+        rungs = self.rungs_of(done)
+        wanted = Ahead(ahead.round, ahead.batch, rungs)
+        if wanted == self.ahead:
+            return
+        batch = [dict(params) for params in ahead.batch]
+        box = ahead.box.to_dict(self.spec.space)
+        if self.ahead is None:
+            record = self.store.write_round(
+                lock, epoch, ahead.round, box, batch, rungs, provisional=True
+            )
+            self.progress.note(
+                f"round {ahead.round}: {len(batch)} trials sent ahead while "
+                f"{len(ahead.missing)} trials it depends on still run"
+            )
+            revision = Revision(tuple(record.trial_numbers), ())
+        else:
+            revision = self.store.revise_round(
+                lock, epoch, ahead.round, box, batch, rungs, provisional=True
+            )
+        self.ahead = wanted
+        self._send_again([*revision.again, *self._settle(lock, epoch, revision.judge)], in_flight)
+
+    def make_final(
+        self,
+        lock: CoordinatorLock,
+        epoch: str,
+        number: int,
+        box: Mapping[str, Any],
+        batch: Sequence[Mapping[str, Any]],
+        rungs: tuple[Rung, ...],
+        in_flight: dict[int, Trial],
+    ) -> list[Trial]:
+        """Make the provisional round final with its real params and rungs: send again the
+        trials that changed; return its finished trials that did not (to be told)."""
+        revision = self.store.revise_round(lock, epoch, number, box, batch, rungs)
+        numbers = self.store.round(number).trial_numbers
+        # Every started trial that ran with other rungs (from this revision or earlier ones).
+        again = self._settle(lock, epoch, sorted(self.store.to_judge(numbers)))
+        self._send_again([*revision.again, *again], in_flight)
+        self.ahead, self.held = None, {}
+        trials = self.store.trials(numbers)
+        if [dict(t.params) for t in trials] != [dict(p) for p in batch]:
+            raise StoreError(f"round {number} in the store is not the one just made final")
+        sent = len(revision.again) + len(again)
+        self.progress.note(
+            f"round {number}: {len(batch) - sent} of {len(batch)} trials run ahead kept, "
+            f"{sent} sent again"
+        )
+        self.progress.round_started(number, list(trials))
+        for trial in trials:
+            if trial.status.is_finished():
+                in_flight.pop(trial.number, None)  # its event, when read, is no news
+            else:
+                in_flight[trial.number] = trial
+        self.judging |= self.store.to_judge(t.number for t in trials)
+        return [t for t in trials if t.status.is_finished()]
+
+    def settle_finished(
+        self, lock: CoordinatorLock, epoch: str, trial: Trial, in_flight: dict[int, Trial]
+    ) -> Trial | None:
+        """A trial of a final round that finished while it was to be judged (`judging`): the
+        trial to tell the search, as judged; None when it was sent again."""
+        self.judging.discard(trial.number)
+        self._send_again(self._settle(lock, epoch, [trial.number]), in_flight)
+        [settled] = self.store.trials([trial.number])
+        if not settled.status.is_finished():
+            return None
+        in_flight.pop(trial.number, None)
+        return settled
+
+    def _send_again(self, numbers: Sequence[int], in_flight: dict[int, Trial]) -> None:
+        trials = self.store.trials(numbers)
+        for trial in trials:
+            self.held.pop(trial.number, None)
+            in_flight[trial.number] = trial
+        self.sender.send_all(trials)
+
+    def resume_final(self, lock: CoordinatorLock, epoch: str, trials: list[Trial]) -> list[Trial]:
+        """A final round once written ahead, found in the store: settle its finished trials
+        still to be judged (a coordinator stopped before it did), and judge its running ones
+        when they finish. Returns its trials as they are now (the caller sends QUEUED ones)."""
+        flagged = self.store.to_judge(t.number for t in trials)
+        finished = [t.number for t in trials if t.number in flagged and t.status.is_finished()]
+        self._settle(lock, epoch, finished)
+        self.judging |= flagged - set(finished)
+        return self.store.trials([t.number for t in trials]) if finished else trials
+
+    def _settle(self, lock: CoordinatorLock, epoch: str, numbers: Sequence[int]) -> list[int]:
+        """Judge the started trials `numbers`, which ran with other rungs than their round's
+        (`judge`), and apply the verdicts; a running one that nothing cuts yet is judged again
+        when it finishes. Returns those queued again, to be sent."""
+        if not numbers:
+            return []
+        reports = self.store.all_reports(numbers)
+        again: list[int] = []
+        for trial in self.store.trials(numbers):
+            steps, values = sorted_curve(reports.get(trial.number, []))
+            verdict = judge(trial.rungs, trial.status, steps, values, self.spec.maximize)
+            if verdict.action == "keep" and not trial.status.is_finished():
+                continue
+            if not self.store.settle(lock, epoch, trial.number, trial.attempt, verdict):
+                continue  # another attempt meanwhile: it runs with these rungs
+            if verdict.action == "again":
+                again.append(trial.number)
+            elif trial.number in self.held:
+                [self.held[trial.number]] = self.store.trials([trial.number])
+        return again
+
+    def _guesses(
+        self, reference: range, done: Sequence[Trial], curves: dict[int, ReferenceCurve]
+    ) -> dict[int, float]:
+        """Guessed scores of the reference trials still running, from their curves so far."""
+        told = {t.number for t in done}
+        running = [n for n in reference if n not in told]
+        if not running:
+            return {}
+        complete = [t for t in done if t.status is TrialStatus.COMPLETE]
+        unread = [t for t in complete if t.number not in curves]
+        reports = self.store.all_reports([t.number for t in unread])
+        for trial in unread:
+            curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
+        partial = self.store.all_reports(running)
+        return guess_scores(
+            {n: sorted_curve(points) for n, points in partial.items()},
+            [curves[t.number] for t in complete],
+            self.spec.maximize,
+        )
+
+
+def _completed_any(search: CoarseToFine, round_number: int, finished: Mapping[int, Trial]) -> bool:
+    """Whether some trial of round `round_number` completed (then that round cannot fail)."""
+    first = search.first_trial(round_number)
+    numbers = range(first, search.first_trial(round_number + 1))
+    return any(n in finished and finished[n].status is TrialStatus.COMPLETE for n in numbers)
