@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import json
 import os
 import pickle
@@ -41,11 +42,12 @@ from zoomtune.common.store import StudyStore
 from zoomtune.common.store_keys import Keys
 from zoomtune.common.study import StudySpec
 from zoomtune.common.trial import TrialResult, TrialStatus
-from zoomtune.coordinator.redis_server import RedisServer
+from zoomtune.coordinator.redis_server import RedisServer, free_port
 from zoomtune.workers.intake import MAX_ENCODED_BODY, GuardTrialQueues, allow_only_trials, refusal
 from zoomtune.workers.transport import (
     REFUSED,
     TlsTrialQueueTransport,
+    TrialQueueQoS,
     TrialQueueTransport,
     envelope_problem,
     read_unacked,
@@ -936,3 +938,29 @@ def test_every_read_of_the_transport_drops_what_is_not_an_envelope(
         "an unacked entry that is not [message, exchange, routing key]; dropped",
         "not JSON (Expecting value at character 0); dropped",
     ]
+
+
+def test_s7_an_ack_redis_refuses_still_frees_the_prefetch_window() -> None:
+    # Given a worker channel's QoS with prefetch 1, holding one delivery, and a Redis that is
+    # down (SIGKILLed between the trial's result and its ack)
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+
+    class Channel:
+        unacked_key, unacked_index_key = "unacked", "unacked_index"
+
+        @contextlib.contextmanager
+        def conn_or_acquire(self, client: Any = None) -> Iterator[redis.Redis]:
+            yield down
+
+    qos = TrialQueueQoS(Channel(), prefetch_count=1)
+    qos._on_collect.cancel()  # no restore at exit: there is no real channel
+    qos._delivered["tag-1"] = object()
+    assert not qos.can_consume()
+
+    # When its ack fails
+    with pytest.raises(redis.ConnectionError):
+        qos.ack("tag-1")
+
+    # Then the delivery left the prefetch window: the worker consumes again once Redis is back
+    # (kombu's own QoS stays full, and the worker never took another message)
+    assert qos.can_consume()

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 log = logging.getLogger("zoomtune.worker")
 
@@ -128,7 +129,18 @@ def unreadable(exc: UnicodeDecodeError | json.JSONDecodeError) -> str:
 
 
 class TrialQueueQoS(kombu_redis.QoS):
-    """kombu's ack emulation, whose restore of unacked deliveries drops forged entries."""
+    """kombu's ack emulation, whose restore of unacked deliveries drops forged entries, and
+    whose ack forgets a delivery even when Redis is unreachable."""
+
+    def ack(self, delivery_tag: Any) -> None:
+        """kombu's ack, but the delivery leaves the prefetch window even when removing it from
+        Redis's unacked index fails (Redis down between a trial's result and its ack): kombu
+        leaves it counted, so a worker with prefetch 1 never consumed again (S7). The entry
+        left in Redis is restored after the visibility timeout, a duplicate the store drops."""
+        try:
+            self._remove_from_indices(delivery_tag).execute()  # type: ignore[no-untyped-call]
+        finally:
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
     def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
         """kombu's `restore_by_tag` (in one transaction: read the entry, remove it from the
