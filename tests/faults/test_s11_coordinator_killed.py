@@ -37,7 +37,7 @@ def complete(rig: ProcessRig) -> int:
 KILL_AT: dict[str, Callable[[ProcessRig], bool]] = {
     # mid-round 2: some of its results in, some of its trials running
     "mid-round": lambda rig: complete(rig) >= 5 and len(rig.running()) >= 1,
-    # round 2 just written, none of its trials finished
+    # round 2 just written (often ahead of round 1's last trials: provisional)
     "round-written": lambda rig: len(rig.trials()) == 8,
 }
 
@@ -54,6 +54,7 @@ def test_a_killed_coordinator_resumes_where_it_was(rig: ProcessRig, moment: str)
     os.kill(first.pid, signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
     before = {t.number: t for t in rig.trials()}
+    final = {r.number for r in rig.store().rounds() if not r.provisional}
 
     # ... and started again with the same study file
     second = rig.coordinator(study, "second", extra_args=RESTART_ARGS)
@@ -62,11 +63,14 @@ def test_a_killed_coordinator_resumes_where_it_was(rig: ProcessRig, moment: str)
     assert second.wait(120) == 0, second.log()[-3000:]
     assert "resuming study 'demo'" in second.log()
     after = {t.number: t for t in rig.trials()}
-    # And no trial was sampled again or re-run: the trials written before the kill are the
-    # same trials, each run once, those in flight finished where they ran
+    # And no trial of a final round was sampled again or re-run: the trials written before
+    # the kill are the same trials, none run again, those in flight finished where they ran (a
+    # round run ahead is made final from the real results, as without the kill: S24)
     for number, trial in before.items():
+        if trial.round not in final:
+            continue
         assert after[number].params == trial.params
-        assert after[number].attempt == 1
+        assert after[number].attempt == trial.attempt
         if trial.status is TrialStatus.RUNNING:
             assert after[number].worker == trial.worker
     # And every round's bounds, params and scores are those of an uninterrupted run

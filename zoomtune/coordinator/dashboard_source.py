@@ -41,11 +41,12 @@ class RecordSource(Protocol):
 class BrokerSource:
     """A study's record on a broker, read with two pipelines per call.
 
-    A finished trial (complete, failed or pruned) never changes again in the store (every Lua
-    script that writes a trial starts from queued or running), so the trials and reports it has
-    seen finished are kept and only the others are read again: a read of a study of 1,000
-    finished trials asks for its meta, counters and rounds alone. The kept trials belong to the
-    study's `epoch` (a study deleted and started afresh gets a new one) and are dropped with it.
+    A finished trial (complete, failed or pruned) never changes again in the store once its
+    round is final and it is not to be judged (only speculation changes a finished trial), so
+    the trials and reports it has seen so are kept and only the others are read again: a read
+    of a study of 1,000 finished trials asks for its meta, counters and rounds alone. The kept
+    trials belong to the study's `epoch` (a study deleted and started afresh gets a new one) and
+    are dropped with it.
     """
 
     reader: StudyReader
@@ -88,8 +89,18 @@ class BrokerSource:
             )
             if row
         }
+        # A finished trial of a round run ahead may still be sent again or settled until its
+        # round is final and it is no longer to be judged (zoomtune.coordinator.speculation).
+        ahead = {int(row["round"]) for row in round_rows if row.get("provisional") == "1"}
+        settled = {
+            number
+            for number, row in zip(unfinished, trial_rows[0::2], strict=True)
+            if row and row.get("rejudge") != "1" and int(row.get("round", "0")) not in ahead
+        }
         self._finished.update(
-            (number, entry) for number, entry in found.items() if entry[0].status.is_finished()
+            (number, entry)
+            for number, entry in found.items()
+            if entry[0].status.is_finished() and number in settled
         )
         trials = dict(sorted({**self._finished, **found}.items()))
         return StudyRecord(
