@@ -68,10 +68,10 @@ def made_study(client: redis.Redis | None = None) -> StudyStore:
     for trial in range(4):
         start(trial)
     for step, value in [(1, 0.5), (2, 0.7), (2, 0.75), (3, 0.9)]:
-        assert store.report(0, 1, "t0", step, value)
+        assert store.report(0, 1, "t0", step, value).owned
     assert store.finish(0, 1, "t0", TrialResult.complete(0.9)) == "ok"
     assert store.finish(1, 1, "t1", TrialResult.failed("boom: diverged")) == "ok"
-    assert store.report(2, 1, "t2", 1, 0.2)
+    assert store.report(2, 1, "t2", 1, 0.2).owned
     assert store.finish(2, 1, "t2", TrialResult.pruned((1, 0.2))) == "ok"
     return store  # trial 3 runs, trial 4 is queued
 

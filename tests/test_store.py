@@ -13,7 +13,7 @@ import redis
 
 from zoomtune.common.errors import LeaseLost, StoreError, StudyExists, StudyLocked, StudyWiped
 from zoomtune.common.store import StudyStore
-from zoomtune.common.store_records import CoordinatorLock, StartOutcome
+from zoomtune.common.store_records import CoordinatorLock, Reported, StartOutcome
 from zoomtune.common.trial import Rung, TrialResult, TrialStatus, Verdict
 
 SPEC = {"study": {"name": "demo"}, "space": {"x": {"type": "float", "low": 0, "high": 1}}}
@@ -336,8 +336,8 @@ class TestAttempts:
     def test_intermediate_values_are_kept_only_from_the_owner(self, store: StudyStore) -> None:
         [n, *_] = write_round(store)
         start(store, n, token="tok")
-        assert store.report(n, 1, "tok", 1, 0.5)
-        assert not store.report(n, 1, "forged", 2, 9.0)
+        assert store.report(n, 1, "tok", 1, 0.5).owned
+        assert not store.report(n, 1, "forged", 2, 9.0).owned
         assert store.reports(n) == [(1, 0.5)]
 
     def test_a_pruned_result_records_its_last_step_and_value_without_a_score(
@@ -538,7 +538,7 @@ class TestRoundsWrittenAhead:
         assert store.counters()["revised_trials"] == 2
         # And b's running attempt lost the trial: no heartbeat, report or result of it counts
         assert not store.heartbeat(b, 1, "tb", lease=30)
-        assert not store.report(b, 1, "tb", 2, 0.8)
+        assert not store.report(b, 1, "tb", 2, 0.8).owned
         assert store.finish(b, 1, "tb", TrialResult.complete(0.8)) != "ok"
         assert store.trial(b).status is TrialStatus.QUEUED
 
@@ -567,6 +567,8 @@ class TestRoundsWrittenAhead:
         assert store.to_judge([a, b, c]) == {a}
         assert store.trial(a).status is TrialStatus.RUNNING
         assert store.trial(a).rungs == (Rung(1, 0.5),)
+        # ... and its worker learns them with its next report, to prune on them from then on
+        assert store.report(a, 1, "ta", 1, 0.4) == Reported(True, (Rung(1, 0.5),))
 
     def test_revisions_are_not_runs_that_max_attempts_limits(self, store: StudyStore) -> None:
         # Given a study allowing 2 runs of a trial, and a trial revised twice

@@ -51,6 +51,7 @@ from zoomtune.common.store_reads import StudyReader, milliseconds
 from zoomtune.common.store_records import (
     Cancelled,
     CoordinatorLock,
+    Reported,
     Requeued,
     Revision,
     RoundRecord,
@@ -60,7 +61,7 @@ from zoomtune.common.store_records import (
     owner_id,
 )
 from zoomtune.common.store_scripts import Scripts
-from zoomtune.common.trial import Rung, StudyState, TrialResult, Verdict
+from zoomtune.common.trial import Rung, StudyState, TrialResult, Verdict, rungs_from_json
 
 CANCEL_BATCH = 500
 """Trials one cancel_trials.lua call goes through: each call is short (about 6 ms, at most tens of
@@ -430,16 +431,18 @@ class StudyStore(StudyReader):
         keys = [self.keys.trial(trial), self.keys.events, self.keys.meta]
         return str(self._run(self._scripts.reject_attempt, keys, [trial, attempt, worker, reason]))
 
-    def report(self, trial: int, attempt: int, token: str, step: int, value: float) -> bool:
-        """Append an intermediate value; False when this attempt no longer owns the trial."""
+    def report(self, trial: int, attempt: int, token: str, step: int, value: float) -> Reported:
+        """Append an intermediate value, if this attempt still owns the trial (`owned`); with
+        the trial's rungs when they changed since its message was sent (a round run ahead)."""
         entry = json.dumps([step, value])
-        return bool(
-            self._run(
-                self._scripts.append_report,
-                [self.keys.trial(trial), self.keys.reports(trial)],
-                [attempt, token, entry],
-            )
+        reply = self._run(
+            self._scripts.append_report,
+            [self.keys.trial(trial), self.keys.reports(trial)],
+            [attempt, token, entry],
         )
+        if isinstance(reply, str):
+            return Reported(True, rungs_from_json(json.loads(reply)))
+        return Reported(bool(reply))
 
     # -- helpers ---------------------------------------------------------------------------------
 

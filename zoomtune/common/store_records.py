@@ -57,6 +57,15 @@ class RoundRecord:
 
 
 @dataclass(frozen=True)
+class Reported:
+    """What `StudyStore.report` found: whether the attempt still owns its trial, and the
+    trial's rungs when they changed since its message was sent (else None)."""
+
+    owned: bool
+    rungs: tuple[Rung, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Revision:
     """What `StudyStore.revise_round` did to a round run ahead: the trials it queued again (to
     be sent) and the started ones whose rungs alone changed (to be judged, `settle`)."""

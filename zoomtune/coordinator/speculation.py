@@ -149,6 +149,9 @@ class Speculation:
                 return  # no worker is about to idle yet
         reference = search.reference(following)
         done = [finished[n] for n in reference if n in finished]
+        running = [n for n in reference if n not in finished]
+        if any(t.status.is_finished() for t in self.store.trials(running)):
+            return  # results the loop has not read yet: guess once it has
         ahead = search.provisional_next(self._guesses(reference, done, curves))
         if ahead is None:
             return

@@ -61,16 +61,20 @@ class TrialContext:
         if not math.isfinite(value):
             raise ValueError(f"reported values must be finite, got {value!r}")
         self._remember(step, value)
-        if self._store is not None and not self._store.report(
-            self.number, self.attempt, self._token, step, value
-        ):
+        if self._store is None:
+            return
+        reported = self._store.report(self.number, self.attempt, self._token, step, value)
+        if not reported.owned:
             self.lost = True
+        elif reported.rungs is not None:
+            self.rungs = reported.rungs  # a round run ahead got other rungs since the message
 
     def should_prune(self) -> bool:
         """True when the objective should stop now and return (any value): the trial is then
         recorded as PRUNED with its last reported step and value.
 
-        Decided in memory from the message's rungs and this attempt's reported values: at each
+        Decided in memory from the message's rungs (or those the last report brought back, when
+        a round run ahead got other rungs since) and this attempt's reported values: at each
         rung, the value reported at the first step at or after the rung's step must be at least
         as good as the rung's threshold. Also True once this attempt has lost its trial (its
         lease expired and the trial went back to the queue): its result would be dropped anyway,
