@@ -157,7 +157,8 @@ def test_status_shows_the_stores_counters_from_the_broker_and_from_the_run_folde
         line = " ".join(out.split("counters:")[1].split("\n")[0].split())
         assert line == (
             "duplicate_deliveries 1, stale_deliveries 0, forged_messages 0, stale_results 1, "
-            "late_results 0, forged_results 0, leases_expired 1, workers_lost 0"
+            "late_results 0, forged_results 0, leases_expired 1, workers_lost 0, "
+            "revised_trials 0"
         )
     assert [name for name in COUNTERS if name in outputs[0]] == list(COUNTERS)
 

@@ -54,9 +54,10 @@ def test_plan_shows_rounds_budget_first_round_and_projected_time(tmp_path: Path)
     first = CoarseToFine(StudySpec.from_toml(toml)).ask()
     for params in first:
         assert f"{params['x']:.4g}" in out
-    # 24 trials x 30 s of worker time; 3 workers run each round of 8 in 3 waves
+    # 24 trials x 30 s of worker time; 3 workers run them in 8 waves, the next round running
+    # ahead in the slots a round leaves idle (speculation, the default; 9 waves without)
     assert "24 trials x 30s = 12:00" in out
-    assert "on 3 worker processes at least 4:30" in out
+    assert "on 3 worker processes at least 4:00 (rounds overlap" in out
 
 
 def test_plan_without_a_duration_says_the_time_is_unknown(tmp_path: Path) -> None:
@@ -159,7 +160,9 @@ def test_plan_writes_nothing_to_the_broker(
 
 def test_the_projected_wall_time_counts_rounds_as_waves() -> None:
     spec = StudySpec.from_toml(
-        study_toml(rounds=2, trials_per_round=5, options="{ duration = 2.0 }")
+        study_toml(
+            rounds=2, trials_per_round=5, options="{ duration = 2.0 }", extra="speculate = false"
+        )
     )
     study_plan = StudyPlan.from_spec(spec)
     assert study_plan.worker_seconds() == 20.0
@@ -167,6 +170,17 @@ def test_the_projected_wall_time_counts_rounds_as_waves() -> None:
     assert study_plan.wall_seconds(workers=100) == 4.0
     with pytest.raises(ValueError, match="workers must be >= 1"):
         study_plan.wall_seconds(0)
+
+
+def test_with_rounds_that_overlap_the_projected_wall_time_counts_all_trials_as_waves() -> None:
+    # Speculation (the default) runs the next round ahead in the slots a round leaves idle
+    spec = StudySpec.from_toml(
+        study_toml(rounds=2, trials_per_round=5, options="{ duration = 2.0 }")
+    )
+    study_plan = StudyPlan.from_spec(spec)
+    assert study_plan.rounds_overlap
+    assert study_plan.wall_seconds(workers=2) == 10.0  # 5 waves of 2 trials
+    assert study_plan.wall_seconds(workers=100) == 4.0  # a round still needs the one before it
 
 
 def test_plan_shows_the_early_stopping_rule_and_where_its_rungs_can_be(tmp_path: Path) -> None:

@@ -95,13 +95,25 @@ class StudyPlan:
             return None
         return self.total_trials * self.trial_seconds
 
+    @property
+    def rounds_overlap(self) -> bool:
+        """Whether a round can start before the one before it has finished (speculation or
+        rolling rounds), rather than wait for its last trial."""
+        search = self.spec.search
+        return search.speculate or search.lag > 0
+
     def wall_seconds(self, workers: int) -> float | None:
-        """Seconds the study takes on `workers` worker processes, at best: each round waits
-        for its last trial, so a round of n trials takes ceil(n / workers) trial durations."""
+        """Seconds the study takes on `workers` worker processes, at best: when each round
+        waits for its last trial, a round of n trials takes ceil(n / workers) trial durations;
+        when rounds overlap, all N trials take ceil(N / workers), but no fewer than one per
+        round (a round starts only once some trial of the one before it finished)."""
         if self.trial_seconds is None:
             return None
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if self.rounds_overlap:
+            waves = max(math.ceil(self.total_trials / workers), len(self.rounds))
+            return waves * self.trial_seconds
         waves = sum(math.ceil(r.trials / workers) for r in self.rounds)
         return waves * self.trial_seconds
 

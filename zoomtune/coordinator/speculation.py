@@ -165,9 +165,11 @@ class Speculation:
             record = self.store.write_round(
                 lock, epoch, ahead.round, box, batch, rungs, provisional=True
             )
+            waiting = len(ahead.missing)
             self.progress.note(
-                f"round {ahead.round}: {len(batch)} trials sent ahead while "
-                f"{len(ahead.missing)} trials it depends on still run"
+                f"round {ahead.round}: {len(batch)} trials sent ahead while {waiting} "
+                f"{'trial' if waiting == 1 else 'trials'} it depends on still "
+                f"{'runs' if waiting == 1 else 'run'}"
             )
             revision = Revision(tuple(record.trial_numbers), ())
         else:

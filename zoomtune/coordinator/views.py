@@ -140,7 +140,13 @@ def plan_view(plan: StudyPlan, workers: int) -> RenderableType:
             Text(
                 f"projected worker time: {plan.total_trials} trials x {plan.trial_seconds:g}s = "
                 f"{_span(worker_seconds)}; on {workers} worker processes at least "
-                f"{_span(wall)} (each round waits for its last trial)"
+                f"{_span(wall)} ("
+                + (
+                    "rounds overlap: the next one runs ahead while a round's last trials run"
+                    if plan.rounds_overlap
+                    else "each round waits for its last trial"
+                )
+                + ")"
             )
         )
     parts.append(Text("nothing was written: `coordinator start` runs it", style="dim"))
