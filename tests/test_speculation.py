@@ -8,17 +8,23 @@ import io
 from dataclasses import replace
 from typing import Any
 
+import fakeredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from tests.harness import study_toml
 from tests.records import simulate
 from tests.test_search import bowl, make_spec
-from zoomtune.common.trial import Rung, TrialStatus, Verdict, judge
+from zoomtune.common.store import StudyStore
+from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import Rung, TrialMessage, TrialResult, TrialStatus, Verdict, judge
+from zoomtune.coordinator.dispatcher import TrialSender
+from zoomtune.coordinator.progress import LogProgress
 from zoomtune.coordinator.pruning import ReferenceCurve
 from zoomtune.coordinator.report import Findings
 from zoomtune.coordinator.search import CoarseToFine, explore_count
-from zoomtune.coordinator.speculation import guess_scores
+from zoomtune.coordinator.speculation import Ahead, Speculation, guess_scores
 from zoomtune.coordinator.views import status_view
 
 
@@ -131,41 +137,42 @@ def test_ties_go_to_the_worse_score() -> None:
     assert guess_scores({4: ([1], [0.5])}, finished, maximize=False) == {4: 0.9}
 
 
-# -- judging a trial that ran with other rungs than its round's final ones --------------------
+# -- judging a trial that ran with other rungs than its round's final ones -------------------
 
 RUNGS = (Rung(1, 0.3), Rung(3, 0.6))  # maximize: keep at step 1 if >= 0.3, at step 3 if >= 0.6
 
 
-def test_a_curve_a_final_rung_cuts_is_pruned_where_should_prune_would_have_said_so() -> None:
-    # It reported steps 1, 2, 4, 5: the step-3 rung reads the value at step 4 (0.5 < 0.6)
-    verdict = judge(RUNGS, TrialStatus.COMPLETE, [1, 2, 4, 5], [0.4, 0.45, 0.5, 0.9], True)
-    assert verdict == Verdict("prune", 4, 0.5)
-
-
-def test_a_running_trial_is_cut_as_soon_as_its_curve_shows_it() -> None:
-    assert judge(RUNGS, TrialStatus.RUNNING, [1], [0.1], True) == Verdict("prune", 1, 0.1)
-    assert judge(RUNGS, TrialStatus.RUNNING, [1, 2], [0.4, 0.5], True) == Verdict("keep")
-
-
-def test_a_complete_or_failed_trial_no_rung_cuts_is_kept() -> None:
+def test_a_finished_trial_no_final_rung_cuts_is_kept() -> None:
     curve = ([1, 2, 3], [0.4, 0.5, 0.7])
-    assert judge(RUNGS, TrialStatus.COMPLETE, *curve, True) == Verdict("keep")
-    assert judge(RUNGS, TrialStatus.FAILED, *curve, True) == Verdict("keep")
+    assert judge(RUNGS, TrialStatus.COMPLETE, None, *curve, True) == Verdict("keep")
+    assert judge(RUNGS, TrialStatus.FAILED, None, *curve, True) == Verdict("keep")
 
 
-def test_a_trial_its_old_rungs_cut_runs_again_when_the_final_ones_would_not() -> None:
-    # Pruned at step 1 by rungs it was sent with; the final ones keep it at step 1
-    assert judge(RUNGS, TrialStatus.PRUNED, [1], [0.35], True) == Verdict("again")
-    # ... unless the final ones cut it too (then at their step, maybe earlier)
-    assert judge(RUNGS, TrialStatus.PRUNED, [1, 2, 3], [0.2, 0.3, 0.4], True) == Verdict(
-        "prune", 1, 0.2
-    )
+def test_a_trial_a_final_rung_cuts_runs_again_since_only_its_objective_knows_if_it_asks() -> None:
+    # It reported steps 1, 2, 4, 5: the step-3 rung reads step 4 (0.5 < 0.6). Had it run with
+    # these rungs it stopped at step 4 only if it asks should_prune() there: an objective that
+    # reports but never asks is never pruned.
+    curve = ([1, 2, 4, 5], [0.4, 0.45, 0.5, 0.9])
+    assert judge(RUNGS, TrialStatus.COMPLETE, None, *curve, True) == Verdict("again")
+
+
+def test_a_pruned_trial_is_kept_only_where_the_final_rungs_cut_it_at_its_own_step() -> None:
+    # Pruned at step 1 (it asked there): the final rungs cut it at step 1 too
+    assert judge(RUNGS, TrialStatus.PRUNED, 1, [1], [0.2], True) == Verdict("keep")
+    # ... they would let it go on
+    assert judge(RUNGS, TrialStatus.PRUNED, 1, [1], [0.35], True) == Verdict("again")
+    # ... they cut it earlier than where it stopped
+    assert judge(RUNGS, TrialStatus.PRUNED, 3, [1, 2, 3], [0.2, 0.3, 0.4], True) == Verdict("again")
+
+
+def test_a_running_trial_is_judged_when_it_finishes() -> None:
+    assert judge(RUNGS, TrialStatus.RUNNING, None, [1], [0.1], True) == Verdict("keep")
 
 
 def test_minimizing_cuts_values_above_the_threshold() -> None:
     rungs = (Rung(2, 1.0),)
-    assert judge(rungs, TrialStatus.COMPLETE, [1, 2], [3.0, 1.5], False) == Verdict("prune", 2, 1.5)
-    assert judge(rungs, TrialStatus.COMPLETE, [1, 2], [3.0, 0.5], False) == Verdict("keep")
+    assert judge(rungs, TrialStatus.COMPLETE, None, [1, 2], [3.0, 1.5], False) == Verdict("again")
+    assert judge(rungs, TrialStatus.COMPLETE, None, [1, 2], [3.0, 0.5], False) == Verdict("keep")
 
 
 def test_a_round_run_ahead_counts_for_the_best_only_once_it_is_final() -> None:
@@ -188,3 +195,62 @@ def test_a_round_run_ahead_counts_for_the_best_only_once_it_is_final() -> None:
     out = io.StringIO()
     Console(file=out, width=200).print(status_view(ahead, Findings.of(ahead)))
     assert "2 (ahead)" in out.getvalue()
+
+
+# -- a trial that finishes while its round is made final ---------------------------------------
+
+
+class NoQueue:
+    """A dispatcher whose queue is always empty; it only records what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []
+
+    def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+        self.sent.append((message.trial, message.attempt))
+
+    def queue_length(self, queue: str) -> int:
+        return 0
+
+
+def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told() -> None:
+    # Given a round run ahead with rungs R1, whose trial a reported a value R1 cuts at step 2
+    # (minimize: 0.9 > 0.5) but the final rungs R2 keep (0.9 <= 1.0)
+    spec = StudySpec.from_toml(study_toml(objective="obj", rounds=2, trials_per_round=2))
+    store = StudyStore(fakeredis.FakeRedis(decode_responses=True), "zoomtune:", spec.name)
+    lock = store.acquire(ttl=30)
+    epoch = store.create(lock, spec.to_dict(), max_attempts=3)
+    params = [{"x": 0.1, "y": 1}, {"x": 0.2, "y": 2}]
+    r1, r2 = (Rung(2, 0.5),), (Rung(2, 1.0),)
+    a, b = store.write_round(lock, epoch, 1, {}, params, r1, provisional=True).trial_numbers
+    payload = {"params": params[0], "rungs": [rung.to_list() for rung in r1]}
+    started = store.start(
+        a, 1, "ta", payload=payload, worker="w", host="h", device="cpu", pid=1, lease=30
+    )
+    assert started.ok
+    store.report(a, 1, "ta", 1, 0.3)
+    store.report(a, 1, "ta", 2, 0.9)
+    dispatcher = NoQueue()
+    sender = TrialSender(spec, store, dispatcher, "q")
+    speculation = Speculation(spec, store, sender, LogProgress(io.StringIO()), lambda _: ())
+    speculation.ahead = Ahead(1, tuple(params), r1)
+    in_flight = {t.number: t for t in store.trials([a, b])}
+
+    # When its worker's PRUNED result (decided on R1) lands right after the loop read the round
+    to_judge = store.to_judge
+
+    def finish_meanwhile(numbers: Any) -> set[int]:
+        store.finish(a, 1, "ta", TrialResult.pruned((2, 0.9)))
+        return to_judge(numbers)
+
+    store.to_judge = finish_meanwhile  # type: ignore[method-assign]
+    told = speculation.make_final(lock, epoch, 1, {}, params, r2, in_flight)
+    store.to_judge = to_judge  # type: ignore[method-assign]
+
+    # Then it is not told as it is: it is judged when the loop reads its finish, and with R2,
+    # which would not have cut it, it runs again
+    assert a not in [t.number for t in told]
+    assert a in speculation.judging
+    assert speculation.settle_finished(lock, epoch, store.trial(a), in_flight) is None
+    assert (store.trial(a).status, store.trial(a).attempt) == (TrialStatus.QUEUED, 2)
+    assert (a, 2) in dispatcher.sent

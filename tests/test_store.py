@@ -570,6 +570,22 @@ class TestRoundsWrittenAhead:
         # ... and its worker learns them with its next report, to prune on them from then on
         assert store.report(a, 1, "ta", 1, 0.4) == Reported(True, (Rung(1, 0.5),))
 
+    def test_runs_of_other_params_do_not_use_up_the_new_params_attempts(
+        self, store: StudyStore
+    ) -> None:
+        # Given a study allowing 2 runs, a trial run ahead whose first params lost a worker
+        lock, epoch, [a, *_] = self.write_ahead(store, max_attempts=2)
+        assert start(store, a, attempt=1, token="t1", lease=0.05)
+        time.sleep(0.15)
+        store.reap(lock, epoch)
+        # When it is sent again with other params, and their first run loses a worker too
+        store.revise_round(lock, epoch, 1, {}, [{"x": 0.9}, {"x": 0.2}, {"x": 0.3}])
+        assert start(store, a, attempt=3, token="t3", lease=0.05)
+        time.sleep(0.15)
+        [requeued] = store.reap(lock, epoch)
+        # Then the new params get their second run, as without speculation
+        assert requeued.outcome == "requeued"
+
     def test_revisions_are_not_runs_that_max_attempts_limits(self, store: StudyStore) -> None:
         # Given a study allowing 2 runs of a trial, and a trial revised twice
         lock, epoch, [a, *_] = self.write_ahead(store, max_attempts=2)
@@ -607,39 +623,37 @@ class TestRoundsWrittenAhead:
         with pytest.raises(LeaseLost):
             store.revise_round(lock, epoch, 1, {}, [{"x": 0.0}] * 3)
 
-    def test_a_verdict_settles_a_trial_to_judge(self, store: StudyStore) -> None:
-        # Given a round run ahead whose trials a, b, c ran with no rungs, a finished, b and c
-        # still running, all with reports; then the round's rungs changed
+    def test_a_verdict_settles_a_finished_trial_to_judge(self, store: StudyStore) -> None:
+        # Given a round run ahead whose trials a, b, c ran with no rungs: a and b finished, c
+        # still runs; then the round's rungs changed
         lock, epoch, [a, b, c] = self.write_ahead(store)
         for n, token in ((a, "ta"), (b, "tb"), (c, "tc")):
             start(store, n, token=token)
             for step in (1, 2, 3):
                 store.report(n, 1, token, step, step / 10)
         assert store.finish(a, 1, "ta", TrialResult.complete(0.3)) == "ok"
+        assert store.finish(b, 1, "tb", TrialResult.complete(0.3)) == "ok"
         params = [dict(t.params) for t in store.trials([a, b, c])]
         revised = store.revise_round(lock, epoch, 1, {}, params, (Rung(2, 0.5),))
         assert revised.judge == (a, b, c)
 
-        # When the coordinator prunes a (finished) and b (running) at step 2, runs c again
-        assert store.settle(lock, epoch, a, 1, Verdict("prune", 2, 0.2))
-        assert store.settle(lock, epoch, b, 1, Verdict("prune", 2, 0.2))
-        assert store.settle(lock, epoch, c, 1, Verdict("again"))
+        # When the coordinator keeps a and runs b again; c, running, cannot be settled yet
+        assert store.settle(lock, epoch, a, 1, Verdict("keep"))
+        assert store.settle(lock, epoch, b, 1, Verdict("again"))
+        assert not store.settle(lock, epoch, c, 1, Verdict("again"))
 
-        # Then a and b are PRUNED at step 2, their reports after it dropped, no score
-        for n in (a, b):
-            trial = store.trial(n)
-            assert (trial.status, trial.last_step, trial.last_value) == (TrialStatus.PRUNED, 2, 0.2)
-            assert (trial.score, trial.finished_at is not None) == (None, True)
-            assert store.reports(n) == [(1, 0.1), (2, 0.2)]
-        # b's attempt lost the trial; c is queued again as attempt 2 with the new rungs
-        assert not store.heartbeat(b, 1, "tb", lease=30)
-        assert store.finish(b, 1, "tb", TrialResult.complete(0.9)) != "ok"
-        trial = store.trial(c)
+        # Then a is as it was, no longer to judge; b is queued again as attempt 2, with a fresh
+        # budget of max_attempts, the new rungs and no reports; c runs on, still to judge
+        assert (store.trial(a).status, store.trial(a).score) == (TrialStatus.COMPLETE, 0.3)
+        trial = store.trial(b)
         assert (trial.status, trial.attempt, trial.rungs) == (
             TrialStatus.QUEUED,
             2,
             (Rung(2, 0.5),),
         )
-        assert store.to_judge([a, b, c]) == set()
-        # And a verdict on a trial that changed since it was judged is refused
-        assert not store.settle(lock, epoch, c, 1, Verdict("keep"))
+        assert store.reports(b) == []
+        assert store.trial(c).status is TrialStatus.RUNNING
+        assert store.to_judge([a, b, c]) == {c}
+        # And a verdict on a trial that is no longer to judge changes nothing
+        assert not store.settle(lock, epoch, a, 1, Verdict("again"))
+        assert store.trial(a).status is TrialStatus.COMPLETE

@@ -232,22 +232,18 @@ class StudyStore(StudyReader):
         attempt: int,
         verdict: Verdict,
     ) -> bool:
-        """Apply the verdict on a trial to judge (settle_trial.lua); False when the trial
-        changed since it was read (another attempt, or already settled): read and judge it
-        again."""
+        """Apply the verdict on a finished trial to judge (settle_trial.lua); False when it is
+        not one (any more) at that attempt, or the study no longer runs: nothing was done."""
         keys = [
             self.keys.lock,
             self.keys.meta,
             self.keys.trial(number),
             self.keys.lease(number),
             self.keys.running,
-            self.keys.events,
             self.keys.reports(number),
             self.keys.counters,
         ]
-        step = "" if verdict.step is None else str(verdict.step)
-        value = "" if verdict.value is None else repr(float(verdict.value))
-        args = [lock.value, epoch, number, attempt, verdict.action, step, value]
+        args = [lock.value, epoch, number, attempt, verdict.action]
         status = str(self._run(self._scripts.settle_trial, keys, args)[0])
         if status == "changed":
             return False

@@ -116,38 +116,39 @@ def pruned_at(
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a trial that ran with other rungs than its round's would have been with them:
-    "keep" it as it is, "prune" it at `step` with `value`, or run it "again"."""
+    """What becomes of a trial that ran with other rungs than its round's final ones: "keep"
+    it as it is, or run it "again" with them."""
 
-    action: Literal["keep", "prune", "again"]
-    step: int | None = None
-    value: float | None = None
+    action: Literal["keep", "again"]
 
 
 def judge(
     rungs: Sequence[Rung],
     status: TrialStatus,
+    last_step: int | None,
     steps: Sequence[int],
     values: Sequence[float],
     maximize: bool,
 ) -> Verdict:
-    """The verdict on a trial of a round run ahead whose rungs changed after it started, from
-    its curve so far (`steps` ascending) and its status (RUNNING or finished).
+    """The verdict on a finished trial of a round run ahead whose rungs changed after it
+    started, from its curve (`steps` ascending), its status and, when PRUNED, the step it was
+    pruned at. Its result stands only where the final rungs give the same one whatever the
+    objective does; where they would cut it, whether it stops there depends on whether it asks
+    `should_prune()` there, which only running it again tells.
 
-    - A rung cuts the curve: "prune" at the first reported step at or after that rung's step,
-      with the value there: what `should_prune` after that report would have said.
-    - Otherwise a RUNNING, COMPLETE or FAILED trial is kept: up to its last report nothing
-      would have gone differently (a running one is judged again when it finishes).
-    - Otherwise a PRUNED trial (cut by its old rungs) runs again: with these it would have gone
-      on.
+    - COMPLETE or FAILED: kept when no final rung cuts its curve (up to where it ended nothing
+      would have gone differently), else run again.
+    - PRUNED at a step (it asked there): kept when the final rungs first cut it at that very
+      step, else run again (they cut it earlier, or would have let it go on).
+    - RUNNING: kept for now; judged when it finishes.
     """
+    if status is TrialStatus.RUNNING:
+        return Verdict("keep")
     rung = pruned_at(rungs, steps, values, maximize)
-    if rung is not None:
-        index = bisect.bisect_left(steps, rung.step)
-        return Verdict("prune", steps[index], values[index])
+    cut = None if rung is None else steps[bisect.bisect_left(steps, rung.step)]
     if status is TrialStatus.PRUNED:
-        return Verdict("again")
-    return Verdict("keep")
+        return Verdict("keep" if cut is not None and cut == last_step else "again")
+    return Verdict("keep" if cut is None else "again")
 
 
 def rungs_from_json(data: object) -> tuple[Rung, ...]:

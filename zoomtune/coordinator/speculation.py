@@ -177,7 +177,8 @@ class Speculation:
                 lock, epoch, ahead.round, box, batch, rungs, provisional=True
             )
         self.ahead = wanted
-        self._send_again([*revision.again, *self._settle(lock, epoch, revision.judge)], in_flight)
+        judged = [t for t in self.store.trials(revision.judge) if t.status.is_finished()]
+        self._send_again([*revision.again, *self._settle(lock, epoch, judged)], in_flight)
 
     def make_final(
         self,
@@ -193,26 +194,34 @@ class Speculation:
         trials that changed; return its finished trials that did not (to be told)."""
         revision = self.store.revise_round(lock, epoch, number, box, batch, rungs)
         numbers = self.store.round(number).trial_numbers
-        # Every started trial that ran with other rungs (from this revision or earlier ones).
-        again = self._settle(lock, epoch, sorted(self.store.to_judge(numbers)))
-        self._send_again([*revision.again, *again], in_flight)
-        self.ahead, self.held = None, {}
         trials = self.store.trials(numbers)
         if [dict(t.params) for t in trials] != [dict(p) for p in batch]:
             raise StoreError(f"round {number} in the store is not the one just made final")
-        sent = len(revision.again) + len(again)
-        self.progress.note(
-            f"round {number}: {len(batch) - sent} of {len(batch)} trials run ahead kept, "
-            f"{sent} sent again"
-        )
-        self.progress.round_started(number, list(trials))
+        # Every trial that ran with other rungs (from this revision or earlier ones): the ones
+        # finished in this read are judged now, the others when their finish is read.
+        flagged = self.store.to_judge(numbers)
+        finished = [t for t in trials if t.number in flagged and t.status.is_finished()]
+        again = self._settle(lock, epoch, finished)
+        self._send_again([*revision.again, *again], in_flight)
+        sent = set(revision.again) | set(again)
+        self.ahead, self.held = None, {}
+        told: list[Trial] = []
         for trial in trials:
+            if trial.number in sent:
+                continue
             if trial.status.is_finished():
                 in_flight.pop(trial.number, None)  # its event, when read, is no news
+                told.append(trial)
             else:
                 in_flight[trial.number] = trial
-        self.judging |= self.store.to_judge(t.number for t in trials)
-        return [t for t in trials if t.status.is_finished()]
+                if trial.number in flagged:
+                    self.judging.add(trial.number)
+        self.progress.note(
+            f"round {number}: {len(batch) - len(sent)} of {len(batch)} trials run ahead kept, "
+            f"{len(sent)} sent again"
+        )
+        self.progress.round_started(number, self.store.trials(numbers))
+        return told
 
     def settle_finished(
         self, lock: CoordinatorLock, epoch: str, trial: Trial, in_flight: dict[int, Trial]
@@ -220,12 +229,12 @@ class Speculation:
         """A trial of a final round that finished while it was to be judged (`judging`): the
         trial to tell the search, as judged; None when it was sent again."""
         self.judging.discard(trial.number)
-        self._send_again(self._settle(lock, epoch, [trial.number]), in_flight)
-        [settled] = self.store.trials([trial.number])
-        if not settled.status.is_finished():
+        again = self._settle(lock, epoch, [trial])
+        if again:
+            self._send_again(again, in_flight)
             return None
         in_flight.pop(trial.number, None)
-        return settled
+        return trial
 
     def _send_again(self, numbers: Sequence[int], in_flight: dict[int, Trial]) -> None:
         trials = self.store.trials(numbers)
@@ -239,30 +248,31 @@ class Speculation:
         still to be judged (a coordinator stopped before it did), and judge its running ones
         when they finish. Returns its trials as they are now (the caller sends QUEUED ones)."""
         flagged = self.store.to_judge(t.number for t in trials)
-        finished = [t.number for t in trials if t.number in flagged and t.status.is_finished()]
-        self._settle(lock, epoch, finished)
-        self.judging |= flagged - set(finished)
-        return self.store.trials([t.number for t in trials]) if finished else trials
+        finished = [t for t in trials if t.number in flagged and t.status.is_finished()]
+        again = self._settle(lock, epoch, finished)
+        self.judging |= {t.number for t in trials if t.number in flagged} - {
+            t.number for t in finished
+        }
+        if not again:
+            return trials
+        requeued = {t.number: t for t in self.store.trials(again)}
+        return [requeued.get(t.number, t) for t in trials]
 
-    def _settle(self, lock: CoordinatorLock, epoch: str, numbers: Sequence[int]) -> list[int]:
-        """Judge the started trials `numbers`, which ran with other rungs than their round's
-        (`judge`), and apply the verdicts; a running one that nothing cuts yet is judged again
-        when it finishes. Returns those queued again, to be sent."""
-        if not numbers:
+    def _settle(self, lock: CoordinatorLock, epoch: str, trials: Sequence[Trial]) -> list[int]:
+        """Judge the finished `trials`, which ran with other rungs than their round's (`judge`),
+        and apply the verdicts. Returns those queued again, to be sent."""
+        if not trials:
             return []
-        reports = self.store.all_reports(numbers)
+        reports = self.store.all_reports(t.number for t in trials)
         again: list[int] = []
-        for trial in self.store.trials(numbers):
+        for trial in trials:
             steps, values = sorted_curve(reports.get(trial.number, []))
-            verdict = judge(trial.rungs, trial.status, steps, values, self.spec.maximize)
-            if verdict.action == "keep" and not trial.status.is_finished():
-                continue
-            if not self.store.settle(lock, epoch, trial.number, trial.attempt, verdict):
-                continue  # another attempt meanwhile: it runs with these rungs
-            if verdict.action == "again":
+            verdict = judge(
+                trial.rungs, trial.status, trial.last_step, steps, values, self.spec.maximize
+            )
+            applied = self.store.settle(lock, epoch, trial.number, trial.attempt, verdict)
+            if applied and verdict.action == "again":
                 again.append(trial.number)
-            elif trial.number in self.held:
-                [self.held[trial.number]] = self.store.trials([trial.number])
         return again
 
     def _guesses(
