@@ -131,7 +131,7 @@ class RoundLoop:
         self._curves: dict[int, ReferenceCurve] = {}
         """Reference curves already read (a finished trial's reports never change)."""
         self._search: CoarseToFine | None = None
-        self._ahead = Speculation(
+        self._speculation = Speculation(
             spec,
             store,
             self._sender,
@@ -211,7 +211,7 @@ class RoundLoop:
             self.progress.note(f"study {self.spec.name!r} has already finished all its rounds")
         for number, trials in unfinished.items():
             self._attach(number, trials)
-        self._ahead.send_queued(in_flight)  # shown once its round is final
+        self._speculation.send_queued(in_flight)  # shown once its round is final
         while not search.done:
             while search.can_ask():
                 number = search.rounds_asked + 1
@@ -219,8 +219,10 @@ class RoundLoop:
                 rungs = round_rungs(self.spec, self.store, reference, self._curves)
                 batch = search.ask_next()
                 box = search.boxes[-1].to_dict(self.spec.space)
-                if self._ahead.ahead is not None and self._ahead.ahead.round == number:
-                    held = self._ahead.make_final(lock, epoch, number, box, batch, rungs, in_flight)
+                if self._speculation.ahead is not None and self._speculation.ahead.round == number:
+                    held = self._speculation.make_final(
+                        lock, epoch, number, box, batch, rungs, in_flight
+                    )
                 else:
                     record = self.store.write_round(lock, epoch, number, box, batch, rungs)
                     self._send_round(record, batch, in_flight)
@@ -231,17 +233,17 @@ class RoundLoop:
                         return outcome
             if search.done:  # the last round was made final with all its trials finished
                 break
-            self._ahead.advance(search, lock, epoch, in_flight, self._finished, self._curves)
+            self._speculation.advance(search, lock, epoch, in_flight, self._finished, self._curves)
             if not in_flight:
                 raise StoreError(
                     f"round {search.rounds_asked + 1} waits for trials that are not in flight"
                 )
             for trial in self._wait(lock, epoch, in_flight):
-                if self._ahead.is_ahead(trial):  # told once its round is final
-                    self._ahead.held[trial.number] = trial
+                if self._speculation.is_ahead(trial):  # told once its round is final
+                    self._speculation.held[trial.number] = trial
                     continue
-                if trial.number in self._ahead.judging:
-                    settled = self._ahead.settle_finished(lock, epoch, trial, in_flight)
+                if trial.number in self._speculation.judging:
+                    settled = self._speculation.settle_finished(lock, epoch, trial, in_flight)
                     if settled is None:
                         continue
                     trial = settled
@@ -282,11 +284,11 @@ class RoundLoop:
         self._finished = {}
         unfinished: dict[int, list[Trial]] = {}
         in_flight: dict[int, Trial] = {}
-        self._ahead.ahead, self._ahead.held, self._ahead.judging = None, {}, set()
+        self._speculation.reset()
         for record in self.store.rounds():
             if record.provisional and record.number == search.rounds_asked + 1:
                 # Written ahead: the loop revises it or makes it final, as it would have.
-                self._ahead.resume(record, self.store.trials(record.trial_numbers), in_flight)
+                self._speculation.resume(record, self.store.trials(record.trial_numbers), in_flight)
                 break
             if record.number != search.rounds_asked + 1 or not search.can_ask():
                 raise StoreError(
@@ -301,7 +303,7 @@ class RoundLoop:
                     "samples (was it written by another version of zoomtune?)"
                 )
             if record.written_ahead:
-                trials = self._ahead.resume_final(lock, epoch, trials)
+                trials = self._speculation.resume_final(lock, epoch, trials)
             for trial in trials:
                 if trial.status.is_finished():
                     search.tell_trial(trial.number, _score(trial))
@@ -390,7 +392,7 @@ class RoundLoop:
                 finished = self._refresh(in_flight, set(news.changed))
                 if finished:
                     return finished
-            if news.started and self._ahead.may_start():
+            if news.started and self._speculation.may_start():
                 return []  # a worker took a message: the queue may be empty, run a round ahead
 
     def _show_started(self, latest: dict[int, Trial], event: Event) -> None:
@@ -399,7 +401,7 @@ class RoundLoop:
             return
         started = replace(trial, status=TrialStatus.RUNNING, worker=event.fields.get("worker"))
         latest[trial.number] = started
-        if not self._ahead.is_ahead(started):
+        if not self._speculation.is_ahead(started):
             self.progress.trial_changed(started)
 
     def _refresh(self, in_flight: dict[int, Trial], numbers: set[int]) -> list[Trial]:
@@ -415,7 +417,7 @@ class RoundLoop:
                     f"({trial.last_error or 'handed back'})"
                 )
                 self._sender.send(trial)
-            if not self._ahead.is_ahead(trial):
+            if not self._speculation.is_ahead(trial):
                 self.progress.trial_changed(trial)
             if trial.status.is_finished():
                 del in_flight[trial.number]

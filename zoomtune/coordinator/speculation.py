@@ -5,11 +5,12 @@ With the round barrier, round r+1 waits for round r's slowest trial and the slot
 idle. Speculation writes round r+1 to the store as *provisional* once workers have taken every
 message: sampled as if the reference trials still running ended with a guessed score
 (`guess_scores`; failed when there is no guess), and sends it. Each result that comes in
-re-samples it; trials whose parameters or rungs changed are sent again as their next attempt
+re-samples it; trials whose parameters changed are sent again as their next attempt
 (`StudyStore.revise_round`: a running attempt of such a trial loses it, its result and reports
-are dropped). Once every reference trial is finished the round is sampled for real and made
-final the same way: the trials that came out the same are kept, finished or running, and
-their results are told to the search only then.
+are dropped), and started trials whose rungs alone changed are judged once finished
+(`zoomtune.common.trial.judge`). Once every reference trial is finished the round is sampled
+for real and made final the same way: the trials that came out the same are kept, finished or
+running, and their results are told to the search only then.
 
 Round r+1's parameters depend only on the seed and its box, so the study is exactly the one
 without speculation; the guess only decides how much of the work done ahead is kept. Its
@@ -96,6 +97,10 @@ class Speculation:
         self.judging: set[int] = set()
         """Running trials of final rounds to judge when they finish (`settle_finished`)."""
 
+    def reset(self) -> None:
+        """Forget everything: the loop reads the study back from the store (`resume`)."""
+        self.ahead, self.held, self.judging = None, {}, set()
+
     def is_ahead(self, trial: Trial) -> bool:
         """Whether `trial` is of the provisional round (not shown, not told, until final)."""
         return self.ahead is not None and trial.round == self.ahead.round
@@ -152,7 +157,7 @@ class Speculation:
         running = [n for n in reference if n not in finished]
         if any(t.status.is_finished() for t in self.store.trials(running)):
             return  # results the loop has not read yet: guess once it has
-        ahead = search.provisional_next(self._guesses(reference, done, curves))
+        ahead = search.provisional_next(self._guesses(running, done, curves))
         if ahead is None:
             return
         rungs = self.rungs_of(done)
@@ -276,11 +281,10 @@ class Speculation:
         return again
 
     def _guesses(
-        self, reference: range, done: Sequence[Trial], curves: dict[int, ReferenceCurve]
+        self, running: Sequence[int], done: Sequence[Trial], curves: dict[int, ReferenceCurve]
     ) -> dict[int, float]:
-        """Guessed scores of the reference trials still running, from their curves so far."""
-        told = {t.number for t in done}
-        running = [n for n in reference if n not in told]
+        """Guessed scores of the reference trials still `running`, from their curves so far and
+        those of the finished ones (`done`)."""
         if not running:
             return {}
         complete = [t for t in done if t.status is TrialStatus.COMPLETE]
