@@ -58,7 +58,7 @@ ADAM = Condition("optimizer", ("adam",))
 
 # name: (parameter, optimum value, weight of its squared unit distance; ADAM_WEIGHT for Adam's)
 ADAM_WEIGHT = -1.0
-_TERMS: dict[str, tuple[Parameter, float, float]] = {
+_TERMS: dict[str, tuple[FloatParameter, float, float]] = {
     "sgd_learning_rate": (
         FloatParameter("sgd_learning_rate", 1e-4, 1.0, Scale.LOG, when=SGD),
         0.05,

@@ -123,7 +123,7 @@ def simulate(spec: StudySpec, order: random.Random | None = None) -> list[SimTri
         number, round_number, params, rungs = out.pop(order.randrange(len(out)) if order else 0)
         trial, curves[number] = run_trial(number, round_number, params, rungs, curve, epochs)
         trials[number] = trial
-        search.tell_trial(number, trial.score)
+        search.tell_trial(number, trial.score, pruned=trial.score is None)
     return [trials[n] for n in sorted(trials)]
 
 

@@ -222,6 +222,56 @@ def test_a_round_where_every_trial_failed_keeps_the_box() -> None:
     assert search.boxes[1] == search.spec.space.whole_box()
 
 
+def _told_with_only_the_top_two_completed(*, pruned: bool) -> tuple[CoarseToFine, CoarseToFine]:
+    """Round 1 (20 trials) told in full to one search, and to another with only its best two
+    completed and the 18 others pruned (or failed)."""
+    # Seed 0: the second best lies outside the box that the best alone would give.
+    plain, other = (CoarseToFine(make_spec(seed=0, trials_per_round=20)) for _ in range(2))
+    batch = plain.ask()
+    other.ask()
+    scores = [bowl(params) for params in batch]
+    top_two = sorted(range(len(batch)), key=scores.__getitem__)[:2]
+    for number, score in enumerate(scores):
+        plain.tell_trial(number, score)
+        if number in top_two:
+            other.tell_trial(number, score)
+        else:
+            other.tell_trial(number, None, pruned=pruned)
+    return plain, other
+
+
+def test_pruning_only_trials_below_the_top_k_narrows_as_the_study_without_early_stopping() -> None:
+    # top_k "auto" sizes k from the trials that completed or were pruned: 20 of them, k = 2.
+    plain, pruned = _told_with_only_the_top_two_completed(pruned=True)
+
+    assert pruned.ask() == plain.ask()
+    assert pruned.box == plain.box
+
+
+def test_failed_trials_do_not_count_toward_k() -> None:
+    # Two completed trials give k = 1: the box closes around the best alone.
+    plain, failed = _told_with_only_the_top_two_completed(pruned=False)
+
+    assert failed.box != plain.box
+
+
+def test_a_pruned_trial_has_no_score() -> None:
+    search = CoarseToFine(make_spec())
+    search.ask()
+
+    with pytest.raises(MessageError, match="trial 3: a pruned trial has no score"):
+        search.tell_trial(3, 0.5, pruned=True)
+
+
+def test_replaying_keeps_which_trials_were_pruned() -> None:
+    _, pruned = _told_with_only_the_top_two_completed(pruned=True)
+
+    resumed = CoarseToFine.replay(pruned.spec, pruned.history)
+
+    assert sum(told.pruned for told in resumed.history) == 18
+    assert resumed.ask() == pruned.ask()
+
+
 def test_telling_before_asking_is_an_error() -> None:
     search = CoarseToFine(make_spec())
 

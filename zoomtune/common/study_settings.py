@@ -64,7 +64,8 @@ class SearchSettings:
     - `rounds`, `trials_per_round`: the budget; one size for every round, or one per round.
     - `top_k`: how many of the best trials so far define the next box: an int, a fraction of
       the completed trials, or "auto" = ceil(sqrt(completed) / 4), which grows slowly with the
-      history (see `zoomtune.coordinator.narrowing.resolve_k`).
+      history (see `zoomtune.coordinator.narrowing.resolve_k`). Pruned trials count as
+      completed here (never among the best): see `CoarseToFine.tell_trial`.
     - `margin`: the box around the top-k is widened by this share of their spread on each side.
     - `min_shrink`: a box is never narrower than this share of the previous round's box; with
       a small k this is the pace at which the box closes in on the best trial.

@@ -256,7 +256,7 @@ class RoundLoop:
     def _tell(
         self, search: CoarseToFine, trial: Trial, lock: CoordinatorLock
     ) -> StudyOutcome | None:
-        search.tell_trial(trial.number, _score(trial))
+        _tell_search(search, trial)
         self._finished[trial.number] = trial
         return self._round_may_be_over(search, trial.round, lock)
 
@@ -306,7 +306,7 @@ class RoundLoop:
                 trials = self._speculation.resume_final(lock, epoch, trials)
             for trial in trials:
                 if trial.status.is_finished():
-                    search.tell_trial(trial.number, _score(trial))
+                    _tell_search(search, trial)
                     self._finished[trial.number] = trial
                 else:
                     in_flight[trial.number] = trial
@@ -503,5 +503,7 @@ def round_rungs(
     return rungs_for(spec.early_stopping, [curves[t.number] for t in usable], spec.maximize)
 
 
-def _score(trial: Trial) -> float | None:
-    return trial.score if trial.status is TrialStatus.COMPLETE else None
+def _tell_search(search: CoarseToFine, trial: Trial) -> None:
+    """Tell the search a finished trial: its score when COMPLETE; None when failed or pruned."""
+    score = trial.score if trial.status is TrialStatus.COMPLETE else None
+    search.tell_trial(trial.number, score, pruned=trial.status is TrialStatus.PRUNED)

@@ -55,12 +55,14 @@ _SEED_MODULUS = 2**64
 @dataclass(frozen=True)
 class Told:
     """One trial told to the search: its parameters, its score (None: failed or pruned), its
-    round, and its trial number (from 0 in the order asked; None: the position in `history`)."""
+    round, its trial number (from 0 in the order asked; None: the position in `history`), and
+    whether it was pruned (early stopping) rather than failed."""
 
     params: Mapping[str, ParamValue]
     score: float | None
     round: int
     number: int | None = None
+    pruned: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class CoarseToFine:
         self._asked: list[list[dict[str, ParamValue]]] = []
         self._narrowings: list[_Narrowing] = []
         self._scores: dict[int, float | None] = {}
+        self._pruned: set[int] = set()
         self._told_in_round: list[int] = [0] * len(sizes)
         self._told_prefix = 0
         """Every trial numbered below this is told (so `can_ask` costs no scan)."""
@@ -169,7 +172,7 @@ class CoarseToFine:
     @property
     def history(self) -> tuple[Told, ...]:
         return tuple(
-            Told(dict(self._params(n)), self._scores[n], self._round_of(n), n)
+            Told(dict(self._params(n)), self._scores[n], self._round_of(n), n, n in self._pruned)
             for n in sorted(self._scores)
         )
 
@@ -302,14 +305,24 @@ class CoarseToFine:
         box = self._narrowing_for(following, scores).box
         return Provisional(following, box, tuple(self._sample(following, box)), tuple(missing))
 
-    def tell_trial(self, number: int, score: Any) -> None:
-        """Record the score of trial `number` (None: failed or pruned), in any order, once."""
+    def tell_trial(self, number: int, score: Any, *, pruned: bool = False) -> None:
+        """Record the score of trial `number` (None: failed or pruned), in any order, once.
+
+        `pruned`: early stopping stopped it (its score is None). Like a failed trial it never
+        enters the top-k, but unlike one it counts toward the number of trials that `top_k`
+        sizes k from (`resolve_k`): it ran and ranked below a rung, so a study with early
+        stopping narrows from as many of its best trials as the same study without it, which
+        pruned only trials that ranked below those."""
         if not 0 <= number < self._firsts[self.rounds_asked]:
             raise MessageError(f"trial {number} was not asked")
         if number in self._scores:
             raise MessageError(f"trial {number} is already told")
+        if pruned and score is not None:
+            raise MessageError(f"trial {number}: a pruned trial has no score, got {score!r}")
         round_number = self._round_of(number)
         self._record(number, _score(score, round_number, number - self.first_trial(round_number)))
+        if pruned:
+            self._pruned.add(number)
 
     @classmethod
     def replay(cls, spec: StudySpec, history: Iterable[Told]) -> CoarseToFine:
@@ -342,7 +355,7 @@ class CoarseToFine:
                         f"{dict(told.params)!r} are not the asked params "
                         f"{asked[index] if 0 <= index < len(asked) else None!r}"
                     )
-                search.tell_trial(number, told.score)
+                search.tell_trial(number, told.score, pruned=told.pruned)
         return search
 
     # -- internals -------------------------------------------------------------------------------
@@ -380,7 +393,8 @@ class CoarseToFine:
 
         No reference trials: the whole space. The same reference as the previous round (no new
         results): the previous box, not narrowed twice from the same evidence. Otherwise the
-        previous box narrowed around the top-k of the reference trials."""
+        previous box narrowed around the top-k of the reference trials, k sized from the
+        reference trials that completed or were pruned (see `tell_trial`)."""
         scores = self._scores if scores is None else scores
         whole = _Narrowing(self._spec.space.whole_box(), 0, 0)
         previous = self._narrowings[-1] if self._narrowings else whole
@@ -392,7 +406,8 @@ class CoarseToFine:
         settings = self._spec.search
         results = [(self._params(n), scores[n]) for n in known]
         ranked = top_k(results, len(results), self._spec.maximize)
-        k = resolve_k(settings.top_k, len(ranked))
+        ranked_or_pruned = len(ranked) + sum(1 for n in known if n in self._pruned)
+        k = resolve_k(settings.top_k, ranked_or_pruned)
         box = narrow(
             self._spec.space,
             previous.box,
