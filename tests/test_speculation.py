@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import fakeredis
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -121,9 +122,18 @@ def test_a_running_trial_is_guessed_to_end_like_the_finished_one_nearest_at_its_
 
     guesses = guess_scores(running, finished, maximize=True)
 
-    # Trial 7 is nearest to trial 1 at step 2 (0.66 vs 0.7), trial 8 to trial 0 at step 1;
-    # trial 9 reported nothing: no guess (it counts as failed).
-    assert guesses == {7: 0.9, 8: 0.6}
+    # Trial 7 is nearest to trial 1 at step 2 (0.66 vs 0.7): 0.9 - 0.04; trial 8 to trial 0
+    # at step 1 (0.21 vs 0.2): 0.6 + 0.01; trial 9 reported nothing: no guess (it fails).
+    assert guesses == pytest.approx({7: 0.86, 8: 0.61})
+
+
+def test_a_running_trial_ahead_of_every_finished_one_is_guessed_ahead_of_them() -> None:
+    finished = [curve(0, [0.2, 0.4, 0.6], 0.6), curve(1, [0.5, 0.7, 0.9], 0.9)]
+
+    guesses = guess_scores({7: ([1, 2], [0.6, 0.8])}, finished, maximize=True)
+
+    assert guesses == pytest.approx({7: 1.0})
+    assert guess_scores({7: ([1], [0.1])}, finished, maximize=False) == pytest.approx({7: 0.5})
 
 
 def test_a_trial_past_every_finished_curve_gets_no_guess() -> None:
@@ -232,7 +242,7 @@ def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told(
     store.report(a, 1, "ta", 2, 0.9)
     dispatcher = NoQueue()
     sender = TrialSender(spec, store, dispatcher, "q")
-    speculation = Speculation(spec, store, sender, LogProgress(io.StringIO()), lambda _: ())
+    speculation = Speculation(spec, store, sender, LogProgress(io.StringIO()), lambda _, __: ())
     speculation.ahead = Ahead(1, tuple(params), r1)
     in_flight = {t.number: t for t in store.trials([a, b])}
 

@@ -136,7 +136,7 @@ class RoundLoop:
             store,
             self._sender,
             progress,
-            lambda reference: round_rungs(spec, store, reference, self._curves),
+            lambda reference, assumed: round_rungs(spec, store, reference, self._curves, assumed),
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -482,13 +482,16 @@ def round_rungs(
     store: StudyStore,
     reference: Sequence[Trial],
     curves: dict[int, ReferenceCurve],
+    assumed: Sequence[ReferenceCurve] = (),
 ) -> tuple[Rung, ...]:
     """Early stopping: the rungs of the round about to be written (`zoomtune.coordinator.pruning`).
 
     `reference` are the trials whose curves set the thresholds: the round's reference trials
     (`CoarseToFine.reference`), the same ones that narrow its box. They must all be terminal,
     so that the rungs are a function of the seed. Their reported values are read with one
-    pipelined call; `curves` keeps the ones already read.
+    pipelined call; `curves` keeps the ones already read. `assumed`: only for a round run
+    ahead (`Speculation`), the curves so far of reference trials still running, taken as
+    complete with a guessed score.
     """
     if not spec.early_stopping.enabled:
         return ()
@@ -500,7 +503,8 @@ def round_rungs(
     reports = store.all_reports(t.number for t in missing)
     for trial in missing:
         curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
-    return rungs_for(spec.early_stopping, [curves[t.number] for t in usable], spec.maximize)
+    known = [curves[t.number] for t in usable]
+    return rungs_for(spec.early_stopping, [*known, *assumed], spec.maximize)
 
 
 def _tell_search(search: CoarseToFine, trial: Trial) -> None:

@@ -52,25 +52,28 @@ def guess_scores(
 ) -> dict[int, float]:
     """A guess at the final score of each running trial that has reported: the score of the
     finished trial whose value at the running one's last reported step was nearest (ties: the
-    worse score, then the lower trial number). Trials without a comparable finished trial get
-    no guess. Only a guess: it decides what runs ahead, never what the study is."""
+    worse score, then the lower trial number), shifted by how far the running trial is from it
+    there, so that a trial ahead of every finished one at its step is guessed ahead of them at
+    the end too (it is then the one the next box closes around). Trials without a comparable
+    finished trial get no guess. Only a guess: it decides what runs ahead, never what the study
+    is."""
     complete = [curve for curve in finished if curve.is_complete]
     guesses: dict[int, float] = {}
     for number, (steps, values) in running.items():
         if not steps:
             continue
         step, value = steps[-1], values[-1]
-        best: tuple[float, float, int] | None = None
+        best: tuple[float, float, int, float] | None = None
         for curve in complete:
             theirs = curve.at(step)
             if theirs is None or curve.score is None:
                 continue
             worse_first = curve.score if maximize else -curve.score
-            key = (abs(theirs - value), worse_first, curve.trial)
+            key = (abs(theirs - value), worse_first, curve.trial, value - theirs)
             if math.isfinite(key[0]) and (best is None or key < best):
                 best = key
         if best is not None:
-            guesses[number] = best[1] if maximize else -best[1]
+            guesses[number] = (best[1] if maximize else -best[1]) + best[3]
     return guesses
 
 
@@ -84,9 +87,10 @@ class Speculation:
         store: StudyStore,
         sender: TrialSender,
         progress: StudyProgress,
-        rungs_of: Callable[[Sequence[Trial]], tuple[Rung, ...]],
+        rungs_of: Callable[[Sequence[Trial], Sequence[ReferenceCurve]], tuple[Rung, ...]],
     ) -> None:
-        """`rungs_of` gives the early-stopping rungs from reference trials (all finished)."""
+        """`rungs_of(finished, assumed)` gives the early-stopping rungs from finished reference
+        trials and the curves of running ones assumed complete (with a guessed score)."""
         self.spec = spec
         self.store = store
         self.sender = sender
@@ -157,10 +161,11 @@ class Speculation:
         running = [n for n in reference if n not in finished]
         if any(t.status.is_finished() for t in self.store.trials(running)):
             return  # results the loop has not read yet: guess once it has
-        ahead = search.provisional_next(self._guesses(running, done, curves))
+        guesses, assumed = self._guesses(running, done, curves)
+        ahead = search.provisional_next(guesses)
         if ahead is None:
             return
-        rungs = self.rungs_of(done)
+        rungs = self.rungs_of(done, assumed)
         wanted = Ahead(ahead.round, ahead.batch, rungs)
         if wanted == self.ahead:
             return
@@ -282,22 +287,27 @@ class Speculation:
 
     def _guesses(
         self, running: Sequence[int], done: Sequence[Trial], curves: dict[int, ReferenceCurve]
-    ) -> dict[int, float]:
+    ) -> tuple[dict[int, float], list[ReferenceCurve]]:
         """Guessed scores of the reference trials still `running`, from their curves so far and
-        those of the finished ones (`done`)."""
+        those of the finished ones (`done`); and the curves so far of the guessed ones, taken
+        as COMPLETE with that score. The provisional rungs use these: a running trial has
+        already reported the values that the round's early rungs take their thresholds from
+        (the best trials of a round run longest, and they raise those thresholds)."""
         if not running:
-            return {}
+            return {}, []
         complete = [t for t in done if t.status is TrialStatus.COMPLETE]
         unread = [t for t in complete if t.number not in curves]
         reports = self.store.all_reports([t.number for t in unread])
         for trial in unread:
             curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
-        partial = self.store.all_reports(running)
-        return guess_scores(
-            {n: sorted_curve(points) for n, points in partial.items()},
-            [curves[t.number] for t in complete],
-            self.spec.maximize,
-        )
+        partial = {n: sorted_curve(points) for n, points in self.store.all_reports(running).items()}
+        guesses = guess_scores(partial, [curves[t.number] for t in complete], self.spec.maximize)
+        assumed = [
+            ReferenceCurve(n, TrialStatus.COMPLETE, tuple(steps), tuple(values), guesses[n])
+            for n, (steps, values) in sorted(partial.items())
+            if n in guesses
+        ]
+        return guesses, assumed
 
 
 def _completed_any(search: CoarseToFine, round_number: int, finished: Mapping[int, Trial]) -> bool:
