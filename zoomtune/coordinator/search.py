@@ -219,7 +219,8 @@ class CoarseToFine:
     def tell(self, results: Sequence[tuple[Mapping[str, Any], Any]]) -> None:
         """Record the scores of the current round: one (params, score) per trial, in asked order.
 
-        A score is a finite number, or None for a failed or pruned trial; NaN and inf are
+        A score is a finite number, or None for a failed or pruned trial (told here, a pruned
+        trial counts as failed; `tell_trial(..., pruned=True)` tells it apart); NaN and inf are
         recorded but ranked like failures. Raises `MessageError` when nothing was asked, when
         `results` is not the asked batch (length, or parameters in order), when a score is not a
         number, or when some trial of the round was already told with `tell_trial`.
