@@ -571,3 +571,92 @@ def test_a_round_run_ahead_with_early_stopping_prunes_what_the_barrier_prunes(
     assert workers.released_by_ahead
     assert PrunedRun.from_store(store_on(server)) == expected
     assert store_on(server).to_judge(range(24)) == set()
+
+
+def test_a_round_runs_ahead_of_one_whose_only_live_trial_still_runs_and_reports() -> None:
+    # Given round 2 of a study where every trial fails but one, which reports its first step
+    # and then runs on until a trial of round 3 is sent (or 10 s pass)
+    straggler = 7
+    round_three_sent = threading.Event()
+
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        if not 5 <= trial.number < 10:  # rounds 1 and 3 complete (round 1: curves to guess from)
+            trial.report(1, learning_curve(params, 1))
+            return learning_curve(params, 2)
+        if trial.number == straggler:
+            trial.report(1, learning_curve(params, 1))
+            round_three_sent.wait(10.0)
+            return learning_curve(params, 2)
+        raise RuntimeError("diverged")
+
+    class Workers(ThreadWorkers):
+        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+            super().send(message, queue, timeout)
+            if message.trial >= 10:
+                round_three_sent.set()
+
+    server = fakeredis.FakeServer()
+    out = io.StringIO()
+    started = time.monotonic()
+
+    # When it runs: no trial of round 2 has completed while the straggler runs
+    outcome = run(server, spec_for(), Workers(server, objective), progress=out)
+
+    # Then round 3 ran ahead of it, guessed from its report, and the study is complete
+    assert outcome.state == "complete"
+    assert "round 3: 5 trials sent ahead while" in out.getvalue()
+    assert time.monotonic() - started < 10.0
+
+
+def test_a_round_run_ahead_is_sampled_again_from_reports_before_any_result() -> None:
+    # Given round 1's last trial still running: it reports a poor first step, so round 2 runs
+    # ahead narrowed around another trial; then, with no result in between, a second step
+    # better than any trial's there
+    straggler = 4
+    round_two_ahead = threading.Event()
+    resampled = threading.Event()
+
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        if trial.number != straggler:
+            trial.report(1, learning_curve(params, 1))
+            trial.report(2, learning_curve(params, 2))
+            return learning_curve(params, 3)
+        trial.report(1, 100.0)  # minimize: the worst value at step 1
+        round_two_ahead.wait(10.0)
+        trial.report(2, -100.0)  # the best value at step 2
+        resampled.wait(10.0)
+        return -100.0
+
+    class Workers(ThreadWorkers):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self._order: list[int] = []
+
+        def _run(self) -> None:  # the straggler last, so that round 1's others finish first
+            while not self._stop.is_set():
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                batch.sort(key=lambda m: m.trial == straggler)
+                for message in batch:
+                    execute(message.to_dict(), self.runtime)
+                time.sleep(0.01)
+
+        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+            super().send(message, queue, timeout)
+            round_two = [m.trial for m in self.sent if 5 <= m.trial < 10]
+            if round_two:
+                round_two_ahead.set()
+            if len(round_two) > len(set(round_two)):
+                resampled.set()  # a round-2 trial sent again: the round was sampled again
+
+    server = fakeredis.FakeServer()
+    started = time.monotonic()
+
+    # When it runs
+    outcome = run(server, spec_for(), Workers(server, objective))
+
+    # Then round 2 was sampled again (and a trial of it sent again) while the straggler still
+    # ran, from its second report alone
+    assert outcome.state == "complete"
+    assert resampled.is_set()
+    assert time.monotonic() - started < 10.0

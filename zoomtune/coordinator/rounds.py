@@ -353,7 +353,8 @@ class RoundLoop:
     def _wait(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> list[Trial]:
         """Follow the event stream until some trial in flight finishes; return those that did
         (removed from `in_flight`), in trial order; [] when a trial started and a round may be
-        run ahead (`Speculation.may_start`)."""
+        run ahead (`Speculation.may_start`), or when the round run ahead is due to be sampled
+        again (`Speculation.resample_at`)."""
         next_housekeeping = self._next_housekeeping
         while True:
             now = time.monotonic()
@@ -362,7 +363,12 @@ class RoundLoop:
                 next_housekeeping = now + self.settings.tick
                 self._next_housekeeping = next_housekeeping
             time.sleep(max(0.0, self._next_read - time.monotonic()))
+            resample_at = self._speculation.resample_at()
+            if resample_at is not None and time.monotonic() >= resample_at:
+                return []
             block = max(0.01, min(self.settings.tick, next_housekeeping - time.monotonic()))
+            if resample_at is not None:
+                block = max(0.01, min(block, resample_at - time.monotonic()))
             events = self._redis.survive(self._read_events, block)
             if events is None:
                 time.sleep(min(1.0, self.settings.tick))

@@ -20,6 +20,7 @@ price is the compute of the trials sent again (BENCHMARKS.md measures both).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,13 @@ from zoomtune.coordinator.dispatcher import TrialSender
 from zoomtune.coordinator.progress import StudyProgress
 from zoomtune.coordinator.pruning import ReferenceCurve
 from zoomtune.coordinator.search import CoarseToFine
+
+RESAMPLE_SECONDS = 0.1
+"""While a round runs ahead, the loop samples it again this long after the last time even when
+no result came in: the reports of the trials it depends on sharpen the guess (and, with early
+stopping, its rungs) as they run, and a trial not yet started costs nothing to change. Each
+time is a few reads of the running trials' reports and one sampling; the store is written only
+when the round came out different."""
 
 Curve = tuple[Sequence[int], Sequence[float]]
 """A learning curve so far: steps (ascending) and the values reported at them."""
@@ -100,6 +108,8 @@ class Speculation:
         self.held: dict[int, Trial] = {}
         self.judging: set[int] = set()
         """Running trials of final rounds to judge when they finish (`settle_finished`)."""
+        self.sampled_at = 0.0
+        """When `advance` last ran (time.monotonic())."""
 
     def reset(self) -> None:
         """Forget everything: the loop reads the study back from the store (`resume`)."""
@@ -112,6 +122,11 @@ class Speculation:
     def may_start(self) -> bool:
         """Whether a round could be written ahead once the queue is empty: none is yet."""
         return self.spec.search.speculate and self.ahead is None
+
+    def resample_at(self) -> float | None:
+        """When (time.monotonic()) the round run ahead is due to be sampled again with the
+        reports since (`RESAMPLE_SECONDS`); None when none runs ahead."""
+        return None if self.ahead is None else self.sampled_at + RESAMPLE_SECONDS
 
     def resume(
         self, record: RoundRecord, trials: Sequence[Trial], in_flight: dict[int, Trial]
@@ -146,22 +161,22 @@ class Speculation:
         """Write the next round ahead once workers have taken every message, or bring the one
         written ahead up to date with the results so far. `finished` holds the finished
         trials by number; `curves` the learning curves already read (filled in here)."""
+        self.sampled_at = time.monotonic()
         if not self.spec.search.speculate or search.can_ask():
             return
         following = search.rounds_asked + 1
         if following > self.spec.search.rounds:
             return
-        if self.ahead is None:
-            if not _completed_any(search, search.rounds_asked, finished):
-                return  # the study may yet fail at that round: nothing to run ahead for
-            if self.sender.dispatcher.queue_length(self.sender.queue) > 0:
-                return  # no worker is about to idle yet
+        if self.ahead is None and self.sender.dispatcher.queue_length(self.sender.queue) > 0:
+            return  # no worker is about to idle yet
         reference = search.reference(following)
         done = [finished[n] for n in reference if n in finished]
         running = [n for n in reference if n not in finished]
         if any(t.status.is_finished() for t in self.store.trials(running)):
             return  # results the loop has not read yet: guess once it has
         guesses, assumed = self._guesses(running, done, curves)
+        if self.ahead is None and not _may_complete(search, finished, guesses):
+            return  # the study may yet fail at that round: nothing to run ahead for
         ahead = search.provisional_next(guesses)
         if ahead is None:
             return
@@ -310,8 +325,16 @@ class Speculation:
         return guesses, assumed
 
 
-def _completed_any(search: CoarseToFine, round_number: int, finished: Mapping[int, Trial]) -> bool:
-    """Whether some trial of round `round_number` completed (then that round cannot fail)."""
-    first = search.first_trial(round_number)
-    numbers = range(first, search.first_trial(round_number + 1))
-    return any(n in finished and finished[n].status is TrialStatus.COMPLETE for n in numbers)
+def _may_complete(
+    search: CoarseToFine, finished: Mapping[int, Trial], guesses: Mapping[int, float]
+) -> bool:
+    """Whether the last round asked has a trial that completed (then it cannot fail) or one
+    still running that reports like the finished ones (`guesses`). With early stopping a round
+    often has one or two trials that run to the end, and the next round's box and rungs wait
+    on exactly those; a round whose trials fail before reporting is not run ahead of."""
+    last = search.rounds_asked
+    numbers = range(search.first_trial(last), search.first_trial(last + 1))
+    return any(
+        n in guesses or (n in finished and finished[n].status is TrialStatus.COMPLETE)
+        for n in numbers
+    )
