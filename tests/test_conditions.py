@@ -275,6 +275,41 @@ def test_a_conditional_parameter_narrows_around_the_best_trials_where_it_was_act
     assert b.width == pytest.approx(0.1)
 
 
+def test_pruned_trials_count_toward_a_conditional_parameters_k() -> None:
+    space = SearchSpace(
+        (
+            ChoiceParameter("opt", ("sgd", "adam")),
+            FloatParameter("m", 0.0, 1.0, when=Condition("opt", ("sgd",))),
+        )
+    )
+    # Two completed sgd trials; early stopping pruned 18 more sgd trials below them
+    ranked = [({"opt": "sgd", "m": 0.2}, 0.1), ({"opt": "sgd", "m": 0.7}, 0.2)]
+    pruned = [{"opt": "sgd", "m": 0.05 * i} for i in range(18)]
+
+    def m_interval(pruned: list[dict[str, Any]]) -> Interval:
+        box = narrow(
+            space,
+            space.whole_box(),
+            ranked[:1],
+            margin=0.0,
+            min_shrink=0.1,
+            min_width=0.02,
+            runners_up=ranked[1:],
+            top_k_setting="auto",
+            pruned=pruned,
+        )
+        m = box["m"]
+        assert isinstance(m, Interval)
+        return m
+
+    # 20 trials had m: k = ceil(sqrt(20) / 4) = 2, so m holds both completed trials, as
+    # without early stopping; counted from the 2 completed alone, k = 1
+    with_pruned = m_interval(pruned)
+    assert with_pruned.low <= 0.2
+    assert with_pruned.high >= 0.7
+    assert m_interval([]).high < 0.7
+
+
 def test_a_conditional_parameter_never_active_keeps_its_previous_region() -> None:
     space = SearchSpace(
         (

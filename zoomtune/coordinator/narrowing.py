@@ -83,6 +83,7 @@ def narrow(
     min_width: float,
     runners_up: Sequence[tuple[Params, Any]] = (),
     top_k_setting: int | float | str | None = None,
+    pruned: Sequence[Params] = (),
 ) -> Box:
     """The next round's box around `top` (best first), in unit coordinates of the whole space.
 
@@ -104,9 +105,11 @@ def narrow(
 
     A conditional parameter (one with a `when`) is narrowed from the trials in which it was
     active only: its top trials are the best `resolve_k(top_k_setting, n)` of the n ranked
-    trials (`top` then `runners_up`) that have it (with `top_k_setting` None: those of `top`
-    that have it), the rest its runners-up. Fallback: when no ranked trial has it, its region
-    is the previous one, unchanged (nothing is known about it; it is not narrowed from noise).
+    trials (`top` then `runners_up`) that have it, n counting the `pruned` trials (early
+    stopping) that had it as well, as the search counts them for the box's k (with
+    `top_k_setting` None: those of `top` that have it), the rest its runners-up. Fallback:
+    when no ranked trial has it, its region is the previous one, unchanged (nothing is known
+    about it; it is not narrowed from noise).
     The children of a choice value the box drops stay in the box as they are, unreachable
     (`SearchSpace.reachable`), until the value comes back.
 
@@ -123,7 +126,7 @@ def narrow(
         param_top, param_runners_up = top, runners_up
         if param.when is not None:
             param_top, param_runners_up = _active_ranking(
-                param.name, top, runners_up, top_k_setting
+                param.name, top, runners_up, top_k_setting, pruned
             )
             if not param_top:
                 regions[param.name] = region
@@ -148,14 +151,16 @@ def _active_ranking(
     top: Sequence[tuple[Params, Any]],
     runners_up: Sequence[tuple[Params, Any]],
     setting: int | float | str | None,
+    pruned: Sequence[Params],
 ) -> tuple[Sequence[tuple[Params, Any]], Sequence[tuple[Params, Any]]]:
     """The top trials and runners-up of a conditional parameter: the ranked trials in which it
-    was active, split at `resolve_k(setting, n)` (setting None: where `top` ends)."""
+    was active, split at `resolve_k(setting, n)`, n counting the `pruned` trials in which it
+    was active too (setting None: where `top` ends)."""
     if setting is None:
         active_top = [item for item in top if name in item[0]]
         return active_top, [item for item in runners_up if name in item[0]]
     active = [item for item in (*top, *runners_up) if name in item[0]]
-    k = resolve_k(setting, len(active))
+    k = resolve_k(setting, len(active) + sum(1 for params in pruned if name in params))
     return active[:k], active[k:]
 
 

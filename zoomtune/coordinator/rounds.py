@@ -356,6 +356,7 @@ class RoundLoop:
         run ahead (`Speculation.may_start`), or when the round run ahead is due to be sampled
         again (`Speculation.resample_at`)."""
         next_housekeeping = self._next_housekeeping
+        read = False  # at least one read of the event stream before returning for a resample
         while True:
             now = time.monotonic()
             if now >= next_housekeeping:
@@ -364,7 +365,7 @@ class RoundLoop:
                 self._next_housekeeping = next_housekeeping
             time.sleep(max(0.0, self._next_read - time.monotonic()))
             resample_at = self._speculation.resample_at()
-            if resample_at is not None and time.monotonic() >= resample_at:
+            if read and resample_at is not None and time.monotonic() >= resample_at:
                 return []
             block = max(0.01, min(self.settings.tick, next_housekeeping - time.monotonic()))
             if resample_at is not None:
@@ -373,6 +374,7 @@ class RoundLoop:
             if events is None:
                 time.sleep(min(1.0, self.settings.tick))
                 continue
+            read = True
             if not events:
                 continue
             self._next_read = time.monotonic() + EVENT_BATCH_SECONDS

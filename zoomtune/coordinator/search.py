@@ -108,7 +108,8 @@ class CoarseToFine:
       and again. Works for any lag (a round then simply sees fewer results).
     - rolling: `ask_next()` a round as soon as `can_ask()` (its reference trials are told),
       while earlier rounds still run, and `tell_trial(number, score)` each result as it comes,
-      in any order. Both ways give the same rounds for the same scores.
+      in any order. Both ways give the same rounds for the same scores (`tell` has no way to
+      say that a trial was pruned rather than failed: `tell_trial(..., pruned=True)`).
 
     Attributes that a coordinator persists or shows (all read-only views):
 
@@ -418,6 +419,7 @@ class CoarseToFine:
             min_width=settings.min_width,
             runners_up=ranked[k:],
             top_k_setting=settings.top_k,
+            pruned=[self._params(n) for n in known if n in self._pruned],
         )
         narrowings = previous.narrowings + 1
         if narrowings == 1:

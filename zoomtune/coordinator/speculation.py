@@ -109,7 +109,7 @@ class Speculation:
         self.judging: set[int] = set()
         """Running trials of final rounds to judge when they finish (`settle_finished`)."""
         self.sampled_at = 0.0
-        """When `advance` last ran (time.monotonic())."""
+        """When `advance` last ended (time.monotonic())."""
 
     def reset(self) -> None:
         """Forget everything: the loop reads the study back from the store (`resume`)."""
@@ -124,9 +124,11 @@ class Speculation:
         return self.spec.search.speculate and self.ahead is None
 
     def resample_at(self) -> float | None:
-        """When (time.monotonic()) the round run ahead is due to be sampled again with the
-        reports since (`RESAMPLE_SECONDS`); None when none runs ahead."""
-        return None if self.ahead is None else self.sampled_at + RESAMPLE_SECONDS
+        """When (time.monotonic()) `advance` is due again even without news of a result
+        (`RESAMPLE_SECONDS` after it last ended): the round run ahead, or the round not yet run
+        ahead because the one before it had no trial that completed or reported, may come out
+        different with the reports since. None without speculation."""
+        return self.sampled_at + RESAMPLE_SECONDS if self.spec.search.speculate else None
 
     def resume(
         self, record: RoundRecord, trials: Sequence[Trial], in_flight: dict[int, Trial]
@@ -161,7 +163,20 @@ class Speculation:
         """Write the next round ahead once workers have taken every message, or bring the one
         written ahead up to date with the results so far. `finished` holds the finished
         trials by number; `curves` the learning curves already read (filled in here)."""
-        self.sampled_at = time.monotonic()
+        try:
+            self._advance(search, lock, epoch, in_flight, finished, curves)
+        finally:
+            self.sampled_at = time.monotonic()
+
+    def _advance(
+        self,
+        search: CoarseToFine,
+        lock: CoordinatorLock,
+        epoch: str,
+        in_flight: dict[int, Trial],
+        finished: Mapping[int, Trial],
+        curves: dict[int, ReferenceCurve],
+    ) -> None:
         if not self.spec.search.speculate or search.can_ask():
             return
         following = search.rounds_asked + 1
