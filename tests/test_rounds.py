@@ -660,3 +660,45 @@ def test_a_round_run_ahead_is_sampled_again_from_reports_before_any_result() -> 
     assert outcome.state == "complete"
     assert resampled.is_set()
     assert time.monotonic() - started < 10.0
+
+
+def test_a_round_that_fails_while_the_next_runs_ahead_fails_the_study_for_good() -> None:
+    # Given round 2's only live trial, which reports, lets round 3 run ahead, then fails
+    straggler = 7
+    round_three_sent = threading.Event()
+
+    def objective(params: dict[str, Any], trial: Any) -> float:
+        if trial.number < 5:
+            trial.report(1, learning_curve(params, 1))
+            return learning_curve(params, 2)
+        if trial.number >= 10:
+            return -1.0  # round 3 would hold the best trial (minimize)
+        if trial.number == straggler:
+            trial.report(1, learning_curve(params, 1))
+            round_three_sent.wait(10.0)
+        raise RuntimeError("diverged")
+
+    class Workers(ThreadWorkers):
+        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+            super().send(message, queue, timeout)
+            if message.trial >= 10:
+                round_three_sent.set()
+
+    server = fakeredis.FakeServer()
+    outcome = run(server, spec_for(), Workers(server, objective))
+
+    # Then the study failed at round 2, and round 3 stays provisional: never told, and no
+    # trial of it counts for the best
+    assert (outcome.state, outcome.message) == ("failed", "round 2: 0 completed trials")
+    assert round_three_sent.is_set()
+    rounds = store_on(server).rounds()
+    assert [(r.number, r.provisional) for r in rounds] == [(1, False), (2, False), (3, True)]
+    best = StudyRecord.from_store(store_on(server)).best()
+    assert best is not None
+    assert best.round == 1
+
+    # ... and started again, it fails again, running nothing
+    workers = ThreadWorkers(server, score)
+    again = run(server, spec_for(), workers)
+    assert (again.state, again.message) == ("failed", "round 2: 0 completed trials")
+    assert all(t.status is not TrialStatus.RUNNING for t in store_on(server).trials())
