@@ -149,6 +149,27 @@ class StragglerWorkers(ThreadWorkers):
             time.sleep(0.01)
 
 
+class SignalWhenSent(ThreadWorkers):
+    """ThreadWorkers that set `signal` once a message of a trial numbered `first` or later is
+    sent (a round run ahead, for an objective that waits on it)."""
+
+    def __init__(
+        self,
+        server: fakeredis.FakeServer,
+        objective: Callable[..., Any],
+        first: int,
+        signal: threading.Event,
+    ) -> None:
+        super().__init__(server, objective)
+        self.first = first
+        self.signal = signal
+
+    def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+        super().send(message, queue, timeout)
+        if message.trial >= self.first:
+            self.signal.set()
+
+
 @pytest.fixture
 def server() -> fakeredis.FakeServer:
     return fakeredis.FakeServer()
@@ -589,18 +610,13 @@ def test_a_round_runs_ahead_of_one_whose_only_live_trial_still_runs_and_reports(
             return learning_curve(params, 2)
         raise RuntimeError("diverged")
 
-    class Workers(ThreadWorkers):
-        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
-            super().send(message, queue, timeout)
-            if message.trial >= 10:
-                round_three_sent.set()
-
     server = fakeredis.FakeServer()
     out = io.StringIO()
     started = time.monotonic()
 
     # When it runs: no trial of round 2 has completed while the straggler runs
-    outcome = run(server, spec_for(), Workers(server, objective), progress=out)
+    workers = SignalWhenSent(server, objective, first=10, signal=round_three_sent)
+    outcome = run(server, spec_for(), workers, progress=out)
 
     # Then round 3 ran ahead of it, guessed from its report, and the study is complete
     assert outcome.state == "complete"
@@ -628,10 +644,6 @@ def test_a_round_run_ahead_is_sampled_again_from_reports_before_any_result() -> 
         return -100.0
 
     class Workers(ThreadWorkers):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            self._order: list[int] = []
-
         def _run(self) -> None:  # the straggler last, so that round 1's others finish first
             while not self._stop.is_set():
                 with self._lock:
@@ -678,14 +690,9 @@ def test_a_round_that_fails_while_the_next_runs_ahead_fails_the_study_for_good()
             round_three_sent.wait(10.0)
         raise RuntimeError("diverged")
 
-    class Workers(ThreadWorkers):
-        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
-            super().send(message, queue, timeout)
-            if message.trial >= 10:
-                round_three_sent.set()
-
     server = fakeredis.FakeServer()
-    outcome = run(server, spec_for(), Workers(server, objective))
+    workers = SignalWhenSent(server, objective, first=10, signal=round_three_sent)
+    outcome = run(server, spec_for(), workers)
 
     # Then the study failed at round 2, and round 3 stays provisional: never told, and no
     # trial of it counts for the best
