@@ -110,10 +110,13 @@ class Speculation:
         """Running trials of final rounds to judge when they finish (`settle_finished`)."""
         self.sampled_at = 0.0
         """When `advance` last ended (time.monotonic())."""
+        self.awaiting_reports = False
+        """`advance` last found no trial of the round before that completed or reported."""
 
     def reset(self) -> None:
         """Forget everything: the loop reads the study back from the store (`resume`)."""
         self.ahead, self.held, self.judging = None, {}, set()
+        self.awaiting_reports = False
 
     def is_ahead(self, trial: Trial) -> bool:
         """Whether `trial` is of the provisional round (not shown, not told, until final)."""
@@ -127,8 +130,10 @@ class Speculation:
         """When (time.monotonic()) `advance` is due again even without news of a result
         (`RESAMPLE_SECONDS` after it last ended): the round run ahead, or the round not yet run
         ahead because the one before it had no trial that completed or reported, may come out
-        different with the reports since. None without speculation."""
-        return self.sampled_at + RESAMPLE_SECONDS if self.spec.search.speculate else None
+        different with the reports since. None otherwise."""
+        if self.ahead is None and not self.awaiting_reports:
+            return None
+        return self.sampled_at + RESAMPLE_SECONDS
 
     def resume(
         self, record: RoundRecord, trials: Sequence[Trial], in_flight: dict[int, Trial]
@@ -177,6 +182,7 @@ class Speculation:
         finished: Mapping[int, Trial],
         curves: dict[int, ReferenceCurve],
     ) -> None:
+        self.awaiting_reports = False
         if not self.spec.search.speculate or search.can_ask():
             return
         following = search.rounds_asked + 1
@@ -191,6 +197,7 @@ class Speculation:
             return  # results the loop has not read yet: guess once it has
         guesses, assumed = self._guesses(running, done, curves)
         if self.ahead is None and not _may_complete(search, finished, guesses):
+            self.awaiting_reports = True  # a report makes no event: `resample_at` polls
             return  # the study may yet fail at that round: nothing to run ahead for
         ahead = search.provisional_next(guesses)
         if ahead is None:
