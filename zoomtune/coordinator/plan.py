@@ -106,7 +106,7 @@ class StudyPlan:
         """Seconds the study takes on `workers` worker processes, at best: when each round
         waits for its last trial, a round of n trials takes ceil(n / workers) trial durations;
         when rounds overlap, all N trials take ceil(N / workers), but no fewer than one per
-        round (a round starts only once some trial of the one before it finished)."""
+        round (a round is made final only once the one before it has finished)."""
         if self.trial_seconds is None:
             return None
         if workers < 1:

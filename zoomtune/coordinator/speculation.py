@@ -38,9 +38,10 @@ from zoomtune.coordinator.search import CoarseToFine
 RESAMPLE_SECONDS = 0.1
 """While a round runs ahead, the loop samples it again this long after the last time even when
 no result came in: the reports of the trials it depends on sharpen the guess (and, with early
-stopping, its rungs) as they run, and a trial not yet started costs nothing to change. Each
-time is a few reads of the running trials' reports and one sampling; the store is written only
-when the round came out different."""
+stopping, its rungs) as they run, best before workers take its trials. Each time is a few reads
+of the running trials' reports and one sampling; the store is written only when the round came
+out different (its trials whose params or rungs changed are then sent again, queued ones too:
+their messages carry the old ones)."""
 
 Curve = tuple[Sequence[int], Sequence[float]]
 """A learning curve so far: steps (ascending) and the values reported at them."""
@@ -169,63 +170,52 @@ class Speculation:
         written ahead up to date with the results so far. `finished` holds the finished
         trials by number; `curves` the learning curves already read (filled in here)."""
         try:
-            self._advance(search, lock, epoch, in_flight, finished, curves)
+            self.awaiting_reports = False
+            if not self.spec.search.speculate or search.can_ask():
+                return
+            following = search.rounds_asked + 1
+            if following > self.spec.search.rounds:
+                return
+            if self.ahead is None and self.sender.dispatcher.queue_length(self.sender.queue) > 0:
+                return  # no worker is about to idle yet
+            reference = search.reference(following)
+            done = [finished[n] for n in reference if n in finished]
+            running = [n for n in reference if n not in finished]
+            if any(t.status.is_finished() for t in self.store.trials(running)):
+                return  # results the loop has not read yet: guess once it has
+            guesses, assumed = self._guesses(running, done, curves)
+            if self.ahead is None and not _may_complete(search, finished, guesses):
+                self.awaiting_reports = True  # a report makes no event: `resample_at` polls
+                return  # the study may yet fail at that round: nothing to run ahead for
+            ahead = search.provisional_next(guesses)
+            if ahead is None:
+                return
+            rungs = self.rungs_of(done, assumed)
+            wanted = Ahead(ahead.round, ahead.batch, rungs)
+            if wanted == self.ahead:
+                return
+            batch = [dict(params) for params in ahead.batch]
+            box = ahead.box.to_dict(self.spec.space)
+            if self.ahead is None:
+                record = self.store.write_round(
+                    lock, epoch, ahead.round, box, batch, rungs, provisional=True
+                )
+                waiting = len(ahead.missing)
+                self.progress.note(
+                    f"round {ahead.round}: {len(batch)} trials sent ahead while {waiting} "
+                    f"{'trial' if waiting == 1 else 'trials'} it depends on still "
+                    f"{'runs' if waiting == 1 else 'run'}"
+                )
+                revision = Revision(tuple(record.trial_numbers), ())
+            else:
+                revision = self.store.revise_round(
+                    lock, epoch, ahead.round, box, batch, rungs, provisional=True
+                )
+            self.ahead = wanted
+            judged = [t for t in self.store.trials(revision.judge) if t.status.is_finished()]
+            self._send_again([*revision.again, *self._settle(lock, epoch, judged)], in_flight)
         finally:
             self.sampled_at = time.monotonic()
-
-    def _advance(
-        self,
-        search: CoarseToFine,
-        lock: CoordinatorLock,
-        epoch: str,
-        in_flight: dict[int, Trial],
-        finished: Mapping[int, Trial],
-        curves: dict[int, ReferenceCurve],
-    ) -> None:
-        self.awaiting_reports = False
-        if not self.spec.search.speculate or search.can_ask():
-            return
-        following = search.rounds_asked + 1
-        if following > self.spec.search.rounds:
-            return
-        if self.ahead is None and self.sender.dispatcher.queue_length(self.sender.queue) > 0:
-            return  # no worker is about to idle yet
-        reference = search.reference(following)
-        done = [finished[n] for n in reference if n in finished]
-        running = [n for n in reference if n not in finished]
-        if any(t.status.is_finished() for t in self.store.trials(running)):
-            return  # results the loop has not read yet: guess once it has
-        guesses, assumed = self._guesses(running, done, curves)
-        if self.ahead is None and not _may_complete(search, finished, guesses):
-            self.awaiting_reports = True  # a report makes no event: `resample_at` polls
-            return  # the study may yet fail at that round: nothing to run ahead for
-        ahead = search.provisional_next(guesses)
-        if ahead is None:
-            return
-        rungs = self.rungs_of(done, assumed)
-        wanted = Ahead(ahead.round, ahead.batch, rungs)
-        if wanted == self.ahead:
-            return
-        batch = [dict(params) for params in ahead.batch]
-        box = ahead.box.to_dict(self.spec.space)
-        if self.ahead is None:
-            record = self.store.write_round(
-                lock, epoch, ahead.round, box, batch, rungs, provisional=True
-            )
-            waiting = len(ahead.missing)
-            self.progress.note(
-                f"round {ahead.round}: {len(batch)} trials sent ahead while {waiting} "
-                f"{'trial' if waiting == 1 else 'trials'} it depends on still "
-                f"{'runs' if waiting == 1 else 'run'}"
-            )
-            revision = Revision(tuple(record.trial_numbers), ())
-        else:
-            revision = self.store.revise_round(
-                lock, epoch, ahead.round, box, batch, rungs, provisional=True
-            )
-        self.ahead = wanted
-        judged = [t for t in self.store.trials(revision.judge) if t.status.is_finished()]
-        self._send_again([*revision.again, *self._settle(lock, epoch, judged)], in_flight)
 
     def make_final(
         self,
@@ -297,8 +287,8 @@ class Speculation:
         flagged = self.store.to_judge(t.number for t in trials)
         finished = [t for t in trials if t.number in flagged and t.status.is_finished()]
         again = self._settle(lock, epoch, finished)
-        self.judging |= {t.number for t in trials if t.number in flagged} - {
-            t.number for t in finished
+        self.judging |= {
+            t.number for t in trials if t.number in flagged and not t.status.is_finished()
         }
         if not again:
             return trials
@@ -334,10 +324,10 @@ class Speculation:
             return {}, []
         complete = [t for t in done if t.status is TrialStatus.COMPLETE]
         unread = [t for t in complete if t.number not in curves]
-        reports = self.store.all_reports([t.number for t in unread])
+        reports = self.store.all_reports([*(t.number for t in unread), *running])
         for trial in unread:
             curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
-        partial = {n: sorted_curve(points) for n, points in self.store.all_reports(running).items()}
+        partial = {n: sorted_curve(reports[n]) for n in running if n in reports}
         guesses = guess_scores(partial, [curves[t.number] for t in complete], self.spec.maximize)
         assumed = [
             ReferenceCurve(n, TrialStatus.COMPLETE, tuple(steps), tuple(values), guesses[n])
