@@ -28,6 +28,7 @@ from zoomtune.coordinator.export import StudyRecord, study_json, trials_csv
 from zoomtune.coordinator.progress import LogProgress
 from zoomtune.coordinator.report import Findings
 from zoomtune.coordinator.rounds import LoopSettings, RoundLoop, round_rungs
+from zoomtune.coordinator.search import CoarseToFine
 from zoomtune.coordinator.views import status_view
 from zoomtune.workers.execute import WorkerRuntime, execute
 from zoomtune.workers.registry import ObjectiveRegistry
@@ -572,18 +573,94 @@ def test_a_coordinator_stopped_with_a_round_run_ahead_resumes_to_the_same_study(
 
 
 @pytest.mark.parametrize("straggler_rank", ["best", "worst"])
-def test_a_round_run_ahead_with_early_stopping_prunes_what_the_barrier_prunes(
+def test_two_rounds_run_ahead_of_a_straggler_are_the_rounds_the_barrier_runs(
     straggler_rank: str,
 ) -> None:
-    # Given a study that prunes, whose round 1 best (or worst) trial is the last to run: the
-    # round run ahead of it gets other rungs (and, without the best, another box) than the
-    # round made final, so its trials are sent again or judged against the final rungs
+    # Given the study run with the round barrier and nothing run ahead
+    barrier = fakeredis.FakeServer()
+    run(barrier, spec_for(rounds=4, speculate=False), ThreadWorkers(barrier, score))
+    ranks = round_one_ranks(barrier)
+    straggler = ranks[0] if straggler_rank == "best" else ranks[-1]
+
+    # When round 1's best (or worst) trial runs only once round 3 was sent: round 2 runs
+    # ahead of it, and round 3 ahead of round 2 (narrowed from round 2 as run ahead)
+    server = fakeredis.FakeServer()
+    workers = StragglerWorkers(server, score, straggler=straggler, ahead_from=10)
+    out = io.StringIO()
+    assert run(server, spec_for(rounds=4), workers, progress=out).state == "complete"
+
+    # Then the study is the barrier's, every round final
+    assert workers.released_by_ahead
+    assert "round 3: 5 trials sent ahead while 1 trial it depends on still runs" in out.getvalue()
+    assert snapshot(server) == snapshot(barrier)
+    assert [r.box for r in store_on(server).rounds()] == [r.box for r in store_on(barrier).rounds()]
+    assert not any(r.provisional for r in store_on(server).rounds())
+
+
+def test_a_coordinator_stopped_with_two_rounds_run_ahead_resumes_to_the_same_study() -> None:
+    barrier = fakeredis.FakeServer()
+    run(barrier, spec_for(rounds=4, speculate=False), ThreadWorkers(barrier, score))
+    straggler = round_one_ranks(barrier)[0]
+
+    # Given a coordinator stopped just after it sent round 3 ahead of round 2, itself ahead of
+    # round 1's best trial
+    class StopWhenTwoAhead(StragglerWorkers):
+        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
+            super().send(message, queue, timeout)
+            if message.trial >= 10:
+                raise KeyboardInterrupt
+
+    server = fakeredis.FakeServer()
+    workers = StopWhenTwoAhead(server, score, straggler=straggler, ahead_from=99)
+    with pytest.raises(KeyboardInterrupt):
+        run(server, spec_for(rounds=4), workers)
+    rounds = [(r.number, r.provisional) for r in store_on(server).rounds()]
+    assert rounds == [(1, False), (2, True), (3, True)]
+
+    # When another coordinator takes over
+    outcome = run(server, spec_for(rounds=4), ThreadWorkers(server, score))
+
+    # Then it made both rounds final from the real results: the study is the barrier's
+    assert outcome.state == "complete"
+    assert snapshot(server) == snapshot(barrier)
+    assert not any(r.provisional for r in store_on(server).rounds())
+
+
+def test_a_final_round_after_a_provisional_one_is_refused_on_resume(
+    server: fakeredis.FakeServer,
+) -> None:
+    # Given a store whose round 2 is provisional and round 3 final: no coordinator writes that
+    spec = spec_for(rounds=4)
+    store = store_on(server)
+    lock = store.acquire(ttl=30)
+    epoch = store.create(lock, spec.to_dict(), max_attempts=3)
+    search = CoarseToFine(spec)
+    store.write_round(lock, epoch, 1, {}, search.ask_next())
+    ahead = search.provisional_rounds({}, 2)
+    store.write_round(lock, epoch, 2, {}, ahead[0].batch, provisional=True)
+    store.write_round(lock, epoch, 3, {}, ahead[1].batch)
+    store.release(lock)
+
+    # Then a coordinator stops at once, naming the rounds
+    with pytest.raises(StoreError, match="round 3 in the store is final after round 2"):
+        run(server, spec, ThreadWorkers(server, score))
+
+
+@pytest.mark.parametrize("rounds_ahead", [1, 2])
+@pytest.mark.parametrize("straggler_rank", ["best", "worst"])
+def test_rounds_run_ahead_with_early_stopping_prune_what_the_barrier_prunes(
+    straggler_rank: str, rounds_ahead: int
+) -> None:
+    # Given a study that prunes, whose round 1 best (or worst) trial is the last to run, once
+    # round 2 (or 3) was sent: the rounds run ahead of it get other rungs (and, without the
+    # best, another box) than the rounds made final, so their trials are sent again or judged
+    # against the final rungs
     toml = pruning_toml()
     expected = PrunedRun.reference(toml)
     round_one = sorted(range(8), key=lambda n: expected.trials[n][2])  # minimize: best first
     straggler = round_one[0] if straggler_rank == "best" else round_one[-1]
     server = fakeredis.FakeServer()
-    workers = StragglerWorkers(server, prunable, straggler=straggler, ahead_from=8)
+    workers = StragglerWorkers(server, prunable, straggler=straggler, ahead_from=8 * rounds_ahead)
 
     # When it runs
     assert run(server, StudySpec.from_toml(toml), workers).state == "complete"

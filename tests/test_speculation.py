@@ -243,7 +243,7 @@ def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told(
     dispatcher = NoQueue()
     sender = TrialSender(spec, store, dispatcher, "q")
     speculation = Speculation(spec, store, sender, LogProgress(io.StringIO()), lambda _, __: ())
-    speculation.ahead = Ahead(1, tuple(params), r1)
+    speculation.ahead = [Ahead(1, tuple(params), r1)]
     in_flight = {t.number: t for t in store.trials([a, b])}
 
     # When its worker's PRUNED result (decided on R1) lands right after the loop read the round

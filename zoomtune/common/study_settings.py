@@ -77,11 +77,13 @@ class SearchSettings:
       barrier: round r waits for every trial of rounds 1..r-1. Which results a round sees is
       a function of trial numbers, never of timing, so the study stays a function of its seed.
     - `speculate`: while the last trials of a round still run and the queue is empty, send the
-      next round as it would be if they all failed (`CoarseToFine.provisional_next`), so that
-      idle slots work ahead. Once they are finished the round is sampled for real: its trials
-      whose parameters and rungs came out the same are kept (finished or running), the others
-      are stopped and sent again with the real ones. The study is exactly the one without it;
-      only compute is spent on the trials sent again.
+      next round as it would be if they ended with a guessed score
+      (`CoarseToFine.provisional_rounds`; up to `zoomtune.coordinator.speculation.DEPTH`
+      rounds ahead, each from the one before it as run ahead), so that idle slots work ahead.
+      Once they are finished the round is sampled for real: its trials whose parameters and
+      rungs came out the same are kept (finished or running), the others are stopped and sent
+      again with the real ones. The study is exactly the one without it; only compute is
+      spent on the trials sent again.
 
     The defaults were chosen on the search-quality benchmark (BENCHMARKS.md), tuned on half of
     its problems and checked on the other half.

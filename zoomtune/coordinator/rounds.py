@@ -219,7 +219,7 @@ class RoundLoop:
                 rungs = round_rungs(self.spec, self.store, reference, self._curves)
                 batch = search.ask_next()
                 box = search.boxes[-1].to_dict(self.spec.space)
-                if self._speculation.ahead is not None and self._speculation.ahead.round == number:
+                if self._speculation.written_ahead(number):
                     held = self._speculation.make_final(
                         lock, epoch, number, box, batch, rungs, in_flight
                     )
@@ -286,10 +286,16 @@ class RoundLoop:
         in_flight: dict[int, Trial] = {}
         self._speculation.reset()
         for record in self.store.rounds():
-            if record.provisional and record.number == search.rounds_asked + 1:
+            ahead = self._speculation.ahead
+            if record.provisional and record.number == search.rounds_asked + 1 + len(ahead):
                 # Written ahead: the loop revises it or makes it final, as it would have.
                 self._speculation.resume(record, self.store.trials(record.trial_numbers), in_flight)
-                break
+                continue
+            if ahead:
+                raise StoreError(
+                    f"round {record.number} in the store is final after round "
+                    f"{ahead[-1].round}, which is provisional"
+                )
             if record.number != search.rounds_asked + 1 or not search.can_ask():
                 raise StoreError(
                     f"round {record.number} in the store was written before the trials it "

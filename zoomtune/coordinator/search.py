@@ -67,7 +67,8 @@ class Told:
 
 @dataclass(frozen=True)
 class Provisional:
-    """The next round as it would be if its untold reference trials (`missing`) failed."""
+    """A round asked ahead, as it would be if its reference trials not told yet (`missing`)
+    ended with the scores assumed for them (failed where none was)."""
 
     round: int
     box: Box
@@ -289,7 +290,7 @@ class CoarseToFine:
     def provisional_next(self, assumed: Mapping[int, float] | None = None) -> Provisional | None:
         """The next round as `ask_next()` would return it if every reference trial not told yet
         ended with its `assumed` score (failed where none is given); None when every round is
-        asked. Changes nothing.
+        asked. Changes nothing. `provisional_rounds(assumed, 1)`, for one round.
 
         Speculation: while the last trials before a round still run, idle workers can run this
         batch. Once they are told, `ask_next()` gives the real batch; where a trial's parameters
@@ -297,15 +298,38 @@ class CoarseToFine:
         change the box) the work done ahead was the real work. Round r's parameters depend only
         on the seed and its box, so the two batches agree trial by trial or not at all within
         the box."""
-        following = self.rounds_asked + 1
-        if following > self._spec.search.rounds:
-            return None
-        scores = dict(self._scores)
-        missing = [n for n in self.reference(following) if n not in scores]
-        assumed = assumed or {}
-        scores.update({n: assumed.get(n) for n in missing})
-        box = self._narrowing_for(following, scores).box
-        return Provisional(following, box, tuple(self._sample(following, box)), tuple(missing))
+        rounds = self.provisional_rounds(assumed or {}, 1)
+        return rounds[0] if rounds else None
+
+    def provisional_rounds(
+        self,
+        assumed: Mapping[int, float | None],
+        depth: int,
+        pruned: Iterable[int] = (),
+    ) -> list[Provisional]:
+        """The next `depth` rounds (fewer at the end of the study) as `ask_next()` would return
+        them, one after the other, if every trial not told yet ended with its `assumed` score:
+        the trials of the rounds not yet asked included (failed where no score is given;
+        pruned where in `pruned`). Changes nothing.
+
+        Speculation more than one round deep: round r+2 is narrowed from round r+1's
+        parameters as sampled here, with the guessed scores of its trials."""
+        search = self._copy()
+        pruned = set(pruned)
+        rounds: list[Provisional] = []
+        last = min(self._spec.search.rounds, self.rounds_asked + depth)
+        for number in range(self.rounds_asked + 1, last + 1):
+            for n in search.reference(number):
+                if n not in search._scores:
+                    search._record(n, assumed.get(n))
+                    if n in pruned:
+                        search._pruned.add(n)
+            narrowing = search._narrowing_for(number)
+            search._narrowings.append(narrowing)
+            search._asked.append(search._sample(number, narrowing.box))
+            missing = tuple(n for n in search.reference(number) if n not in self._scores)
+            rounds.append(Provisional(number, narrowing.box, tuple(search._asked[-1]), missing))
+        return rounds
 
     def tell_trial(self, number: int, score: Any, *, pruned: bool = False) -> None:
         """Record the score of trial `number` (None: failed or pruned), in any order, once.
@@ -361,6 +385,16 @@ class CoarseToFine:
         return search
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _copy(self) -> CoarseToFine:
+        """An independent copy to ask and tell hypothetically (the asked dicts are shared: they
+        are never changed in place)."""
+        other = CoarseToFine.__new__(CoarseToFine)
+        other._spec, other._firsts = self._spec, self._firsts
+        other._asked, other._narrowings = list(self._asked), list(self._narrowings)
+        other._scores, other._pruned = dict(self._scores), set(self._pruned)
+        other._told_in_round, other._told_prefix = list(self._told_in_round), self._told_prefix
+        return other
 
     def _record(self, number: int, score: float | None) -> None:
         self._scores[number] = score

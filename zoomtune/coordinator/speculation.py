@@ -1,11 +1,13 @@
-"""Speculation (`[search] speculate`): the next round runs ahead while the last trials before it
-still run, without changing the study.
+"""Speculation (`[search] speculate`): the next rounds run ahead while the last trials before
+them still run, without changing the study.
 
 With the round barrier, round r+1 waits for round r's slowest trial and the slots behind it
 idle. Speculation writes round r+1 to the store as *provisional* once workers have taken every
 message: sampled as if the reference trials still running ended with a guessed score
-(`guess_scores`; failed when there is no guess), and sends it. Each result that comes in
-re-samples it; trials whose parameters changed are sent again as their next attempt
+(`guess_scores`; failed when there is no guess), and sends it. Once workers have taken all of
+its messages too, round r+2 follows the same way, narrowed from round r+1 as run ahead and the
+guessed scores of its trials (up to `DEPTH` rounds ahead). Each result that comes in re-samples
+them; trials whose parameters changed are sent again as their next attempt
 (`StudyStore.revise_round`: a running attempt of such a trial loses it, its result and reports
 are dropped), and started trials whose rungs alone changed are judged once finished
 (`zoomtune.common.trial.judge`). Once every reference trial is finished the round is sampled
@@ -33,7 +35,16 @@ from zoomtune.common.trial import Rung, Trial, TrialStatus, judge, sorted_curve
 from zoomtune.coordinator.dispatcher import TrialSender
 from zoomtune.coordinator.progress import StudyProgress
 from zoomtune.coordinator.pruning import ReferenceCurve
-from zoomtune.coordinator.search import CoarseToFine
+from zoomtune.coordinator.search import CoarseToFine, Provisional
+
+DEPTH = 3
+"""How many rounds may run ahead at once. With one, a round of as many trials as there are
+slots leaves slots idle behind the last trial of the round two back, and with early stopping
+every round waits on the one or two trials of the round before it that run to the end. Measured
+(`python -m bench.training`, 8 slots, 3 seeds; BENCHMARKS.md): utilization at 8 x 12 0.84 /
+0.91 / 0.92 / 0.93 with 1 / 2 / 3 / 5 rounds ahead, wall time with early stopping at 16 x 6
+6.0 / 5.7 / 4.7 / 4.7 s. Deeper rounds are guessed from guesses, so more of their trials are
+sent again: compute only, the study is the same."""
 
 RESAMPLE_SECONDS = 0.1
 """While a round runs ahead, the loop samples it again this long after the last time even when
@@ -87,8 +98,8 @@ def guess_scores(
 
 
 class Speculation:
-    """The provisional round of one running study (at most one at a time) and its finished
-    trials, held until it is final."""
+    """The provisional rounds of one running study (up to `DEPTH`, in round order) and their
+    finished trials, held until their round is final."""
 
     def __init__(
         self,
@@ -97,15 +108,18 @@ class Speculation:
         sender: TrialSender,
         progress: StudyProgress,
         rungs_of: Callable[[Sequence[Trial], Sequence[ReferenceCurve]], tuple[Rung, ...]],
+        depth: int = DEPTH,
     ) -> None:
         """`rungs_of(finished, assumed)` gives the early-stopping rungs from finished reference
-        trials and the curves of running ones assumed complete (with a guessed score)."""
+        trials and the curves of the others: running ones assumed complete (with a guessed
+        score), and those of rounds run ahead as they finished."""
         self.spec = spec
         self.store = store
         self.sender = sender
         self.progress = progress
         self.rungs_of = rungs_of
-        self.ahead: Ahead | None = None
+        self.depth = depth
+        self.ahead: list[Ahead] = []
         self.held: dict[int, Trial] = {}
         self.judging: set[int] = set()
         """Running trials of final rounds to judge when they finish (`settle_finished`)."""
@@ -116,38 +130,44 @@ class Speculation:
 
     def reset(self) -> None:
         """Forget everything: the loop reads the study back from the store (`resume`)."""
-        self.ahead, self.held, self.judging = None, {}, set()
+        self.ahead, self.held, self.judging = [], {}, set()
         self.awaiting_reports = False
 
     def is_ahead(self, trial: Trial) -> bool:
-        """Whether `trial` is of the provisional round (not shown, not told, until final)."""
-        return self.ahead is not None and trial.round == self.ahead.round
+        """Whether `trial` is of a provisional round (not shown, not told, until final)."""
+        return bool(self.ahead) and trial.round >= self.ahead[0].round
+
+    def written_ahead(self, number: int) -> bool:
+        """Whether round `number`, the next to ask, is in the store as provisional."""
+        return bool(self.ahead) and self.ahead[0].round == number
 
     def may_start(self) -> bool:
-        """Whether a round could be written ahead once the queue is empty: none is yet."""
-        return self.spec.search.speculate and self.ahead is None
+        """Whether a round could be written ahead once the queue is empty: fewer than `depth`
+        are."""
+        return self.spec.search.speculate and len(self.ahead) < self.depth
 
     def resample_at(self) -> float | None:
         """When (time.monotonic()) `advance` is due again even without news of a result
         (`RESAMPLE_SECONDS` after it last ended): the round run ahead, or the round not yet run
         ahead because the one before it had no trial that completed or reported, may come out
         different with the reports since. None otherwise."""
-        if self.ahead is None and not self.awaiting_reports:
+        if not self.ahead and not self.awaiting_reports:
             return None
         return self.sampled_at + RESAMPLE_SECONDS
 
     def resume(
         self, record: RoundRecord, trials: Sequence[Trial], in_flight: dict[int, Trial]
     ) -> None:
-        """Take over a provisional round found in the store (`send_queued` sends it)."""
-        self.ahead = Ahead(record.number, tuple(dict(t.params) for t in trials), record.rungs)
-        self.held = {t.number: t for t in trials if t.status.is_finished()}
+        """Take over a provisional round found in the store, the one after those taken over
+        before (`send_queued` sends it)."""
+        self.ahead.append(Ahead(record.number, tuple(dict(t.params) for t in trials), record.rungs))
+        self.held.update({t.number: t for t in trials if t.status.is_finished()})
         for trial in trials:
             if not trial.status.is_finished():
                 in_flight[trial.number] = trial
 
     def send_queued(self, in_flight: Mapping[int, Trial]) -> None:
-        if self.ahead is None:
+        if not self.ahead:
             return
         self.sender.send_all(
             [
@@ -166,56 +186,87 @@ class Speculation:
         finished: Mapping[int, Trial],
         curves: dict[int, ReferenceCurve],
     ) -> None:
-        """Write the next round ahead once workers have taken every message, or bring the one
-        written ahead up to date with the results so far. `finished` holds the finished
-        trials by number; `curves` the learning curves already read (filled in here)."""
+        """Write one round more ahead once workers have taken every message, and bring those
+        written ahead up to date with the results and reports so far. `finished` holds the
+        trials told to the search by number; `curves` the learning curves already read (filled
+        in here)."""
         try:
             self.awaiting_reports = False
             if not self.spec.search.speculate or search.can_ask():
                 return
-            following = search.rounds_asked + 1
-            if following > self.spec.search.rounds:
+            depth = len(self.ahead)
+            last = min(self.spec.search.rounds, search.rounds_asked + self.depth)
+            queue = self.sender.dispatcher.queue_length
+            if search.rounds_asked + depth < last and queue(self.sender.queue) == 0:
+                depth += 1  # workers took every message: one more round may go ahead
+            if depth == 0:
                 return
-            if self.ahead is None and self.sender.dispatcher.queue_length(self.sender.queue) > 0:
-                return  # no worker is about to idle yet
-            reference = search.reference(following)
-            done = [finished[n] for n in reference if n in finished]
-            running = [n for n in reference if n not in finished]
+            deepest = search.rounds_asked + depth
+            untold = [n for n in search.reference(deepest) if n not in finished]
+            held = {n: self.held[n] for n in untold if n in self.held}
+            running = [n for n in untold if n not in held]
             if any(t.status.is_finished() for t in self.store.trials(running)):
                 return  # results the loop has not read yet: guess once it has
-            guesses, assumed = self._guesses(running, done, curves)
-            if self.ahead is None and not _may_complete(search, finished, guesses):
+            done = [finished[n] for n in search.reference(deepest) if n in finished]
+            guesses, assumed = self._guesses(running, done, list(held.values()), curves)
+            if depth > len(self.ahead) and not _may_complete(
+                search, deepest - 1, finished, held, guesses
+            ):
                 self.awaiting_reports = True  # a report makes no event: `resample_at` polls
-                return  # the study may yet fail at that round: nothing to run ahead for
-            ahead = search.provisional_next(guesses)
-            if ahead is None:
-                return
-            rungs = self.rungs_of(done, assumed)
-            wanted = Ahead(ahead.round, ahead.batch, rungs)
-            if wanted == self.ahead:
-                return
-            batch = [dict(params) for params in ahead.batch]
-            box = ahead.box.to_dict(self.spec.space)
-            if self.ahead is None:
-                record = self.store.write_round(
-                    lock, epoch, ahead.round, box, batch, rungs, provisional=True
+                depth -= 1  # the study may yet fail at that round: nothing to run ahead for
+            scores: dict[int, float | None] = dict(guesses)
+            scores.update({n: _score(t) for n, t in held.items()})
+            pruned = [n for n, t in held.items() if t.status is TrialStatus.PRUNED]
+            for index, ahead in enumerate(search.provisional_rounds(scores, depth, pruned)):
+                reference = search.reference(ahead.round)
+                self._bring_up_to_date(
+                    index, ahead, reference, lock, epoch, in_flight, finished, assumed
                 )
-                waiting = len(ahead.missing)
-                self.progress.note(
-                    f"round {ahead.round}: {len(batch)} trials sent ahead while {waiting} "
-                    f"{'trial' if waiting == 1 else 'trials'} it depends on still "
-                    f"{'runs' if waiting == 1 else 'run'}"
-                )
-                revision = Revision(tuple(record.trial_numbers), ())
-            else:
-                revision = self.store.revise_round(
-                    lock, epoch, ahead.round, box, batch, rungs, provisional=True
-                )
-            self.ahead = wanted
-            judged = [t for t in self.store.trials(revision.judge) if t.status.is_finished()]
-            self._send_again([*revision.again, *self._settle(lock, epoch, judged)], in_flight)
         finally:
             self.sampled_at = time.monotonic()
+
+    def _bring_up_to_date(
+        self,
+        index: int,
+        ahead: Provisional,
+        reference: range,
+        lock: CoordinatorLock,
+        epoch: str,
+        in_flight: dict[int, Trial],
+        finished: Mapping[int, Trial],
+        assumed: Sequence[ReferenceCurve],
+    ) -> None:
+        """Write round `ahead` as the `index`-th provisional round, or revise it there if it
+        came out different; send the trials that changed. `reference`: its reference trials;
+        `assumed`: the curves of those not told (`_guesses`)."""
+        rungs = self.rungs_of(
+            [finished[n] for n in reference if n in finished],
+            [curve for curve in assumed if curve.trial in reference],
+        )
+        wanted = Ahead(ahead.round, ahead.batch, rungs)
+        if index < len(self.ahead) and wanted == self.ahead[index]:
+            return
+        batch = [dict(params) for params in ahead.batch]
+        box = ahead.box.to_dict(self.spec.space)
+        if index < len(self.ahead):
+            revision = self.store.revise_round(
+                lock, epoch, ahead.round, box, batch, rungs, provisional=True
+            )
+            self.ahead[index] = wanted
+        else:
+            record = self.store.write_round(
+                lock, epoch, ahead.round, box, batch, rungs, provisional=True
+            )
+            self.ahead.append(wanted)
+            waiting = sum(1 for n in ahead.missing if n not in self.held)
+            self.progress.note(
+                f"round {ahead.round}: {len(batch)} trials sent ahead while {waiting} "
+                f"{'trial' if waiting == 1 else 'trials'} it depends on still "
+                f"{'runs' if waiting == 1 else 'run'}"
+            )
+            revision = Revision(tuple(record.trial_numbers), ())
+        judged = [t for t in self.store.trials(revision.judge) if t.status.is_finished()]
+        self._send_again([*revision.again, *self._settle(lock, epoch, judged)], in_flight)
 
     def make_final(
         self,
@@ -227,8 +278,8 @@ class Speculation:
         rungs: tuple[Rung, ...],
         in_flight: dict[int, Trial],
     ) -> list[Trial]:
-        """Make the provisional round final with its real params and rungs: send again the
-        trials that changed; return its finished trials that did not (to be told)."""
+        """Make the first provisional round final with its real params and rungs: send again
+        the trials that changed; return its finished trials that did not (to be told)."""
         revision = self.store.revise_round(lock, epoch, number, box, batch, rungs)
         numbers = self.store.round(number).trial_numbers
         trials = self.store.trials(numbers)
@@ -241,7 +292,8 @@ class Speculation:
         again = self._settle(lock, epoch, finished)
         self._send_again([*revision.again, *again], in_flight)
         sent = set(revision.again) | set(again)
-        self.ahead, self.held = None, {}
+        self.ahead = self.ahead[1:]  # the rounds further ahead stay provisional
+        self.held = {n: t for n, t in self.held.items() if t.round != number}
         told: list[Trial] = []
         for trial in trials:
             if trial.number in sent:
@@ -313,40 +365,65 @@ class Speculation:
         return again
 
     def _guesses(
-        self, running: Sequence[int], done: Sequence[Trial], curves: dict[int, ReferenceCurve]
+        self,
+        running: Sequence[int],
+        done: Sequence[Trial],
+        held: Sequence[Trial],
+        curves: dict[int, ReferenceCurve],
     ) -> tuple[dict[int, float], list[ReferenceCurve]]:
         """Guessed scores of the reference trials still `running`, from their curves so far and
-        those of the finished ones (`done`); and the curves so far of the guessed ones, taken
-        as COMPLETE with that score. The provisional rungs use these: a running trial has
-        already reported the values that the round's early rungs take their thresholds from
-        (the best trials of a round run longest, and they raise those thresholds)."""
-        if not running:
+        those of the finished ones (`done`, told; `held`, of rounds run ahead); and the curves
+        of the reference trials not told: the guessed running ones taken as COMPLETE with that
+        score, the held ones as they finished. The provisional rungs use these: a running trial
+        has already reported the values that the round's early rungs take their thresholds from
+        (the best trials of a round run longest, and they raise those thresholds). A held
+        trial's curve is read every time (it may yet be sent again), never kept in `curves`."""
+        if not running and not held:
             return {}, []
         complete = [t for t in done if t.status is TrialStatus.COMPLETE]
         unread = [t for t in complete if t.number not in curves]
-        reports = self.store.all_reports([*(t.number for t in unread), *running])
+        numbers = [*(t.number for t in unread), *running, *(t.number for t in held)]
+        reports = self.store.all_reports(numbers)
         for trial in unread:
             curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
+        held_curves = [
+            ReferenceCurve.of(t, reports.get(t.number, []))
+            for t in held
+            if t.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED)
+        ]
         partial = {n: sorted_curve(reports[n]) for n in running if n in reports}
-        guesses = guess_scores(partial, [curves[t.number] for t in complete], self.spec.maximize)
+        known = [curves[t.number] for t in complete] + held_curves
+        guesses = guess_scores(partial, known, self.spec.maximize)
         assumed = [
             ReferenceCurve(n, TrialStatus.COMPLETE, tuple(steps), tuple(values), guesses[n])
             for n, (steps, values) in sorted(partial.items())
             if n in guesses
         ]
-        return guesses, assumed
+        return guesses, sorted([*assumed, *held_curves], key=lambda curve: curve.trial)
+
+
+def _score(trial: Trial) -> float | None:
+    """What a finished trial tells the search: its score when COMPLETE, else None."""
+    return trial.score if trial.status is TrialStatus.COMPLETE else None
 
 
 def _may_complete(
-    search: CoarseToFine, finished: Mapping[int, Trial], guesses: Mapping[int, float]
+    search: CoarseToFine,
+    number: int,
+    finished: Mapping[int, Trial],
+    held: Mapping[int, Trial],
+    guesses: Mapping[int, float],
 ) -> bool:
-    """Whether the last round asked has a trial that completed (then it cannot fail) or one
-    still running that reports like the finished ones (`guesses`). With early stopping a round
-    often has one or two trials that run to the end, and the next round's box and rungs wait
-    on exactly those; a round whose trials fail before reporting is not run ahead of."""
-    last = search.rounds_asked
-    numbers = range(search.first_trial(last), search.first_trial(last + 1))
+    """Whether round `number` (asked, or run ahead) has a trial that completed (then it cannot
+    fail) or one still running that reports like the finished ones (`guesses`). With early
+    stopping a round often has one or two trials that run to the end, and the next round's box
+    and rungs wait on exactly those; a round whose trials fail before reporting is not run
+    ahead of."""
+    numbers = range(search.first_trial(number), search.first_trial(number + 1))
     return any(
-        n in guesses or (n in finished and finished[n].status is TrialStatus.COMPLETE)
+        n in guesses
+        or any(
+            n in trials and trials[n].status is TrialStatus.COMPLETE for trials in (finished, held)
+        )
         for n in numbers
     )
