@@ -1,5 +1,5 @@
-"""Speculation, the pure parts: the round a search would ask next if the trials still running
-ended with a guessed score (`CoarseToFine.provisional_next`), the guess itself, and the verdict
+"""Speculation, the pure parts: the rounds a search would ask next if the trials still running
+ended with a guessed score (`CoarseToFine.provisional_rounds`), the guess itself, and the verdict
 on a trial that ran with other rungs than its round's final ones (`judge`)."""
 
 from __future__ import annotations
@@ -78,6 +78,29 @@ def test_asking_ahead_changes_nothing() -> None:
     untouched.tell_trial(0, 1.0)
     assert search.ask_next() == untouched.ask_next()
     assert search.rounds_asked == untouched.rounds_asked == 2
+
+
+def test_a_result_from_other_params_counts_as_failed_two_rounds_deep() -> None:
+    # Given round 1 told but for trial 3, whose score decides round 2's box
+    search = CoarseToFine(make_spec(rounds=3))
+    told_but(search, {3})
+    best, worst = -1e6, 1e6  # minimize
+    first = search.provisional_rounds({3: best}, 2)
+    other = search.provisional_rounds({3: worst}, 2)
+    assert first[0].batch[0] != other[0].batch[0], "trial 3 must move round 2's box"
+
+    # When trial 16 (round 2) finished with the params of the first guess, and round 3 is asked
+    # under the other one
+    ran_with = {16: first[0].batch[0]}
+    result = {16: -1e5}  # better than all of round 1: round 3 narrows around it
+    assert search.provisional_rounds({3: worst, **result}, 2)[1] != other[1]
+
+    # Then its result is not round 2's trial 16 any more: it counts as failed, and with the
+    # params it ran with it counts as it is
+    assert search.provisional_rounds({3: worst, **result}, 2, (), ran_with) == other
+    assert search.provisional_rounds({3: best, **result}, 2, (), ran_with) == (
+        search.provisional_rounds({3: best, **result}, 2)
+    )
 
 
 def test_nothing_is_asked_ahead_once_every_round_is_asked() -> None:

@@ -212,6 +212,7 @@ class RoundLoop:
         for number, trials in unfinished.items():
             self._attach(number, trials)
         self._speculation.send_queued(in_flight)  # shown once its round is final
+        news = True  # a result read since the last `advance`
         while not search.done:
             while search.can_ask():
                 number = search.rounds_asked + 1
@@ -233,12 +234,16 @@ class RoundLoop:
                         return outcome
             if search.done:  # the last round was made final with all its trials finished
                 break
-            self._speculation.advance(search, lock, epoch, in_flight, self._finished, self._curves)
+            self._speculation.advance(
+                search, lock, epoch, in_flight, self._finished, self._curves, news
+            )
             if not in_flight:
                 raise StoreError(
                     f"round {search.rounds_asked + 1} waits for trials that are not in flight"
                 )
-            for trial in self._wait(lock, epoch, in_flight):
+            finished_now = self._wait(lock, epoch, in_flight)
+            news = bool(finished_now)
+            for trial in finished_now:
                 if self._speculation.is_ahead(trial):  # told once its round is final
                     self._speculation.held[trial.number] = trial
                     continue

@@ -306,24 +306,32 @@ class CoarseToFine:
         assumed: Mapping[int, float | None],
         depth: int,
         pruned: Iterable[int] = (),
+        ran_with: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> list[Provisional]:
         """The next `depth` rounds (fewer at the end of the study) as `ask_next()` would return
         them, one after the other, if every trial not told yet ended with its `assumed` score:
         the trials of the rounds not yet asked included (failed where no score is given;
-        pruned where in `pruned`). Changes nothing.
+        pruned where in `pruned`). `ran_with`: the params that results assumed for trials of
+        rounds not yet asked come from; where they are not the params sampled here, the trial
+        counts as failed (it has not run with these). Changes nothing.
 
         Speculation more than one round deep: round r+2 is narrowed from round r+1's
         parameters as sampled here, with the guessed scores of its trials."""
         search = self._copy()
         pruned = set(pruned)
+        ran_with = ran_with or {}
         rounds: list[Provisional] = []
         last = min(self._spec.search.rounds, self.rounds_asked + depth)
         for number in range(self.rounds_asked + 1, last + 1):
             for n in search.reference(number):
-                if n not in search._scores:
-                    search._record(n, assumed.get(n))
-                    if n in pruned:
-                        search._pruned.add(n)
+                if n in search._scores:
+                    continue
+                if n in ran_with and dict(ran_with[n]) != search._params(n):
+                    search._record(n, None)
+                    continue
+                search._record(n, assumed.get(n))
+                if n in pruned:
+                    search._pruned.add(n)
             narrowing = search._narrowing_for(number)
             search._narrowings.append(narrowing)
             search._asked.append(search._sample(number, narrowing.box))

@@ -143,8 +143,10 @@ class Speculation:
 
     def may_start(self) -> bool:
         """Whether a round could be written ahead once the queue is empty: fewer than `depth`
-        are."""
-        return self.spec.search.speculate and len(self.ahead) < self.depth
+        are, and the last of them is not the study's last round."""
+        if not self.spec.search.speculate or len(self.ahead) >= self.depth:
+            return False
+        return not self.ahead or self.ahead[-1].round < self.spec.search.rounds
 
     def resample_at(self) -> float | None:
         """When (time.monotonic()) `advance` is due again even without news of a result
@@ -185,45 +187,68 @@ class Speculation:
         in_flight: dict[int, Trial],
         finished: Mapping[int, Trial],
         curves: dict[int, ReferenceCurve],
+        news: bool = True,
     ) -> None:
         """Write one round more ahead once workers have taken every message, and bring those
         written ahead up to date with the results and reports so far. `finished` holds the
         trials told to the search by number; `curves` the learning curves already read (filled
-        in here)."""
+        in here). Without `news` (a result read since the last call) the rounds ahead are
+        sampled again only when `resample_at` is due or a round more can go out: a worker
+        that took a message changes nothing they are sampled from."""
+        deeper = self._may_go_deeper(search)
+        if not (news or deeper) and time.monotonic() < self.sampled_at + RESAMPLE_SECONDS:
+            return
         try:
             self.awaiting_reports = False
             if not self.spec.search.speculate or search.can_ask():
                 return
-            depth = len(self.ahead)
-            last = min(self.spec.search.rounds, search.rounds_asked + self.depth)
-            queue = self.sender.dispatcher.queue_length
-            if search.rounds_asked + depth < last and queue(self.sender.queue) == 0:
-                depth += 1  # workers took every message: one more round may go ahead
+            depth = len(self.ahead) + int(deeper)
             if depth == 0:
                 return
             deepest = search.rounds_asked + depth
             untold = [n for n in search.reference(deepest) if n not in finished]
-            held = {n: self.held[n] for n in untold if n in self.held}
-            running = [n for n in untold if n not in held]
-            if any(t.status.is_finished() for t in self.store.trials(running)):
+            held = [self.held[n] for n in untold if n in self.held]
+            running = self.store.trials([n for n in untold if n not in self.held])
+            if any(t.status.is_finished() for t in running):
                 return  # results the loop has not read yet: guess once it has
             done = [finished[n] for n in search.reference(deepest) if n in finished]
-            guesses, assumed = self._guesses(running, done, list(held.values()), curves)
-            if depth > len(self.ahead) and not _may_complete(
-                search, deepest - 1, finished, held, guesses
-            ):
+            guesses, assumed = self._guesses(running, done, held, curves)
+            if deeper and not _may_complete(search, deepest - 1, finished, self.held, guesses):
                 self.awaiting_reports = True  # a report makes no event: `resample_at` polls
                 depth -= 1  # the study may yet fail at that round: nothing to run ahead for
             scores: dict[int, float | None] = dict(guesses)
-            scores.update({n: _score(t) for n, t in held.items()})
-            pruned = [n for n, t in held.items() if t.status is TrialStatus.PRUNED]
-            for index, ahead in enumerate(search.provisional_rounds(scores, depth, pruned)):
+            scores.update({t.number: _score(t) for t in held})
+            pruned = [t.number for t in held if t.status is TrialStatus.PRUNED]
+            ran_with = {
+                search.first_trial(ahead.round) + i: params
+                for ahead in self.ahead
+                for i, params in enumerate(ahead.batch)
+            }
+            rounds = search.provisional_rounds(scores, depth, pruned, ran_with)
+            changed = {
+                number
+                for ahead in rounds
+                for number, params in enumerate(ahead.batch, search.first_trial(ahead.round))
+                if number in ran_with and ran_with[number] != params
+            }
+            # Their curves so far are of other params: they are about to be sent again.
+            assumed = [curve for curve in assumed if curve.trial not in changed]
+            for index, ahead in enumerate(rounds):
                 reference = search.reference(ahead.round)
                 self._bring_up_to_date(
                     index, ahead, reference, lock, epoch, in_flight, finished, assumed
                 )
         finally:
             self.sampled_at = time.monotonic()
+
+    def _may_go_deeper(self, search: CoarseToFine) -> bool:
+        """Whether one more round may be written ahead: fewer than `depth` are, the study has
+        one more, and workers have taken every message."""
+        if not self.spec.search.speculate or len(self.ahead) >= self.depth:
+            return False
+        if search.rounds_asked + len(self.ahead) >= self.spec.search.rounds:
+            return False
+        return self.sender.dispatcher.queue_length(self.sender.queue) == 0
 
     def _bring_up_to_date(
         self,
@@ -366,7 +391,7 @@ class Speculation:
 
     def _guesses(
         self,
-        running: Sequence[int],
+        running: Sequence[Trial],
         done: Sequence[Trial],
         held: Sequence[Trial],
         curves: dict[int, ReferenceCurve],
@@ -377,29 +402,45 @@ class Speculation:
         score, the held ones as they finished. The provisional rungs use these: a running trial
         has already reported the values that the round's early rungs take their thresholds from
         (the best trials of a round run longest, and they raise those thresholds). A held
-        trial's curve is read every time (it may yet be sent again), never kept in `curves`."""
+        trial's curve is read every time (it may yet be sent again), never kept in `curves`.
+
+        A trial of round q is guessed from told trials and held ones of rounds up to q only, so
+        that a round's guess does not depend on how many rounds run ahead of it (a round's own
+        trials finishing ahead must not re-sample it, and then again once they are sent
+        again)."""
         if not running and not held:
             return {}, []
         complete = [t for t in done if t.status is TrialStatus.COMPLETE]
         unread = [t for t in complete if t.number not in curves]
-        numbers = [*(t.number for t in unread), *running, *(t.number for t in held)]
-        reports = self.store.all_reports(numbers)
+        numbers = [*(t.number for t in unread), *(t.number for t in running)]
+        reports = self.store.all_reports([*numbers, *(t.number for t in held)])
         for trial in unread:
             curves[trial.number] = ReferenceCurve.of(trial, reports.get(trial.number, []))
-        held_curves = [
-            ReferenceCurve.of(t, reports.get(t.number, []))
+        held_curves = {
+            t.number: (t.round, ReferenceCurve.of(t, reports.get(t.number, [])))
             for t in held
             if t.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED)
-        ]
-        partial = {n: sorted_curve(reports[n]) for n in running if n in reports}
-        known = [curves[t.number] for t in complete] + held_curves
-        guesses = guess_scores(partial, known, self.spec.maximize)
-        assumed = [
-            ReferenceCurve(n, TrialStatus.COMPLETE, tuple(steps), tuple(values), guesses[n])
-            for n, (steps, values) in sorted(partial.items())
-            if n in guesses
-        ]
-        return guesses, sorted([*assumed, *held_curves], key=lambda curve: curve.trial)
+        }
+        told = [curves[t.number] for t in complete]
+        guesses: dict[int, float] = {}
+        for q in sorted({t.round for t in running}):
+            partial = {
+                t.number: sorted_curve(reports[t.number])
+                for t in running
+                if t.round == q and t.number in reports
+            }
+            known = told + [curve for r, curve in held_curves.values() if r <= q]
+            guesses.update(guess_scores(partial, known, self.spec.maximize))
+        curves_of_untold = [curve for _, curve in held_curves.values()]
+        for trial in running:
+            if trial.number in guesses:
+                steps, values = sorted_curve(reports[trial.number])
+                curves_of_untold.append(
+                    ReferenceCurve(
+                        trial.number, TrialStatus.COMPLETE, steps, values, guesses[trial.number]
+                    )
+                )
+        return guesses, sorted(curves_of_untold, key=lambda curve: curve.trial)
 
 
 def _score(trial: Trial) -> float | None:
