@@ -9,7 +9,8 @@ So the study can be run trial by trial in number order (each trial's reference i
 finished), exactly as the coordinator would run it with any number of workers. This runs
 `CoarseToFine` and `zoomtune.coordinator.pruning` over the `synthetic-training` objective
 (zoomtune/workers/objectives/training.py) that way, then replays the dispatch on `--slots` slots
-with each trial's duration (epochs run x its epoch time) for the utilization that gating gives.
+with each trial's duration (epochs run x its epoch time) for the utilization that gating gives
+(`--ahead N`: with N rounds run ahead on a guess that is never wrong, speculation's ceiling).
 
 Per row (median over seeds): the epochs run as a share of the same study without early stopping
 (trials x epochs), the best final score (of trials that ran every epoch) minus that of the same
@@ -132,23 +133,36 @@ def best_score(trials: Sequence[SimTrial]) -> float:
     return max(t.score for t in trials if t.score is not None)
 
 
-def schedule(trials: Sequence[SimTrial], spec: StudySpec, slots: int) -> tuple[float, float]:
+def schedule(
+    trials: Sequence[SimTrial], spec: StudySpec, slots: int, ahead: int = 0
+) -> tuple[float, float]:
     """(utilization, wall) when trials go out in number order on `slots` slots, each once its
     round's reference trials are finished: busy slot-seconds over slots x wall, and the wall
-    time from the first start to the last finish."""
+    time from the first start to the last finish.
+
+    `ahead`: rounds run ahead with a perfect guess (speculation that is never wrong, the
+    ceiling of `[search] speculate`): round r goes out once the reference trials of round
+    r - ahead are finished and every trial of round r - 1 has started (the queue is empty)."""
     search = CoarseToFine(spec)
     finish: dict[int, float] = {}
     prefix, prefix_time = 0, 0.0  # every trial below `prefix` finished, the last at prefix_time
     free = [0.0] * slots
     running: list[tuple[float, int]] = []
+    last_start: dict[int, float] = {}
     for trial in trials:
-        while prefix < len(search.reference(trial.round)):
+        gate = trial.round - ahead
+        needed = len(search.reference(gate)) if gate >= 1 else 0
+        while prefix < needed:
             while prefix not in finish:
                 end, number = heapq.heappop(running)
                 finish[number] = end
             prefix_time = max(prefix_time, finish[prefix])
             prefix += 1
-        start = max(heapq.heappop(free), prefix_time)
+        released = (
+            prefix_time if ahead == 0 else max(prefix_time, last_start.get(trial.round - 1, 0.0))
+        )
+        start = max(heapq.heappop(free), released)
+        last_start[trial.round] = start
         heapq.heappush(free, start + trial.seconds)
         heapq.heappush(running, (start + trial.seconds, trial.number))
     makespan = max([*finish.values(), *(end for end, _ in running)])
@@ -185,8 +199,8 @@ def measure(seed: int, q: int, rounds: int, curve: str, args: argparse.Namespace
     )
     plain = simulate(plain_spec)
     pruned = simulate(spec)
-    util, wall = schedule(pruned, spec, args.slots)
-    util_plain, wall_plain = schedule(plain, plain_spec, args.slots)
+    util, wall = schedule(pruned, spec, args.slots, args.ahead)
+    util_plain, wall_plain = schedule(plain, plain_spec, args.slots, args.ahead)
     return Outcome(
         share=sum(t.epochs for t in pruned) / (len(pruned) * args.epochs),
         delta=best_score(pruned) - best_score(plain),
@@ -229,6 +243,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--configs", default="16x6,8x12,32x3")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--lag", type=int, default=0)
+    parser.add_argument(
+        "--ahead",
+        type=int,
+        default=0,
+        help="rounds run ahead with a perfect guess in the replayed dispatch (default 0: none)",
+    )
     parser.add_argument("--epochs", type=int, default=27)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--rule", default="halving")

@@ -20,7 +20,7 @@ min_shrink = 0.55               # a box keeps at least this share of the previou
 explore = 0.05                  # share of each later round sampled over the whole space
 min_width = 0.02                # narrowest interval, as a share of the (warped) range
 lag = 0                         # rolling rounds: a round does not wait for the last `lag` trials
-speculate = true                # idle slots run the next round ahead, re-run where it changes
+speculate = true                # idle slots run the next rounds ahead, re-run where they change
 
 [resources]                     # every key has a default
 queue = "cpu"                   # cpu | gpu

@@ -364,7 +364,7 @@ class RoundLoop:
     def _wait(self, lock: CoordinatorLock, epoch: str, in_flight: dict[int, Trial]) -> list[Trial]:
         """Follow the event stream until some trial in flight finishes; return those that did
         (removed from `in_flight`), in trial order; [] when a trial started and a round may be
-        run ahead (`Speculation.may_start`), or when the round run ahead is due to be sampled
+        run ahead (`Speculation.may_start`), or when the rounds run ahead are due to be sampled
         again (`Speculation.resample_at`)."""
         next_housekeeping = self._next_housekeeping
         read = False  # at least one read of the event stream before returning for a resample

@@ -47,12 +47,12 @@ every round waits on the one or two trials of the round before it that run to th
 sent again: compute only, the study is the same."""
 
 RESAMPLE_SECONDS = 0.1
-"""While a round runs ahead, the loop samples it again this long after the last time even when
-no result came in: the reports of the trials it depends on sharpen the guess (and, with early
-stopping, its rungs) as they run, best before workers take its trials. Each time is a few reads
-of the running trials' reports and one sampling; the store is written only when the round came
-out different (its trials whose params or rungs changed are then sent again, queued ones too:
-their messages carry the old ones)."""
+"""While rounds run ahead, the loop samples them again this long after the last time even when
+no result came in: the reports of the trials they depend on sharpen the guess (and, with early
+stopping, their rungs) as they run, best before workers take their trials. Each time is a few
+reads of the running trials' reports and one sampling per round; the store is written only for
+a round that came out different (its trials whose params or rungs changed are then sent again,
+queued ones too: their messages carry the old ones)."""
 
 Curve = tuple[Sequence[int], Sequence[float]]
 """A learning curve so far: steps (ascending) and the values reported at them."""
@@ -60,7 +60,7 @@ Curve = tuple[Sequence[int], Sequence[float]]
 
 @dataclass(frozen=True)
 class Ahead:
-    """The provisional round in the store: what the loop wrote (or last revised) it with."""
+    """A provisional round in the store: what the loop wrote (or last revised) it with."""
 
     round: int
     batch: tuple[Mapping[str, Any], ...]
@@ -150,7 +150,7 @@ class Speculation:
 
     def resample_at(self) -> float | None:
         """When (time.monotonic()) `advance` is due again even without news of a result
-        (`RESAMPLE_SECONDS` after it last ended): the round run ahead, or the round not yet run
+        (`RESAMPLE_SECONDS` after it last ended): the rounds run ahead, or a round not yet run
         ahead because the one before it had no trial that completed or reported, may come out
         different with the reports since. None otherwise."""
         if not self.ahead and not self.awaiting_reports:
