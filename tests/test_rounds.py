@@ -537,108 +537,66 @@ def round_one_ranks(server: fakeredis.FakeServer) -> list[int]:
     return [t.number for t in sorted(trials, key=lambda t: (t.score, t.number))]
 
 
+@pytest.mark.parametrize("rounds_ahead", [1, 2])
 @pytest.mark.parametrize("straggler_rank", ["best", "worst"])
-def test_a_round_run_ahead_of_a_straggler_is_the_round_the_barrier_runs(
-    straggler_rank: str,
+def test_rounds_run_ahead_of_a_straggler_are_the_rounds_the_barrier_runs(
+    straggler_rank: str, rounds_ahead: int
 ) -> None:
     # Given the study run with the round barrier and nothing run ahead
     barrier = fakeredis.FakeServer()
-    run(barrier, spec_for(speculate=False), ThreadWorkers(barrier, score))
+    run(barrier, spec_for(rounds=4, speculate=False), ThreadWorkers(barrier, score))
     ranks = round_one_ranks(barrier)
     straggler = ranks[0] if straggler_rank == "best" else ranks[-1]
 
-    # When round 1's best (or worst) trial is the last to run, and round 2 runs ahead of it
+    # When round 1's best (or worst) trial runs only once round 2 (or 3) was sent: round 2
+    # runs ahead of it (and round 3 ahead of round 2, narrowed from round 2 as run ahead)
     server = fakeredis.FakeServer()
-    workers = StragglerWorkers(server, score, straggler=straggler, ahead_from=5)
+    workers = StragglerWorkers(server, score, straggler=straggler, ahead_from=5 * rounds_ahead)
     out = io.StringIO()
-    assert run(server, spec_for(), workers, progress=out).state == "complete"
+    assert run(server, spec_for(rounds=4), workers, progress=out).state == "complete"
 
-    # Then round 2 was sent before the straggler ran, and the study is the barrier's
+    # Then the study is the barrier's, every round final
     assert workers.released_by_ahead
     assert snapshot(server) == snapshot(barrier)
     assert [r.box for r in store_on(server).rounds()] == [r.box for r in store_on(barrier).rounds()]
     assert not any(r.provisional for r in store_on(server).rounds())
+    if rounds_ahead == 2:
+        assert "round 3: 5 trials sent ahead while 1 trial it depends on still runs" in (
+            out.getvalue()
+        )
     # Round 2 was narrowed around round 1's best trial: run ahead without it, it came out
     # different and was sent again; without the worst it came out the same and was kept.
     [made_final] = re.findall(r"round 2: (\d) of 5 trials run ahead kept", out.getvalue())
     assert int(made_final) < 5 if straggler_rank == "best" else made_final == "5"
 
 
-def test_a_coordinator_stopped_with_a_round_run_ahead_resumes_to_the_same_study() -> None:
+@pytest.mark.parametrize("rounds_ahead", [1, 2])
+def test_a_coordinator_stopped_with_rounds_run_ahead_resumes_to_the_same_study(
+    rounds_ahead: int,
+) -> None:
     barrier = fakeredis.FakeServer()
-    run(barrier, spec_for(speculate=False), ThreadWorkers(barrier, score))
+    run(barrier, spec_for(rounds=4, speculate=False), ThreadWorkers(barrier, score))
     straggler = round_one_ranks(barrier)[0]
 
-    # Given a coordinator stopped just after it sent round 2 ahead of round 1's best trial
+    # Given a coordinator stopped just after it sent round 2 ahead of round 1's best trial (and
+    # round 3 ahead of round 2)
     class StopWhenAhead(StragglerWorkers):
         def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
             super().send(message, queue, timeout)
-            if message.trial >= 5:
+            if message.trial >= 5 * rounds_ahead:
                 raise KeyboardInterrupt
 
     server = fakeredis.FakeServer()
-    with pytest.raises(KeyboardInterrupt):
-        run(server, spec_for(), StopWhenAhead(server, score, straggler=straggler, ahead_from=99))
-    assert [(r.number, r.provisional) for r in store_on(server).rounds()] == [(1, False), (2, True)]
-
-    # When another coordinator takes over
-    outcome = run(server, spec_for(), ThreadWorkers(server, score))
-
-    # Then it made round 2 final from the real results: the study is the barrier's
-    assert outcome.state == "complete"
-    assert snapshot(server) == snapshot(barrier)
-    assert not any(r.provisional for r in store_on(server).rounds())
-
-
-@pytest.mark.parametrize("straggler_rank", ["best", "worst"])
-def test_two_rounds_run_ahead_of_a_straggler_are_the_rounds_the_barrier_runs(
-    straggler_rank: str,
-) -> None:
-    # Given the study run with the round barrier and nothing run ahead
-    barrier = fakeredis.FakeServer()
-    run(barrier, spec_for(rounds=4, speculate=False), ThreadWorkers(barrier, score))
-    ranks = round_one_ranks(barrier)
-    straggler = ranks[0] if straggler_rank == "best" else ranks[-1]
-
-    # When round 1's best (or worst) trial runs only once round 3 was sent: round 2 runs
-    # ahead of it, and round 3 ahead of round 2 (narrowed from round 2 as run ahead)
-    server = fakeredis.FakeServer()
-    workers = StragglerWorkers(server, score, straggler=straggler, ahead_from=10)
-    out = io.StringIO()
-    assert run(server, spec_for(rounds=4), workers, progress=out).state == "complete"
-
-    # Then the study is the barrier's, every round final
-    assert workers.released_by_ahead
-    assert "round 3: 5 trials sent ahead while 1 trial it depends on still runs" in out.getvalue()
-    assert snapshot(server) == snapshot(barrier)
-    assert [r.box for r in store_on(server).rounds()] == [r.box for r in store_on(barrier).rounds()]
-    assert not any(r.provisional for r in store_on(server).rounds())
-
-
-def test_a_coordinator_stopped_with_two_rounds_run_ahead_resumes_to_the_same_study() -> None:
-    barrier = fakeredis.FakeServer()
-    run(barrier, spec_for(rounds=4, speculate=False), ThreadWorkers(barrier, score))
-    straggler = round_one_ranks(barrier)[0]
-
-    # Given a coordinator stopped just after it sent round 3 ahead of round 2, itself ahead of
-    # round 1's best trial
-    class StopWhenTwoAhead(StragglerWorkers):
-        def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
-            super().send(message, queue, timeout)
-            if message.trial >= 10:
-                raise KeyboardInterrupt
-
-    server = fakeredis.FakeServer()
-    workers = StopWhenTwoAhead(server, score, straggler=straggler, ahead_from=99)
+    workers = StopWhenAhead(server, score, straggler=straggler, ahead_from=99)
     with pytest.raises(KeyboardInterrupt):
         run(server, spec_for(rounds=4), workers)
     rounds = [(r.number, r.provisional) for r in store_on(server).rounds()]
-    assert rounds == [(1, False), (2, True), (3, True)]
+    assert rounds == [(1, False), *((n, True) for n in range(2, rounds_ahead + 2))]
 
     # When another coordinator takes over
     outcome = run(server, spec_for(rounds=4), ThreadWorkers(server, score))
 
-    # Then it made both rounds final from the real results: the study is the barrier's
+    # Then it made them final from the real results: the study is the barrier's
     assert outcome.state == "complete"
     assert snapshot(server) == snapshot(barrier)
     assert not any(r.provisional for r in store_on(server).rounds())
