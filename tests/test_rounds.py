@@ -90,7 +90,9 @@ class ThreadWorkers:
         self._thread.join(5)
 
 
-def spec_for(rounds: int = 3, trials: int = 5, seed: int = 11, speculate: bool = True) -> StudySpec:
+def spec_for(
+    rounds: int = 3, trials: int = 5, seed: int = 11, speculate: bool = True, lag: int = 0
+) -> StudySpec:
     return StudySpec.from_toml(
         study_toml(
             objective="obj",
@@ -98,7 +100,7 @@ def spec_for(rounds: int = 3, trials: int = 5, seed: int = 11, speculate: bool =
             trials_per_round=trials,
             seed=seed,
             resources=RESOURCES,
-            extra=f"speculate = {str(speculate).lower()}",
+            extra=f"speculate = {str(speculate).lower()}\nlag = {lag}",
         )
     )
 
@@ -568,6 +570,27 @@ def test_rounds_run_ahead_of_a_straggler_are_the_rounds_the_barrier_runs(
     # different and was sent again; without the worst it came out the same and was kept.
     [made_final] = re.findall(r"round 2: (\d) of 5 trials run ahead kept", out.getvalue())
     assert int(made_final) < 5 if straggler_rank == "best" else made_final == "5"
+
+
+def test_rounds_run_ahead_with_a_lag_are_the_rounds_the_barrier_runs() -> None:
+    # Given a study with rolling rounds (lag 2: round 2 waits for trials 0-2, round 3 for 0-7),
+    # run without speculation
+    barrier = fakeredis.FakeServer()
+    run(barrier, spec_for(rounds=4, lag=2, speculate=False), ThreadWorkers(barrier, score))
+
+    # When trial 0, which every later round narrows from, runs only once round 3 was sent:
+    # rounds 2 and 3 run ahead of it
+    server = fakeredis.FakeServer()
+    workers = StragglerWorkers(server, score, straggler=0, ahead_from=10)
+    out = io.StringIO()
+    assert run(server, spec_for(rounds=4, lag=2), workers, progress=out).state == "complete"
+
+    # Then the study is the barrier's, every round final
+    assert workers.released_by_ahead
+    assert "round 3: 5 trials sent ahead" in out.getvalue()
+    assert snapshot(server) == snapshot(barrier)
+    assert [r.box for r in store_on(server).rounds()] == [r.box for r in store_on(barrier).rounds()]
+    assert not any(r.provisional for r in store_on(server).rounds())
 
 
 @pytest.mark.parametrize("rounds_ahead", [1, 2])

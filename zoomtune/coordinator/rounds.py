@@ -411,7 +411,8 @@ class RoundLoop:
                 finished = self._refresh(in_flight, set(news.changed))
                 if finished:
                     return finished
-            if news.started and self._speculation.may_start():
+            search = self._search
+            if news.started and search is not None and self._speculation.may_start(search):
                 return []  # a worker took a message: the queue may be empty, run a round ahead
 
     def _show_started(self, latest: dict[int, Trial], event: Event) -> None:

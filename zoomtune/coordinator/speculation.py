@@ -141,12 +141,12 @@ class Speculation:
         """Whether round `number`, the next to ask, is in the store as provisional."""
         return bool(self.ahead) and self.ahead[0].round == number
 
-    def may_start(self) -> bool:
+    def may_start(self, search: CoarseToFine) -> bool:
         """Whether a round could be written ahead once the queue is empty: fewer than `depth`
-        are, and the last of them is not the study's last round."""
+        are, and the study has a round after them."""
         if not self.spec.search.speculate or len(self.ahead) >= self.depth:
             return False
-        return not self.ahead or self.ahead[-1].round < self.spec.search.rounds
+        return search.rounds_asked + len(self.ahead) < self.spec.search.rounds
 
     def resample_at(self) -> float | None:
         """When (time.monotonic()) `advance` is due again even without news of a result
@@ -207,15 +207,14 @@ class Speculation:
                 return
             deepest = search.rounds_asked + depth
             untold = [n for n in search.reference(deepest) if n not in finished]
-            held = [self.held[n] for n in untold if n in self.held]
             running = self.store.trials([n for n in untold if n not in self.held])
             if any(t.status.is_finished() for t in running):
                 return  # results the loop has not read yet: guess once it has
-            done = [finished[n] for n in search.reference(deepest) if n in finished]
+            # Guessed from every told and held trial, not only the reference of the deepest
+            # round: with `lag` that grows with depth, and a guess must not depend on it.
+            held = list(self.held.values())
+            done = [t for t in finished.values() if t.status is TrialStatus.COMPLETE]
             guesses, assumed = self._guesses(running, done, held, curves)
-            if deeper and not _may_complete(search, deepest - 1, finished, self.held, guesses):
-                self.awaiting_reports = True  # a report makes no event: `resample_at` polls
-                depth -= 1  # the study may yet fail at that round: nothing to run ahead for
             scores: dict[int, float | None] = dict(guesses)
             scores.update({t.number: _score(t) for t in held})
             pruned = [t.number for t in held if t.status is TrialStatus.PRUNED]
@@ -233,6 +232,11 @@ class Speculation:
             }
             # Their curves so far are of other params: they are about to be sent again.
             assumed = [curve for curve in assumed if curve.trial not in changed]
+            kept = {n: t for n, t in self.held.items() if n not in changed}
+            guessed = {n: g for n, g in guesses.items() if n not in changed}
+            if deeper and not _may_complete(search, deepest - 1, finished, kept, guessed):
+                self.awaiting_reports = True  # a report makes no event: `resample_at` polls
+                rounds = rounds[:-1]  # the study may yet fail at that round: not run ahead of
             for index, ahead in enumerate(rounds):
                 reference = search.reference(ahead.round)
                 self._bring_up_to_date(
@@ -244,9 +248,7 @@ class Speculation:
     def _may_go_deeper(self, search: CoarseToFine) -> bool:
         """Whether one more round may be written ahead: fewer than `depth` are, the study has
         one more, and workers have taken every message."""
-        if not self.spec.search.speculate or len(self.ahead) >= self.depth:
-            return False
-        if search.rounds_asked + len(self.ahead) >= self.spec.search.rounds:
+        if not self.may_start(search):
             return False
         return self.sender.dispatcher.queue_length(self.sender.queue) == 0
 
