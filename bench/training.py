@@ -43,6 +43,10 @@ Measures of one run (each tool's own records of its trials):
   epochs, which is what a run without early stopping spends.
 - **best**: the best final score (the value reported after the last epoch) among trials that
   ran every epoch (a trial stopped earlier has none), for both tools alike.
+- **sent again** (zoomtune): how many times speculation sent a trial of a round run ahead
+  again because it came out different (counter `revised_trials`), queued or started: the
+  compute it spends, which busy slot-seconds leave out (an attempt sent again leaves no start
+  or finish record).
 
 Medians over seeds; ratios are zoomtune / Optuna in the same pair of runs (median, range). With
 pruning, "best - no pruning" is the best minus that of the same tool's run without pruning at
@@ -66,7 +70,7 @@ import time
 import tomllib
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -254,6 +258,11 @@ class Run:
     elapsed: float
     """Seconds from launching the tool's run (zoomtune: `coordinator start`; Optuna: the start
     signal to its ready processes) to its end; for information only."""
+    sent_again: int = 0
+    """zoomtune: how many times a trial of a round run ahead was sent again because it came out
+    different (the store's `revised_trials`): queued ones cost a message, started ones the
+    compute they had run (speculation's price, never counted as busy here). Optuna has nothing
+    like it: 0."""
 
     @property
     def busy(self) -> float:
@@ -302,6 +311,7 @@ class Run:
             "epochs": self.epochs,
             "epochs_share": self.epochs_share,
             "best": self.best,
+            "sent_again": self.sent_again,
             "trials": [asdict(span) for span in self.spans],
         }
 
@@ -371,11 +381,11 @@ class Bench:
                 spans.append(
                     TrialSpan(trial.started_at, trial.finished_at, len(steps), final, work)
                 )
+            sent_again = store.counters()["revised_trials"]
         finally:
             client.close()
-        return self._checked(
-            Run("zoomtune", case, seed, self.slots, self.epochs, tuple(spans), elapsed)
-        )
+        run = Run("zoomtune", case, seed, self.slots, self.epochs, tuple(spans), elapsed)
+        return self._checked(replace(run, sent_again=sent_again))
 
     def run_optuna(self, case: Case, seed: int) -> Run:
         import optuna
@@ -503,6 +513,7 @@ def summarize(runs: Sequence[Run], tools: Sequence[str]) -> list[dict[str, Any]]
                 "wall": statistics.median(r.wall for r in mine),
                 "epochs_share": statistics.median(r.epochs_share for r in mine),
                 "best": statistics.median(r.best for r in mine),
+                "sent_again": statistics.median(r.sent_again for r in mine),
             }
             references = [
                 (r.best, by_key[tool, case.unpruned(), r.seed].best)
@@ -542,8 +553,8 @@ def markdown(rows: Sequence[Mapping[str, Any]], slots: int, trials: int) -> str:
         "| utilization Optuna | ratio | training share zoomtune | training share Optuna | ratio "
         "| wall s zoomtune | wall s Optuna | ratio "
         "| epochs zoomtune | epochs Optuna | best zoomtune | best Optuna "
-        "| best - no pruning, zoomtune | best - no pruning, Optuna |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| best - no pruning, zoomtune | best - no pruning, Optuna | sent again, zoomtune |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = [
@@ -563,6 +574,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], slots: int, trials: int) -> str:
             tool(row, "optuna", "best", ".4f"),
             tool(row, "zoomtune", "best_minus_no_pruning", "+.4f"),
             tool(row, "optuna", "best_minus_no_pruning", "+.4f"),
+            tool(row, "zoomtune", "sent_again", ".0f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
