@@ -552,7 +552,7 @@ class TestRoundsWrittenAhead:
         assert store.trial(a).status is TrialStatus.QUEUED
         assert (store.counters()["stale_deliveries"], store.counters()["forged_messages"]) == (1, 0)
 
-    def test_other_rungs_alone_send_a_queued_trial_again_and_flag_a_started_one(
+    def test_other_rungs_alone_flag_queued_and_started_trials_in_place(
         self, store: StudyStore
     ) -> None:
         lock, epoch, [a, b, c] = self.write_ahead(store)
@@ -560,15 +560,27 @@ class TestRoundsWrittenAhead:
         start(store, a, token="ta")
         assert store.revise_round(lock, epoch, 1, {}, params, provisional=True).again == ()
 
-        # Other rungs: the queued trials are sent again (their messages carry the old rungs),
-        # the started one keeps running, to be judged against them
+        # Other rungs: no trial is sent again; each gets them in place, to be judged against them
         revised = store.revise_round(lock, epoch, 1, {}, params, (Rung(1, 0.5),))
-        assert (revised.again, revised.judge) == ((b, c), (a,))
-        assert store.to_judge([a, b, c]) == {a}
+        assert (revised.again, revised.judge) == ((), (a, b, c))
+        assert store.to_judge([a, b, c]) == {a, b, c}
         assert store.trial(a).status is TrialStatus.RUNNING
-        assert store.trial(a).rungs == (Rung(1, 0.5),)
-        # ... and its worker learns them with its next report, to prune on them from then on
+        assert [t.rungs for t in store.trials([a, b, c])] == [(Rung(1, 0.5),)] * 3
+        assert [t.attempt for t in store.trials([a, b, c])] == [1, 1, 1]
+        # ... the started one's worker learns them with its next report, to prune on them
         assert store.report(a, 1, "ta", 1, 0.4) == Reported(True, (Rung(1, 0.5),))
+        # ... and a queued one keeps its message (and its place in the queue): the message's
+        # old rungs start it, and its first report brings the new ones
+        sent_before = {"params": params[1], "rungs": []}
+        outcome = store.start(
+            b, 1, "tb", payload=sent_before, worker="w", host="h", device="cpu", pid=1, lease=30
+        )
+        assert outcome.ok
+        assert store.report(b, 1, "tb", 1, 0.6) == Reported(True, (Rung(1, 0.5),))
+        # ... while a message with other params is still a forgery
+        forged = start_with(store, c, {"x": 0.99}, token="tc")
+        assert (forged.reason, forged.mismatch) == ("forged", "params")
+        assert store.counters()["stale_deliveries"] == 0
 
     def test_runs_of_other_params_do_not_use_up_the_new_params_attempts(
         self, store: StudyStore

@@ -196,8 +196,9 @@ class StudyStore(StudyReader):
     ) -> Revision:
         """Rewrite provisional round `number` with the params and rungs it gets now (see
         revise_round.lua): trials that came out the same are kept, the others are QUEUED again
-        as their next attempt (to be sent again); started trials whose rungs alone changed are
-        to be judged against them (`settle`). With `provisional` False the round is final."""
+        as their next attempt (to be sent again); trials whose rungs alone changed get them in
+        place, queued or started, and are to be judged against them once finished (`settle`).
+        With `provisional` False the round is final."""
         args: list[Any] = [
             lock.value,
             epoch,

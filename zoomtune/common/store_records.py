@@ -68,7 +68,8 @@ class Reported:
 @dataclass(frozen=True)
 class Revision:
     """What `StudyStore.revise_round` did to a round run ahead: the trials it queued again (to
-    be sent) and the started ones whose rungs alone changed (to be judged, `settle`)."""
+    be sent) and those whose rungs alone changed, in place (to be judged once finished,
+    `settle`)."""
 
     again: tuple[int, ...]
     judge: tuple[int, ...]

@@ -9,7 +9,8 @@ its messages too, round r+2 follows the same way, narrowed from round r+1 as run
 guessed scores of its trials (up to `DEPTH` rounds ahead). Each result that comes in re-samples
 them; trials whose parameters changed are sent again as their next attempt
 (`StudyStore.revise_round`: a running attempt of such a trial loses it, its result and reports
-are dropped), and started trials whose rungs alone changed are judged once finished
+are dropped), and trials whose rungs alone changed get them in place (queued ones keep their
+message and their place in the queue) and are judged once finished
 (`zoomtune.common.trial.judge`). Once every reference trial is finished the round is sampled
 for real and made final the same way: the trials that came out the same are kept, finished or
 running, and their results are told to the search only then.
@@ -51,8 +52,8 @@ RESAMPLE_SECONDS = 0.1
 no result came in: the reports of the trials they depend on sharpen the guess (and, with early
 stopping, their rungs) as they run, best before workers take their trials. Each time is a few
 reads of the running trials' reports and one sampling per round; the store is written only for
-a round that came out different (its trials whose params or rungs changed are then sent again,
-queued ones too: their messages carry the old ones)."""
+a round that came out different (its trials whose params changed are then sent again; those
+whose rungs alone changed get them in place)."""
 
 Curve = tuple[Sequence[int], Sequence[float]]
 """A learning curve so far: steps (ascending) and the values reported at them."""

@@ -1,8 +1,10 @@
 -- Speculation: rewrite a round written ahead (provisional) with the parameters and rungs it
 -- gets now. A trial whose params are unchanged is kept as it is: queued, running or finished;
--- if only its rungs changed, it gets the new ones and `rejudge` = 1 (the coordinator judges its
--- curve against them, settle_trial.lua), except a queued one, whose message carries the old
--- rungs: that one, and every trial whose params changed, is sent again (send_again.lua).
+-- if only its rungs changed, it gets the new ones and `rejudge` = 1: its attempt learns them
+-- with its first report after the change (append_report.lua; a queued one keeps its place in
+-- the queue: its message's old rungs are not checked, start_attempt.lua) and the coordinator
+-- judges its curve against them once it finished (settle_trial.lua). Every trial whose params
+-- changed is sent again (send_again.lua).
 -- KEYS[1] lock   KEYS[2] meta   KEYS[3] round   KEYS[4] running   KEYS[5] counters
 -- ARGV[1] lock value   ARGV[2] epoch   ARGV[3] box json   ARGV[4] rungs json
 -- ARGV[5] '1': still provisional, '0': final   ARGV[6] trial key prefix
@@ -23,8 +25,8 @@ for i = 0, count - 1 do
   local n = first + i
   local key = ARGV[6] .. n
   local params = ARGV[9 + i]
-  local h = redis.call('HMGET', key, 'params', 'rungs', 'status')
-  if h[1] ~= params or (h[2] ~= ARGV[4] and h[3] == TRIAL.QUEUED) then
+  local h = redis.call('HMGET', key, 'params', 'rungs')
+  if h[1] ~= params then
     send_again(key, ARGV[7] .. n, ARGV[8] .. n, KEYS[4], KEYS[5], n, params, ARGV[4])
     again[#again + 1] = n
   elseif h[2] ~= ARGV[4] then

@@ -1,5 +1,9 @@
 -- A worker claims an attempt of a TRIAL.QUEUED trial: it becomes TRIAL.RUNNING with a lease.
 -- A message whose payload is not the trial's is a forgery, unless it is an older attempt's.
+-- Rungs are not compared while `rejudge` = 1: a round run ahead changed them in place since
+-- the message was sent (revise_round.lua); the attempt decides on the stored ones from its
+-- first report (append_report.lua returns them) and is judged against them once finished, so
+-- a message's rungs then decide nothing.
 -- KEYS[1] trial   KEYS[2] lease   KEYS[3] running   KEYS[4] events   KEYS[5] meta
 -- KEYS[6] counters
 -- ARGV[1] trial number   ARGV[2] attempt   ARGV[3] token   ARGV[4] worker   ARGV[5] host
@@ -10,16 +14,17 @@
 -- 'unknown_trial', 'finished', 'stale', 'ahead', 'duplicate', 'study_<state>'.
 local state = redis.call('HGET', KEYS[5], 'state')
 if not state then return {'unknown_study'} end
-local fields = {'status', 'attempt', 'token'}
+local fields = {'status', 'attempt', 'token', 'rejudge'}
 for i = 9, #ARGV, 2 do fields[#fields + 1] = ARGV[i] end
 local h = redis.call('HMGET', KEYS[1], unpack(fields))
 if not h[1] then
   redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
   return {'unknown_trial'}
 end
-local j = 4
+local j = 5
 for i = 9, #ARGV, 2 do
-  if h[j] ~= ARGV[i + 1] then
+  local unchecked = ARGV[i] == 'rungs' and h[4] == '1'
+  if not unchecked and h[j] ~= ARGV[i + 1] then
     -- An older attempt's payload: the trial was revised since (revise_round.lua).
     if tonumber(ARGV[2]) < tonumber(h[2]) then
       redis.call('HINCRBY', KEYS[6], 'stale_deliveries', 1)
