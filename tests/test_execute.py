@@ -27,9 +27,11 @@ def make_runtime(
     rungs: Sequence[Sequence[float]] = (),
     space: str = SPACE,
     trials: Sequence[dict[str, Any]] = ({"x": 0.5, "y": 2}, {"x": 0.25, "y": 7}),
+    rungs_since: Sequence[Sequence[float]] | None = None,
 ) -> WorkerRuntime:
     """A worker runtime with `objective` registered as "obj" and one study with 2 trials
-    (written with early-stopping `rungs`, [[step, threshold], ...])."""
+    (written with early-stopping `rungs`, [[step, threshold], ...]; with `rungs_since`, written
+    ahead with `rungs` and then given these in place, as when a round run ahead is revised)."""
     client = fakeredis.FakeRedis(decode_responses=True)
     resources = 'heartbeat = "0.5s"\nlease = "3s"\nmax_attempts = 2'
     if retry_failed:
@@ -41,7 +43,11 @@ def make_runtime(
     lock = store.acquire(30)
     epoch = store.create(lock, spec.to_dict(), spec.resources.max_attempts)
     stored_rungs = [Rung(int(step), float(threshold)) for step, threshold in rungs]
-    store.write_round(lock, epoch, 1, {}, list(trials), stored_rungs)
+    ahead = rungs_since is not None
+    store.write_round(lock, epoch, 1, {}, list(trials), stored_rungs, provisional=ahead)
+    if rungs_since is not None:
+        since = [Rung(int(step), float(threshold)) for step, threshold in rungs_since]
+        store.revise_round(lock, epoch, 1, {}, list(trials), since, provisional=True)
     registry = ObjectiveRegistry(targets={"obj": "unused:obj"})
     registry._loaded["obj"] = objective
     return WorkerRuntime(Settings(broker_url="redis://unused"), registry, "w1@host", _client=client)
@@ -268,6 +274,28 @@ def test_a_trial_worse_than_a_rung_is_pruned_at_that_step() -> None:
     assert (trial.status, trial.score) == (TrialStatus.PRUNED, None)
     assert (trial.last_step, trial.last_value) == (2, 0.8)
     assert runtime.store("demo").reports(0) == [(1, 0.9), (2, 0.8)]
+
+
+def test_a_message_sent_before_its_rungs_changed_in_place_runs_on_the_new_ones() -> None:
+    # Given a trial of a round run ahead, sent with no rungs, whose round then got a rung at
+    # step 1 (its message stays in the queue as it was); an objective that asks only at step 2
+    def asks_late(params: dict[str, Any], trial: Any) -> float:
+        trial.report(1, 0.9)
+        trial.report(2, 0.8)
+        if trial.should_prune():
+            return -1.0
+        return 0.8
+
+    runtime = make_runtime(asks_late, rungs=[], rungs_since=[[1, 0.5]])
+
+    # When a worker runs the old message
+    assert execute(message(rungs=[]), runtime) == "ok"
+
+    # Then it ran on the new rungs from its start (pruned where it asked), and is final as it
+    # is: nothing left to judge against rungs it did not run with
+    trial = trial_of(runtime)
+    assert (trial.status, trial.last_step) == (TrialStatus.PRUNED, 2)
+    assert runtime.store("demo").to_judge([0]) == set()
 
 
 def test_a_trial_as_good_as_every_rung_completes() -> None:

@@ -552,7 +552,7 @@ class TestRoundsWrittenAhead:
         assert store.trial(a).status is TrialStatus.QUEUED
         assert (store.counters()["stale_deliveries"], store.counters()["forged_messages"]) == (1, 0)
 
-    def test_other_rungs_alone_flag_queued_and_started_trials_in_place(
+    def test_other_rungs_alone_change_queued_and_started_trials_in_place(
         self, store: StudyStore
     ) -> None:
         lock, epoch, [a, b, c] = self.write_ahead(store)
@@ -560,27 +560,47 @@ class TestRoundsWrittenAhead:
         start(store, a, token="ta")
         assert store.revise_round(lock, epoch, 1, {}, params, provisional=True).again == ()
 
-        # Other rungs: no trial is sent again; each gets them in place, to be judged against them
-        revised = store.revise_round(lock, epoch, 1, {}, params, (Rung(1, 0.5),))
+        # Other rungs: no trial is sent again; each gets them in place
+        new = (Rung(1, 0.5),)
+        revised = store.revise_round(lock, epoch, 1, {}, params, new)
         assert (revised.again, revised.judge) == ((), (a, b, c))
-        assert store.to_judge([a, b, c]) == {a, b, c}
         assert store.trial(a).status is TrialStatus.RUNNING
-        assert [t.rungs for t in store.trials([a, b, c])] == [(Rung(1, 0.5),)] * 3
+        assert [t.rungs for t in store.trials([a, b, c])] == [new] * 3
         assert [t.attempt for t in store.trials([a, b, c])] == [1, 1, 1]
-        # ... the started one's worker learns them with its next report, to prune on them
-        assert store.report(a, 1, "ta", 1, 0.4) == Reported(True, (Rung(1, 0.5),))
-        # ... and a queued one keeps its message (and its place in the queue): the message's
-        # old rungs start it, and its first report brings the new ones
-        sent_before = {"params": params[1], "rungs": []}
-        outcome = store.start(
-            b, 1, "tb", payload=sent_before, worker="w", host="h", device="cpu", pid=1, lease=30
+        # ... the started one's worker learns them with its next report, and is to be judged
+        assert store.report(a, 1, "ta", 1, 0.4) == Reported(True, new)
+        assert a in store.to_judge([a, b, c])
+
+        # When a worker takes a queued one's message, sent with the old rungs
+        def start_b(rungs: list[Any], token: str) -> StartOutcome:
+            payload = {"params": params[1], "rungs": rungs}
+            return store.start(
+                b, 1, token, payload=payload, worker="w", host="h", device="cpu", pid=1, lease=30
+            )
+
+        started = start_b([], "tb")
+
+        # Then it starts on the new rungs from its first step: nothing left to judge
+        assert (started.ok, started.rungs) == (True, new)
+        assert store.to_judge([b]) == set()
+        assert store.report(b, 1, "tb", 1, 0.6) == Reported(True, None)
+        # ... a message with rungs it was never sent with is a forgery
+        forged = store.start(
+            c,
+            1,
+            "tc",
+            payload={"params": params[2], "rungs": [[1, 0.0]]},
+            worker="w",
+            host="h",
+            device="cpu",
+            pid=1,
+            lease=30,
         )
-        assert outcome.ok
-        assert store.report(b, 1, "tb", 1, 0.6) == Reported(True, (Rung(1, 0.5),))
-        # ... while a message with other params is still a forgery
-        forged = start_with(store, c, {"x": 0.99}, token="tc")
-        assert (forged.reason, forged.mismatch) == ("forged", "params")
-        assert store.counters()["stale_deliveries"] == 0
+        assert (forged.reason, forged.mismatch) == ("forged", "rungs")
+        # ... and once b finished, its old message again is a duplicate, not a forgery
+        assert store.finish(b, 1, "tb", TrialResult.complete(0.6)) == "ok"
+        assert start_b([], "tb2").reason == "finished"
+        assert store.counters()["forged_messages"] == 1
 
     def test_runs_of_other_params_do_not_use_up_the_new_params_attempts(
         self, store: StudyStore

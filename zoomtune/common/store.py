@@ -197,8 +197,8 @@ class StudyStore(StudyReader):
         """Rewrite provisional round `number` with the params and rungs it gets now (see
         revise_round.lua): trials that came out the same are kept, the others are QUEUED again
         as their next attempt (to be sent again); trials whose rungs alone changed get them in
-        place, queued or started, and are to be judged against them once finished (`settle`).
-        With `provisional` False the round is final."""
+        place: queued ones start on them (`start`), started ones are to be judged against them
+        once finished (`settle`). With `provisional` False the round is final."""
         args: list[Any] = [
             lock.value,
             epoch,
@@ -348,7 +348,9 @@ class StudyStore(StudyReader):
         `payload` is what the message says about the trial (`TrialMessage.payload`: its params,
         and any field added later), by field of the trial's record. Each value must be the one
         stored, compared as canonical JSON, the encoding `write_round` stores; a message that
-        differs is refused as "forged" and counted, and the trial is left as it was.
+        differs is refused as "forged" and counted, and the trial is left as it was. The rungs
+        may also be those the attempt was sent with before a round run ahead changed them in
+        place (`revise_round`); the outcome carries the stored ones, which the attempt uses.
         """
         if not payload:
             raise StoreError("a start needs the message's payload to compare with the trial")
@@ -357,7 +359,8 @@ class StudyStore(StudyReader):
             args += [name, canonical_json(value)]
         result = self._run(self._scripts.start_attempt, self._trial_keys(trial), args)
         if result[0] == "ok":
-            return StartOutcome(ok=True, reason="ok", started_at=float(result[1]))
+            rungs = rungs_from_json(json.loads(str(result[2])))
+            return StartOutcome(ok=True, reason="ok", started_at=float(result[1]), rungs=rungs)
         if result[0] == "forged":
             return StartOutcome(ok=False, reason="forged", mismatch=str(result[1]))
         return StartOutcome(ok=False, reason=str(result[0]))

@@ -68,8 +68,8 @@ class Reported:
 @dataclass(frozen=True)
 class Revision:
     """What `StudyStore.revise_round` did to a round run ahead: the trials it queued again (to
-    be sent) and those whose rungs alone changed, in place (to be judged once finished,
-    `settle`)."""
+    be sent) and those whose rungs alone changed, in place (started ones are to be judged once
+    finished, `settle`; queued ones start on the new rungs)."""
 
     again: tuple[int, ...]
     judge: tuple[int, ...]
@@ -114,6 +114,9 @@ class StartOutcome:
     started_at: float | None = None
     mismatch: str = ""
     """For reason "forged": the payload field whose value is not the trial's."""
+    rungs: tuple[Rung, ...] | None = None
+    """When ok: the trial's rungs, which the attempt decides on (its message may carry those
+    it was sent with before a round run ahead changed them in place)."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ its messages too, round r+2 follows the same way, narrowed from round r+1 as run
 guessed scores of its trials (up to `DEPTH` rounds ahead). Each result that comes in re-samples
 them; trials whose parameters changed are sent again as their next attempt
 (`StudyStore.revise_round`: a running attempt of such a trial loses it, its result and reports
-are dropped), and trials whose rungs alone changed get them in place (queued ones keep their
-message and their place in the queue) and are judged once finished
+are dropped), and trials whose rungs alone changed get them in place: queued ones keep their
+message and their place in the queue and start on them, started ones are judged once finished
 (`zoomtune.common.trial.judge`). Once every reference trial is finished the round is sampled
 for real and made final the same way: the trials that came out the same are kept, finished or
 running, and their results are told to the search only then.

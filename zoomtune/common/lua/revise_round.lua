@@ -1,10 +1,12 @@
 -- Speculation: rewrite a round written ahead (provisional) with the parameters and rungs it
 -- gets now. A trial whose params are unchanged is kept as it is: queued, running or finished;
--- if only its rungs changed, it gets the new ones and `rejudge` = 1: its attempt learns them
--- with its first report after the change (append_report.lua; a queued one keeps its place in
--- the queue: its message's old rungs are not checked, start_attempt.lua) and the coordinator
--- judges its curve against them once it finished (settle_trial.lua). Every trial whose params
--- changed is sent again (send_again.lua).
+-- if only its rungs changed, it gets the new ones in place, and `sent_rungs` keeps those its
+-- message carries. A queued one keeps its message and its place in the queue: the start
+-- accepts those rungs and hands it the stored ones (start_attempt.lua). A started one gets
+-- `rejudge` = 1: it learns them with its next report (append_report.lua) and the coordinator
+-- judges its curve against them once it finished (settle_trial.lua); for a queued one the
+-- flag is cleared at its start. Every trial whose params changed is sent again
+-- (send_again.lua).
 -- KEYS[1] lock   KEYS[2] meta   KEYS[3] round   KEYS[4] running   KEYS[5] counters
 -- ARGV[1] lock value   ARGV[2] epoch   ARGV[3] box json   ARGV[4] rungs json
 -- ARGV[5] '1': still provisional, '0': final   ARGV[6] trial key prefix
@@ -30,6 +32,7 @@ for i = 0, count - 1 do
     send_again(key, ARGV[7] .. n, ARGV[8] .. n, KEYS[4], KEYS[5], n, params, ARGV[4])
     again[#again + 1] = n
   elseif h[2] ~= ARGV[4] then
+    redis.call('HSETNX', key, 'sent_rungs', h[2])
     redis.call('HSET', key, 'rungs', ARGV[4], 'rejudge', 1)
     judge[#judge + 1] = n
   end
