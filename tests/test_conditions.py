@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,27 @@ def test_a_worker_refuses_an_inactive_parameter_and_does_not_ask_for_it() -> Non
 # --- narrowing -----------------------------------------------------------------------------
 
 
+def narrow_around_best(
+    space: SearchSpace,
+    previous: Box,
+    ranked: list[tuple[dict[str, Any], float]],
+    top_k_setting: int | str,
+    pruned: Sequence[dict[str, Any]] = (),
+) -> Box:
+    """`narrow` around the best of `ranked` (best first), the others as runners-up."""
+    return narrow(
+        space,
+        previous,
+        ranked[:1],
+        margin=0.0,
+        min_shrink=0.1,
+        min_width=0.02,
+        runners_up=ranked[1:],
+        top_k_setting=top_k_setting,
+        pruned=pruned,
+    )
+
+
 def test_a_conditional_parameter_narrows_around_the_best_trials_where_it_was_active() -> None:
     space = SearchSpace(
         (
@@ -256,16 +277,7 @@ def test_a_conditional_parameter_narrows_around_the_best_trials_where_it_was_act
         ({"opt": "sgd", "m": 0.8}, 0.3),
         ({"opt": "sgd", "m": 0.1}, 0.9),
     ]
-    box = narrow(
-        space,
-        space.whole_box(),
-        ranked[:1],
-        margin=0.0,
-        min_shrink=0.1,
-        min_width=0.02,
-        runners_up=ranked[1:],
-        top_k_setting=1,
-    )
+    box = narrow_around_best(space, space.whole_box(), ranked, top_k_setting=1)
     m, b = box["m"], box["b"]
     assert isinstance(m, Interval)
     assert isinstance(b, Interval)
@@ -287,17 +299,7 @@ def test_pruned_trials_count_toward_a_conditional_parameters_k() -> None:
     pruned = [{"opt": "sgd", "m": 0.05 * i} for i in range(18)]
 
     def m_interval(pruned: list[dict[str, Any]]) -> Interval:
-        box = narrow(
-            space,
-            space.whole_box(),
-            ranked[:1],
-            margin=0.0,
-            min_shrink=0.1,
-            min_width=0.02,
-            runners_up=ranked[1:],
-            top_k_setting="auto",
-            pruned=pruned,
-        )
+        box = narrow_around_best(space, space.whole_box(), ranked, "auto", pruned)
         m = box["m"]
         assert isinstance(m, Interval)
         return m
@@ -319,16 +321,7 @@ def test_a_conditional_parameter_never_active_keeps_its_previous_region() -> Non
     )
     previous = Box({"opt": ("sgd", "adam"), "m": Interval(0.2, 0.6)})
     ranked = [({"opt": "adam"}, 0.1), ({"opt": "adam"}, 0.2)]
-    box = narrow(
-        space,
-        previous,
-        ranked[:1],
-        margin=0.0,
-        min_shrink=0.1,
-        min_width=0.02,
-        runners_up=ranked[1:],
-        top_k_setting="auto",
-    )
+    box = narrow_around_best(space, previous, ranked, top_k_setting="auto")
     assert box["m"] == Interval(0.2, 0.6)
 
 

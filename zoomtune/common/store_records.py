@@ -114,7 +114,7 @@ class StartOutcome:
     started_at: float | None = None
     mismatch: str = ""
     """For reason "forged": the payload field whose value is not the trial's."""
-    rungs: tuple[Rung, ...] | None = None
+    rungs: tuple[Rung, ...] = ()
     """When ok: the trial's rungs, which the attempt decides on (its message may carry those
     it was sent with before a round run ahead changed them in place)."""
 

@@ -198,6 +198,12 @@ class Trial:
     finished_at: float | None = None
 
     @property
+    def completed_score(self) -> float | None:
+        """Its score when COMPLETE (what the search ranks); None when failed, pruned or not
+        finished."""
+        return self.score if self.status is TrialStatus.COMPLETE else None
+
+    @property
     def duration(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None

@@ -92,7 +92,7 @@ def frozen_trial(
     return FrozenTrial(
         number=trial.number,
         state=STATES[trial.status],
-        value=trial.score if trial.status is TrialStatus.COMPLETE else None,
+        value=trial.completed_score,
         datetime_start=_datetime(trial.started_at),
         datetime_complete=_datetime(trial.finished_at) if trial.status.is_finished() else None,
         params=dict(trial.params),

@@ -127,8 +127,7 @@ class ReferenceCurve:
     def of(cls, trial: Trial, reports: Iterable[tuple[int, float]]) -> ReferenceCurve:
         """The curve of a stored trial from its reports, in the order they were made."""
         steps, values = sorted_curve(reports)
-        score = trial.score if trial.status is TrialStatus.COMPLETE else None
-        return cls(trial.number, trial.status, steps, values, score)
+        return cls(trial.number, trial.status, steps, values, trial.completed_score)
 
     def at(self, step: int) -> float | None:
         return value_at(self.steps, self.values, step)

@@ -529,5 +529,6 @@ def round_rungs(
 
 def _tell_search(search: CoarseToFine, trial: Trial) -> None:
     """Tell the search a finished trial: its score when COMPLETE; None when failed or pruned."""
-    score = trial.score if trial.status is TrialStatus.COMPLETE else None
-    search.tell_trial(trial.number, score, pruned=trial.status is TrialStatus.PRUNED)
+    search.tell_trial(
+        trial.number, trial.completed_score, pruned=trial.status is TrialStatus.PRUNED
+    )

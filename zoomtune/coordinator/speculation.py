@@ -214,10 +214,9 @@ class Speculation:
             # Guessed from every told and held trial, not only the reference of the deepest
             # round: with `lag` that grows with depth, and a guess must not depend on it.
             held = list(self.held.values())
-            done = [t for t in finished.values() if t.status is TrialStatus.COMPLETE]
-            guesses, assumed = self._guesses(running, done, held, curves)
+            guesses, assumed = self._guesses(running, list(finished.values()), held, curves)
             scores: dict[int, float | None] = dict(guesses)
-            scores.update({t.number: _score(t) for t in held})
+            scores.update({t.number: t.completed_score for t in held})
             pruned = [t.number for t in held if t.status is TrialStatus.PRUNED]
             ran_with = {
                 search.first_trial(ahead.round) + i: params
@@ -446,11 +445,6 @@ class Speculation:
         return guesses, sorted(curves_of_untold, key=lambda curve: curve.trial)
 
 
-def _score(trial: Trial) -> float | None:
-    """What a finished trial tells the search: its score when COMPLETE, else None."""
-    return trial.score if trial.status is TrialStatus.COMPLETE else None
-
-
 def _may_complete(
     search: CoarseToFine,
     number: int,
@@ -464,10 +458,6 @@ def _may_complete(
     and rungs wait on exactly those; a round whose trials fail before reporting is not run
     ahead of."""
     numbers = range(search.first_trial(number), search.first_trial(number + 1))
-    return any(
-        n in guesses
-        or any(
-            n in trials and trials[n].status is TrialStatus.COMPLETE for trials in (finished, held)
-        )
-        for n in numbers
-    )
+    ended = [trial for n in numbers if (trial := finished.get(n) or held.get(n)) is not None]
+    completed = any(trial.status is TrialStatus.COMPLETE for trial in ended)
+    return completed or any(n in guesses for n in numbers)

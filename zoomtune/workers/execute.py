@@ -259,7 +259,7 @@ def execute(raw: object, runtime: WorkerRuntime) -> str:
         params=dict(message.params),
         options=dict(spec.objective.options),
         device=runtime.device,
-        rungs=message.rungs if started.rungs is None else started.rungs,
+        rungs=started.rungs,
         maximize=spec.maximize,
         _store=store,
         _token=token,

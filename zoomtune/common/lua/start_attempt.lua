@@ -10,8 +10,7 @@
 -- ARGV[9..] the message's payload as pairs: a field of the trial's record, and the canonical
 --           JSON the message carries for it
 -- Returns {'ok', started_at, the stored rungs json}, {'forged', field}, or {reason}:
--- 'unknown_study',
--- 'unknown_trial', 'finished', 'stale', 'ahead', 'duplicate', 'study_<state>'.
+-- 'unknown_study', 'unknown_trial', 'finished', 'stale', 'ahead', 'duplicate', 'study_<state>'.
 local state = redis.call('HGET', KEYS[5], 'state')
 if not state then return {'unknown_study'} end
 local fields = {'status', 'attempt', 'token', 'sent_rungs', 'rungs'}
