@@ -160,6 +160,22 @@ def test_a_worker_without_the_studys_objective_records_why_on_the_trial() -> Non
     assert (event.type, event.trial, event.fields["worker"]) == ("rejected", 0, "w1@host")
 
 
+def test_a_forged_message_to_a_worker_without_the_objective_stops_nothing() -> None:
+    # Given a worker without the study's objective, and a message for the queued trial's
+    # attempt with params the trial does not have
+    runtime = make_runtime(lambda params, trial: 0.0)
+    runtime.registry.targets.clear()
+    after = runtime.store("demo").last_event_id()
+
+    # When it is delivered
+    assert execute(message(params={"x": 0.75, "y": 2}), runtime) == "unknown_objective"
+
+    # Then no rejection is recorded (it would stop the coordinator), and the forgery is counted
+    assert trial_of(runtime).last_error is None
+    assert runtime.store("demo").events(after, block=0.05) == []
+    assert runtime.store("demo").counters()["forged_messages"] == 1
+
+
 def test_a_message_naming_another_objective_than_the_studys_is_dropped_without_a_mark() -> None:
     runtime = make_runtime(lambda params, trial: 0.0)
     after = runtime.store("demo").last_event_id()
@@ -296,6 +312,19 @@ def test_a_message_sent_before_its_rungs_changed_in_place_runs_on_the_new_ones()
     trial = trial_of(runtime)
     assert (trial.status, trial.last_step) == (TrialStatus.PRUNED, 2)
     assert runtime.store("demo").to_judge([0]) == set()
+
+
+def test_a_message_with_loosened_rungs_runs_on_the_stored_ones() -> None:
+    # Given a trial (of a study that minimizes) stored with a rung at step 2, and its message
+    # with that rung loosened (a forger keeping a trial alive)
+    runtime = make_runtime(reports_and_asks([0.3, 0.8, 0.2]), rungs=[[2, 0.5]])
+
+    # When a worker runs it
+    assert execute(message(rungs=[[2, 1.0]]), runtime) == "ok"
+
+    # Then it is pruned where the stored rung says
+    trial = trial_of(runtime)
+    assert (trial.status, trial.last_step, trial.last_value) == (TrialStatus.PRUNED, 2, 0.8)
 
 
 def test_a_trial_as_good_as_every_rung_completes() -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from tests.faults.process_rig import PrunedRun
 from tests.harness import study_toml
 from tests.objectives import deterministic_score, learning_curve, prunable
+from tests.test_store import RepliesLost
 from zoomtune.common.errors import StoreError, StudyExists, StudyLocked, TrialRejected
 from zoomtune.common.settings import Settings
 from zoomtune.common.store import StudyStore
@@ -668,6 +669,30 @@ def test_rounds_run_ahead_with_early_stopping_prune_what_the_barrier_prunes(
     assert workers.released_by_ahead
     assert PrunedRun.from_store(store_on(server)) == expected
     assert store_on(server).to_judge(range(24)) == set()
+
+
+@pytest.mark.parametrize("rounds_ahead", [1, 2])
+def test_a_coordinator_whose_script_replies_are_lost_runs_the_barriers_study(
+    rounds_ahead: int,
+) -> None:
+    # Given a study that prunes, whose round 1 best trial is the last to run, so that the rounds
+    # run ahead of it are sent again and judged; every script the coordinator calls runs twice
+    # and answers the second time (redis-py sends a call again when its reply was lost)
+    toml = pruning_toml()
+    expected = PrunedRun.reference(toml)
+    straggler = min(range(8), key=lambda n: expected.trials[n][2])  # minimize: the best
+    server = fakeredis.FakeServer()
+    workers = StragglerWorkers(server, prunable, straggler=straggler, ahead_from=8 * rounds_ahead)
+    spec = StudySpec.from_toml(toml)
+    loop = RoundLoop(spec, RepliesLost(store_on(server)), workers, LogProgress(None), FAST)
+
+    # When it runs
+    with workers:
+        assert loop.run().state == "complete"
+
+    # Then it is the barrier's study, its pruned set included
+    assert workers.released_by_ahead
+    assert PrunedRun.from_store(store_on(server)) == expected
 
 
 def test_a_round_runs_ahead_of_one_whose_only_live_trial_still_runs_and_reports() -> None:

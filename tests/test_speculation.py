@@ -238,9 +238,11 @@ class NoQueue:
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, int]] = []
+        self.messages: list[TrialMessage] = []
 
     def send(self, message: TrialMessage, queue: str, timeout: float) -> None:
         self.sent.append((message.trial, message.attempt))
+        self.messages.append(message)
 
     def queue_length(self, queue: str) -> int:
         return 0
@@ -256,9 +258,16 @@ def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told(
     params = [{"x": 0.1, "y": 1}, {"x": 0.2, "y": 2}]
     r1, r2 = (Rung(2, 0.5),), (Rung(2, 1.0),)
     a, b = store.write_round(lock, epoch, 1, {}, params, r1, provisional=True).trial_numbers
-    payload = {"params": params[0], "rungs": [rung.to_list() for rung in r1]}
     started = store.start(
-        a, 1, "ta", payload=payload, worker="w", host="h", device="cpu", pid=1, lease=30
+        a,
+        1,
+        "ta",
+        payload={"params": params[0]},
+        worker="w",
+        host="h",
+        device="cpu",
+        pid=1,
+        lease=30,
     )
     assert started.ok
     store.report(a, 1, "ta", 1, 0.3)
@@ -287,3 +296,49 @@ def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told(
     assert speculation.settle_finished(lock, epoch, store.trial(a), in_flight) is None
     assert (store.trial(a).status, store.trial(a).attempt) == (TrialStatus.QUEUED, 2)
     assert (a, 2) in dispatcher.sent
+
+
+def test_a_queued_trial_starts_from_any_message_sent_for_its_attempt_on_the_stored_rungs() -> None:
+    # Given a round run ahead, sent with rungs R0, whose rungs changed in place to R1 while its
+    # trials were queued; a coordinator started again sends them once more, with R1
+    spec = StudySpec.from_toml(study_toml(objective="obj", rounds=2, trials_per_round=2))
+    store = StudyStore(fakeredis.FakeRedis(decode_responses=True), "zoomtune:", spec.name)
+    lock = store.acquire(ttl=30)
+    epoch = store.create(lock, spec.to_dict(), max_attempts=3)
+    params = [{"x": 0.1, "y": 1}, {"x": 0.2, "y": 2}]
+    r1, r2 = (Rung(2, 0.4),), (Rung(2, 0.3),)
+    a, b = store.write_round(
+        lock, epoch, 1, {}, params, (Rung(2, 0.5),), provisional=True
+    ).trial_numbers
+    store.revise_round(lock, epoch, 1, {}, params, r1, provisional=True)
+    dispatcher = NoQueue()
+    speculation = Speculation(
+        spec,
+        store,
+        TrialSender(spec, store, dispatcher, "q"),
+        LogProgress(io.StringIO()),
+        lambda _, __: (),
+    )
+    in_flight: dict[int, Any] = {}
+    speculation.resume(store.round(1), store.trials([a, b]), in_flight)
+    speculation.send_queued(in_flight)
+    assert [m.rungs for m in dispatcher.messages] == [r1, r1]
+
+    # When the rungs change in place once more, to R2, before a worker takes a message
+    store.revise_round(lock, epoch, 1, {}, params, r2, provisional=True)
+
+    # Then the coordinator's message starts its trial (no "forged"), on the stored R2
+    for message in dispatcher.messages:
+        started = store.start(
+            message.trial,
+            message.attempt,
+            "t",
+            payload=message.payload(),
+            worker="w",
+            host="h",
+            device="cpu",
+            pid=1,
+            lease=30,
+        )
+        assert (started.ok, started.rungs) == (True, r2)
+    assert store.counters()["forged_messages"] == 0

@@ -198,7 +198,8 @@ class StudyStore(StudyReader):
         revise_round.lua): trials that came out the same are kept, the others are QUEUED again
         as their next attempt (to be sent again); trials whose rungs alone changed get them in
         place: queued ones start on them (`start`), started ones are to be judged against them
-        once finished (`settle`). With `provisional` False the round is final."""
+        once finished (`settle`). With `provisional` False the round is final. The call, run
+        again by redis-py after its reply was lost, gets the first answer (answers.lua)."""
         args: list[Any] = [
             lock.value,
             epoch,
@@ -216,6 +217,7 @@ class StudyStore(StudyReader):
             self.keys.round(number),
             self.keys.running,
             self.keys.counters,
+            self.keys.answer(secrets.token_hex(8)),
         ]
         result = self._run(self._scripts.revise_round, keys, args)
         status = str(result[0])
@@ -243,6 +245,7 @@ class StudyStore(StudyReader):
             self.keys.running,
             self.keys.reports(number),
             self.keys.counters,
+            self.keys.answer(secrets.token_hex(8)),
         ]
         args = [lock.value, epoch, number, attempt, verdict.action]
         status = str(self._run(self._scripts.settle_trial, keys, args)[0])
@@ -345,12 +348,12 @@ class StudyStore(StudyReader):
     ) -> StartOutcome:
         """Claim attempt `attempt` of `trial` for this worker and take its lease.
 
-        `payload` is what the message says about the trial (`TrialMessage.payload`: its params,
-        and any field added later), by field of the trial's record. Each value must be the one
-        stored, compared as canonical JSON, the encoding `write_round` stores; a message that
-        differs is refused as "forged" and counted, and the trial is left as it was. The rungs
-        may also be those the attempt was sent with before a round run ahead changed them in
-        place (`revise_round`); the outcome carries the stored ones, which the attempt uses.
+        `payload` is what the message says about the trial (`TrialMessage.payload`: its params),
+        by field of the trial's record. Each value must be the one stored, compared as canonical
+        JSON, the encoding `write_round` stores; a message that differs is refused as "forged"
+        and counted, and the trial is left as it was. The outcome carries the stored rungs,
+        which the attempt uses whatever rungs its message carries (`revise_round` may have
+        changed them in place since it was sent).
         """
         if not payload:
             raise StoreError("a start needs the message's payload to compare with the trial")
@@ -423,13 +426,22 @@ class StudyStore(StudyReader):
         keys = self._trial_keys(trial)[:4]
         return str(self._run(self._scripts.fail_attempt, keys, [trial, attempt, host, pid, reason]))
 
-    def reject(self, trial: int, attempt: int, worker: str, reason: str) -> str:
+    def reject(
+        self, trial: int, attempt: int, worker: str, reason: str, *, payload: Mapping[str, Any]
+    ) -> str:
         """Say that `worker` cannot run attempt `attempt` of the QUEUED `trial`, and why (its
         objective is not registered there). The trial stays QUEUED with the reason as its
-        `last_error`, and a "rejected" event tells the coordinator. Returns "ok", or "ignored"
-        when the trial is no longer that queued attempt or the study is not running."""
-        keys = [self.keys.trial(trial), self.keys.events, self.keys.meta]
-        return str(self._run(self._scripts.reject_attempt, keys, [trial, attempt, worker, reason]))
+        `last_error`, and a "rejected" event tells the coordinator. Returns "ok"; "forged"
+        (counted) when the message's `payload` is not the trial's, as `start` compares it (a
+        forged message must not stop the study); "ignored" when the trial is no longer that
+        queued attempt or the study is not running."""
+        if not payload:
+            raise StoreError("a rejection needs the message's payload to compare with the trial")
+        keys = [self.keys.trial(trial), self.keys.events, self.keys.meta, self.keys.counters]
+        args: list[Any] = [trial, attempt, worker, reason]
+        for name, value in payload.items():
+            args += [name, canonical_json(value)]
+        return str(self._run(self._scripts.reject_attempt, keys, args))
 
     def report(self, trial: int, attempt: int, token: str, step: int, value: float) -> Reported:
         """Append an intermediate value, if this attempt still owns the trial (`owned`); with

@@ -15,6 +15,7 @@ tag, so one study's keys live on one node and a script may touch several:
     {prefix}{study}:events          stream  started / finished / requeued / rejected / round / study
     {prefix}{study}:counters        hash    dropped deliveries and results, by reason
     {prefix}{study}:payload         string  a ZoomSearchCV's sealed payload (base64; on a cluster)
+    {prefix}{study}:answer:<call>   string  a coordinator script's answer, kept for a call run again
 
 The store's Lua scripts (zoomtune/common/lua/) receive these names as KEYS, never build them, except
 the per-trial keys, which they build from the `*_prefix` keys passed as ARGV.
@@ -99,6 +100,9 @@ class Keys:
 
     def reports(self, number: int) -> str:
         return f"{self.reports_prefix}{number}"
+
+    def answer(self, call: str) -> str:
+        return self._key(f"answer:{call}")
 
     @property
     def payload(self) -> str:

@@ -9,8 +9,9 @@ Each script runs after one prelude, built here, so that every script shares it:
 - the constants block (`constants`): the trial and study states as the Lua tables `TRIAL` and
   `STUDY`, generated from `TrialStatus` and `StudyState` (so `TRIAL.RUNNING` in Lua is
   `TrialStatus.RUNNING` in Python, and neither side spells a state out), and the stream and
-  list limits `EVENTS_MAXLEN` and `REPORTS_MAXLEN`;
-- the library files `LIBRARY`: `now()`, `requeue_or_fail(...)` and `send_again(...)`.
+  list limits `EVENTS_MAXLEN` and `REPORTS_MAXLEN`, and `ANSWER_SECONDS` (answers.lua);
+- the library files `LIBRARY`: `now()`, `remembered(...)` and `remember(...)`,
+  `requeue_or_fail(...)` and `send_again(...)`.
 
 The files are package data read with importlib.resources, so they load from a wheel as well as
 from a checkout.
@@ -34,10 +35,14 @@ EVENTS_MAXLEN = 100_000
 REPORTS_MAXLEN = 10_000
 """At most this many intermediate values are kept per trial."""
 
+ANSWER_SECONDS = 600
+"""How long a coordinator script's answer is kept for the same call run again (answers.lua):
+far longer than redis-py's retries of one call (8, at most 2 s apart)."""
+
 _PACKAGE = __name__.rpartition(".")[0]
 """The package the lua/ folder is in, from this module's name (it follows a renamed package)."""
 
-LIBRARY = ("now.lua", "requeue_or_fail.lua", "send_again.lua")
+LIBRARY = ("now.lua", "answers.lua", "requeue_or_fail.lua", "send_again.lua")
 """Functions defined before every script, in this order (the later ones call now)."""
 
 
@@ -50,6 +55,7 @@ def constants() -> str:
             f"local STUDY = {_lua_table(StudyState)}",
             f"local EVENTS_MAXLEN = {EVENTS_MAXLEN}",
             f"local REPORTS_MAXLEN = {REPORTS_MAXLEN}",
+            f"local ANSWER_SECONDS = {ANSWER_SECONDS}",
             "",
         ]
     )

@@ -276,8 +276,10 @@ class TrialMessage:
     """The body of the Celery task that runs one attempt of one trial: data only.
 
     The worker resolves `objective` in its own allow-list and checks `params` against the study's
-    space before it runs anything. `rungs` are the trial's early-stopping thresholds, which
-    `trial.should_prune()` applies without asking Redis.
+    space before it runs anything. `rungs` are the trial's early-stopping thresholds as they were
+    when the message was sent; the attempt runs on the stored ones, which its start hands it
+    (a round run ahead may have changed them in place since), and `trial.should_prune()` then
+    applies them without asking Redis.
     """
 
     study: str
@@ -291,9 +293,12 @@ class TrialMessage:
         """What the message says about its trial, by field of the trial's stored record: the
         worker runs it only if every value is the stored one (`StudyStore.start` compares them
         as canonical JSON). The study, trial and attempt are the trial's identity, checked by
-        the same call; a field added to the message (and written by `write_round`) joins here.
+        the same call. The rungs are not compared: they are not what the attempt runs on (the
+        start hands it the stored ones), and the coordinator may send one attempt with
+        different rungs (a resumed coordinator re-sends a queued trial with the rungs it has
+        now, a lost message is re-sent as it was first sent).
         """
-        return {"params": dict(self.params), "rungs": [rung.to_list() for rung in self.rungs]}
+        return {"params": dict(self.params)}
 
     def to_dict(self) -> dict[str, Any]:
         return {

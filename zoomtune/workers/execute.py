@@ -293,9 +293,20 @@ def reject_unknown_objective(runtime: WorkerRuntime, message: TrialMessage) -> N
             f"(worker start --objective {message.objective}=module:function, or an entry point "
             "of the zoomtune.objectives group)"
         )
-        runtime.store(message.study).reject(
-            message.trial, message.attempt, runtime.worker_name, reason[:MAX_ERROR_CHARS]
+        outcome = runtime.store(message.study).reject(
+            message.trial,
+            message.attempt,
+            runtime.worker_name,
+            reason[:MAX_ERROR_CHARS],
+            payload=message.payload(),
         )
+        if outcome == "forged":
+            log.warning(
+                "trial %d attempt %d: its params are not the trial's (a forged message); "
+                "the rejection was not recorded",
+                message.trial,
+                message.attempt,
+            )
     except (StoreError, BrokerError) as exc:
         log.warning("could not record the rejection of trial %d: %s", message.trial, exc)
 

@@ -12,7 +12,7 @@ local function requeue_or_fail(trial_key, lease_key, running_key, events_key, me
   elseif attempt - tonumber(redis.call('HGET', trial_key, 'revisions') or '0') < max_attempts then
     redis.call('HSET', trial_key, 'status', TRIAL.QUEUED, 'attempt', attempt + 1,
                'last_error', reason, 'queued_at', t)
-    redis.call('HDEL', trial_key, 'token', 'started_at', 'pid', 'sent_rungs')
+    redis.call('HDEL', trial_key, 'token', 'started_at', 'pid')
     redis.call('XADD', events_key, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'requeued',
                'trial', n, 'attempt', attempt + 1, 'reason', reason)
     return 'requeued'

@@ -10,8 +10,7 @@ local function send_again(trial_key, lease_key, reports_key, running_key, counte
   redis.call('DEL', lease_key, reports_key)
   redis.call('SREM', running_key, n)
   redis.call('HDEL', trial_key, 'token', 'worker', 'host', 'device', 'pid', 'started_at',
-             'finished_at', 'score', 'error', 'last_step', 'last_value', 'last_error', 'rejudge',
-             'sent_rungs')
+             'finished_at', 'score', 'error', 'last_step', 'last_value', 'last_error', 'rejudge')
   redis.call('HSET', trial_key, 'params', params, 'rungs', rungs, 'status', TRIAL.QUEUED,
              'attempt', attempt + 1, 'queued_at', now())
   redis.call('HSET', trial_key, 'revisions', attempt)

@@ -3,11 +3,13 @@
 -- 'again': it is sent again as its next attempt (send_again.lua).
 -- 'keep':  it stays as it is (only `rejudge` is cleared).
 -- KEYS[1] lock   KEYS[2] meta   KEYS[3] trial   KEYS[4] lease   KEYS[5] running
--- KEYS[6] reports   KEYS[7] counters
+-- KEYS[6] reports   KEYS[7] counters   KEYS[8] this call's answer (answers.lua)
 -- ARGV[1] lock value   ARGV[2] epoch   ARGV[3] trial number   ARGV[4] the attempt judged
 -- ARGV[5] 'keep' | 'again'
 -- Returns {'ok'}, {'changed'} (not a finished trial to judge, at that attempt, of a running
 -- study: nothing done), {'wiped'}, {'lease_lost'} or {STUDY.CANCELLED}.
+local earlier = remembered(KEYS[8])
+if earlier then return earlier end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'wiped'} end
 if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return {'wiped'} end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lease_lost'} end
@@ -22,4 +24,4 @@ if ARGV[5] == 'again' then
 else
   redis.call('HDEL', KEYS[3], 'rejudge')
 end
-return {'ok'}
+return remember(KEYS[8], {'ok'})

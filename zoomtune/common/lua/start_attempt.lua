@@ -1,8 +1,8 @@
 -- A worker claims an attempt of a TRIAL.QUEUED trial: it becomes TRIAL.RUNNING with a lease.
--- A message whose payload is not the trial's is a forgery, unless it is an older attempt's.
--- Its rungs may also be those this attempt was sent with (`sent_rungs`) before a round run
--- ahead changed them in place (revise_round.lua): the attempt is handed the stored rungs, which
--- it decides on from its first step, so it needs no judging (`rejudge` is cleared).
+-- A message whose payload (its params) is not the trial's is a forgery, unless it is an older
+-- attempt's. The attempt is handed the stored rungs, whatever rungs its message carries (a
+-- round run ahead may have changed them in place since it was sent, revise_round.lua): it
+-- decides on them from its first step, so it needs no judging (`rejudge` is cleared).
 -- KEYS[1] trial   KEYS[2] lease   KEYS[3] running   KEYS[4] events   KEYS[5] meta
 -- KEYS[6] counters
 -- ARGV[1] trial number   ARGV[2] attempt   ARGV[3] token   ARGV[4] worker   ARGV[5] host
@@ -13,17 +13,16 @@
 -- 'unknown_study', 'unknown_trial', 'finished', 'stale', 'ahead', 'duplicate', 'study_<state>'.
 local state = redis.call('HGET', KEYS[5], 'state')
 if not state then return {'unknown_study'} end
-local fields = {'status', 'attempt', 'token', 'sent_rungs', 'rungs'}
+local fields = {'status', 'attempt', 'token', 'rungs'}
 for i = 9, #ARGV, 2 do fields[#fields + 1] = ARGV[i] end
 local h = redis.call('HMGET', KEYS[1], unpack(fields))
 if not h[1] then
   redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
   return {'unknown_trial'}
 end
-local j = 6
+local j = 5
 for i = 9, #ARGV, 2 do
-  local sent_before = ARGV[i] == 'rungs' and h[4] == ARGV[i + 1]
-  if not sent_before and h[j] ~= ARGV[i + 1] then
+  if h[j] ~= ARGV[i + 1] then
     -- An older attempt's payload: the trial was revised since (revise_round.lua).
     if tonumber(ARGV[2]) < tonumber(h[2]) then
       redis.call('HINCRBY', KEYS[6], 'stale_deliveries', 1)
@@ -37,7 +36,7 @@ end
 local attempt = tonumber(ARGV[2])
 local stored = tonumber(h[2])
 if h[1] == TRIAL.RUNNING and h[3] == ARGV[3] and attempt == stored then
-  return {'ok', redis.call('HGET', KEYS[1], 'started_at'), h[5] or '[]'}
+  return {'ok', redis.call('HGET', KEYS[1], 'started_at'), h[4] or '[]'}
 end
 if h[1] == TRIAL.COMPLETE or h[1] == TRIAL.FAILED or h[1] == TRIAL.PRUNED then
   if state == STUDY.CANCELLED then return {'study_' .. STUDY.CANCELLED} end
@@ -65,4 +64,4 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'started', 'trial', ARGV[1],
            'attempt', ARGV[2], 'worker', ARGV[4])
-return {'ok', t, h[5] or '[]'}
+return {'ok', t, h[4] or '[]'}
