@@ -93,6 +93,8 @@ def test_however_the_coordinator_is_stopped_no_process_is_left_and_the_study_res
     children: set[int] = set()
     try:
         children = running_children(first, tmp_path / "run")
+        # (the run folder shows the study from round 1 on: `status` and `report` read it)
+        assert (tmp_path / "run" / "study.json").exists()
 
         # When it gets the signal
         os.kill(first.pid, sig)
@@ -115,6 +117,9 @@ def test_however_the_coordinator_is_stopped_no_process_is_left_and_the_study_res
         # ... after saying so, with the exit code of an interruption
         assert code == 130, first.log()[-3000:]
         assert f"interrupted by {sig.name}; run the same command again to resume" in first.log()
+        # ... and its run folder written once its workers finished their running trials
+        interrupted = json.loads((tmp_path / "run" / "study.json").read_text())
+        assert "running" not in [t["status"] for t in interrupted["trials"]]
 
     # And the same command resumes the study and completes it
     second = coordinator(tmp_path, "second")

@@ -37,7 +37,7 @@ def test_starting_an_existing_study_resumes_it_and_a_finished_one_is_not_run_aga
     wait_until(lambda: rig.running(), 60, what="a running trial")
     first.process.send_signal(signal.SIGINT)  # type: ignore[union-attr]
     assert first.wait(30) == 130
-    assert "interrupted; run the same command again to resume the study" in first.log()
+    assert "interrupted by SIGINT; run the same command again to resume the study" in first.log()
 
     # When the same command runs again
     second = rig.coordinator(study, "second")

@@ -52,9 +52,9 @@ from zoomtune.common.study import StudySpec
 from zoomtune.coordinator.export import study_json, trials_csv
 from zoomtune.coordinator.launch import (
     Interrupted,
+    Interruption,
     check_embedded_objective,
     delete_command,
-    interrupt_on_termination,
     objective_options,
     print_outcome,
     run_embedded,
@@ -133,7 +133,7 @@ def start(
     SIGINT, SIGTERM and SIGHUP interrupt it (exit code 130): the embedded default's workers
     finish their running trials (for at most 30 s) and stop, its Redis stops, and the same
     command resumes the study."""
-    interrupt_on_termination()
+    interruption = Interruption().install()
     spec = StudySpec.from_file(study_file)
     large = spec.budget_warning(str(study_file))
     if large is not None:
@@ -147,7 +147,9 @@ def start(
     delete = delete_command(spec.name, folder, settings)
     loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
     try:
-        outcome = _run(spec, study_file, settings, folder, workers, connect_timeout, loop)
+        outcome = _run(
+            spec, study_file, settings, folder, workers, connect_timeout, loop, interruption.check
+        )
     except StudyExists as exc:  # a changed study file: bad input, with the way out
         raise StudyExists(f"{exc}: {delete}") from exc
     except KeyboardInterrupt as exc:
@@ -167,8 +169,10 @@ def _run(
     workers: int | None,
     connect_timeout: float,
     loop: LoopSettings,
+    watch: Callable[[], None],
 ) -> StudyOutcome:
-    """`start`'s study, on the broker in `settings` or on the embedded default, with progress."""
+    """`start`'s study, on the broker in `settings` or on the embedded default, with progress;
+    `watch` runs at every tick of the round loop (it raises to stop the study)."""
     progress = make_progress(maximize=spec.maximize)
     try:
         # Warnings logged by the round loop become notes: timestamped like every other line
@@ -176,10 +180,18 @@ def _run(
         with notes_from_logging(progress):
             if settings.broker_url is None:
                 return run_embedded(
-                    spec, study_file, settings, folder, workers, progress, connect_timeout, loop
+                    spec,
+                    study_file,
+                    settings,
+                    folder,
+                    workers,
+                    progress,
+                    connect_timeout,
+                    loop,
+                    watch=watch,
                 )
             progress.note(f"broker {redact_url(settings.broker_url)}")
-            return run_study(spec, settings, folder, progress, connect_timeout, loop)
+            return run_study(spec, settings, folder, progress, connect_timeout, loop, watch=watch)
     finally:
         progress.close()
 

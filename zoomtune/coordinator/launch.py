@@ -2,13 +2,14 @@
 
 Both paths go through `run_study` (the same round loop, store and Celery dispatcher); the
 embedded default only wraps it in a private redis-server and local workers, which are stopped
-on every way out (an error, SIGINT, SIGTERM, SIGHUP: see `interrupt_on_termination`).
+on every way out (an error, SIGINT, SIGTERM, SIGHUP: see `Interruption`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -35,23 +36,47 @@ from zoomtune.coordinator.rounds import LoopSettings, RoundLoop, StudyOutcome
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where the program is, so that it stops as Ctrl-C stops it."""
+    """SIGINT, SIGTERM or SIGHUP, raised where the program is, as Ctrl-C's KeyboardInterrupt."""
 
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
         self.signal_name = signal_name
 
 
-def interrupt_on_termination() -> None:
-    """Make SIGTERM (`kill`, `timeout`, systemd, `docker stop`) and SIGHUP (the terminal went
-    away) stop `coordinator start` the way SIGINT does: every `finally` runs, so the local
-    workers and the private Redis of the embedded default are stopped, and the study resumes."""
+class Interruption:
+    """How `coordinator start` stops on SIGINT (Ctrl-C), SIGTERM (`kill`, `timeout`, systemd,
+    `docker stop`) and SIGHUP (the terminal went away): `Interrupted` is raised where the
+    program is, so every `finally` runs (the local workers and the private Redis of the
+    embedded default are stopped) and the study resumes from the same command.
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+    Python drops an exception raised inside a `__del__` method or a weakref callback (it
+    prints it and goes on), and a signal can land there (numpy's, while the sampler runs): the
+    study would then run to its end. So the signal is also remembered, `check` (which the
+    round loop calls at every tick) raises it again, and the dropped one is not printed."""
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def install(self) -> Interruption:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._interrupt)
+        report_unraisable = sys.unraisablehook
+
+        def unraisable(hook_args: sys.UnraisableHookArgs) -> None:
+            if not isinstance(hook_args.exc_value, Interrupted):  # raised again by `check`
+                report_unraisable(hook_args)
+
+        sys.unraisablehook = unraisable
+        return self
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+        raise Interrupted(self.received)
+
+    def check(self) -> None:
+        """Raise `Interrupted` again if a signal came (its first raise may have been dropped)."""
+        if self.received is not None:
+            raise Interrupted(self.received)
 
 
 def persistence_warnings(client: redis.Redis) -> list[str]:
@@ -116,9 +141,12 @@ def run_study(
     connect_timeout: float,
     loop_settings: LoopSettings | None = None,
     watch: Callable[[], None] | None = None,
+    stop_workers: Callable[[], None] | None = None,
 ) -> StudyOutcome:
     """Run the study against the broker in `settings`; the cluster and embedded path alike.
-    `watch` runs at every tick of the round loop and stops the study by raising."""
+    `watch` runs at every tick of the round loop and stops the study by raising.
+    `stop_workers` (the embedded default's) runs on the way out before the run folder is
+    written, so that the results of trials they finish as they stop are in it."""
     url = settings.broker_url
     if url is None:
         raise ConfigError("no broker URL")
@@ -133,7 +161,16 @@ def run_study(
 
     app = make_celery(settings)
     dispatcher = CeleryDispatcher(app, store, settings.prefix)
-    loop = RoundLoop(spec, store, dispatcher, progress, loop_settings, on_round=save, watch=watch)
+    loop = RoundLoop(
+        spec,
+        store,
+        dispatcher,
+        progress,
+        loop_settings,
+        on_round=save,
+        watch=watch,
+        on_start=save,  # `status` and `report` read the run folder from round 1 on
+    )
     refused = False
     try:
         return loop.run()
@@ -142,13 +179,17 @@ def run_study(
         raise
     finally:
         try:
-            if not refused and store.exists():
-                save()
-        except ZoomtuneError as exc:
-            progress.note(f"could not write {run_dir}: {exc}")
-        dispatcher.close()
-        app.close()
-        client.close()
+            if stop_workers is not None:
+                stop_workers()
+        finally:
+            try:
+                if not refused and store.exists():
+                    save()
+            except ZoomtuneError as exc:
+                progress.note(f"could not write {run_dir}: {exc}")
+            dispatcher.close()
+            app.close()
+            client.close()
 
 
 def delete_command(study: str, run_dir: Path, settings: Settings) -> str:
@@ -169,9 +210,11 @@ def run_embedded(
     loop: LoopSettings,
     worker_flags: Sequence[str] = (),
     worker_env: Mapping[str, str] | None = None,
+    watch: Callable[[], None] | None = None,
 ) -> StudyOutcome:
     """Run the study on a private redis-server with local workers (`worker start` processes,
-    given `worker_flags` and `worker_env` on top of this process's environment)."""
+    given `worker_flags` and `worker_env` on top of this process's environment); `watch` as
+    for `run_study`."""
     objectives = objective_options(spec, study_file)
     with embedded_broker(run_dir / "redis") as server:
         progress.note(f"embedded Redis on 127.0.0.1:{server.port} (data in {run_dir / 'redis'})")
@@ -191,6 +234,12 @@ def run_embedded(
             log_path=run_dir / "workers.log",
             folder_lock=server.folder_lock,
         ).start()
+
+        def check() -> None:
+            if watch is not None:
+                watch()
+            local.check()  # workers that exit (a bad entrypoint) stop the study at once
+
         try:
             return run_study(
                 spec,
@@ -199,7 +248,8 @@ def run_embedded(
                 progress,
                 connect_timeout,
                 loop,
-                watch=local.check,  # workers that exit (a bad entrypoint) stop the study at once
+                watch=check,
+                stop_workers=local.stop,
             )
         finally:
             local.stop()

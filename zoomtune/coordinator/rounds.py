@@ -107,15 +107,19 @@ class RoundLoop:
         settings: LoopSettings | None = None,
         on_round: Callable[[], None] | None = None,
         watch: Callable[[], None] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
-        """`on_round` runs after every finished round; `watch` at every housekeeping tick, and
-        stops the study by raising (the embedded default checks that its workers still run)."""
+        """`on_start` runs once the first rounds are sent, `on_round` after every finished round
+        (both write the run folder); `watch` at every housekeeping tick, and stops the study by
+        raising (the embedded default checks that its workers still run, and `coordinator
+        start` that no signal came)."""
         self.spec = spec
         self.store = store
         self.dispatcher = dispatcher
         self.progress = progress
         self.settings = settings or LoopSettings()
         self.on_round = on_round or (lambda: None)
+        self.on_start = on_start or (lambda: None)
         self.watch = watch or (lambda: None)
         self.queue = QUEUES[spec.resources.queue]
         self._sender = TrialSender(spec, store, dispatcher, self.queue)
@@ -213,6 +217,7 @@ class RoundLoop:
             self._attach(number, trials)
         self._speculation.send_queued(in_flight)  # shown once its round is final
         news = True  # a result read since the last `advance`
+        started = False  # `on_start` ran
         while not search.done:
             while search.can_ask():
                 number = search.rounds_asked + 1
@@ -232,6 +237,9 @@ class RoundLoop:
                     outcome = self._tell(search, trial, lock)
                     if outcome is not None:
                         return outcome
+            if not started:
+                self.on_start()
+                started = True
             if search.done:  # the last round was made final with all its trials finished
                 break
             self._speculation.advance(
