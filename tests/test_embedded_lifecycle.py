@@ -120,6 +120,16 @@ def test_however_the_coordinator_is_stopped_no_process_is_left_and_the_study_res
         # ... and its run folder written once its workers finished their running trials
         interrupted = json.loads((tmp_path / "run" / "study.json").read_text())
         assert "running" not in [t["status"] for t in interrupted["trials"]]
+        # ... which `status` shows as interrupted
+        status = subprocess.run(
+            [sys.executable, "-m", "zoomtune.coordinator.cli", "status", "--run-dir", "run"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert "running - interrupted: no `coordinator start` runs" in status.stdout
 
     # And the same command resumes the study and completes it
     second = coordinator(tmp_path, "second")

@@ -32,6 +32,7 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +50,7 @@ from zoomtune.common.store import StudyStore
 from zoomtune.common.store_reads import list_studies
 from zoomtune.common.store_records import owner_id
 from zoomtune.common.study import StudySpec
+from zoomtune.common.trial import StudyState
 from zoomtune.coordinator.export import study_json, trials_csv
 from zoomtune.coordinator.launch import (
     Interrupted,
@@ -62,6 +64,7 @@ from zoomtune.coordinator.launch import (
 )
 from zoomtune.coordinator.plan import StudyPlan
 from zoomtune.coordinator.progress import make_progress, notes_from_logging
+from zoomtune.coordinator.redis_server import in_use
 from zoomtune.coordinator.report import Findings, write_report
 from zoomtune.coordinator.rounds import LoopSettings, StudyOutcome
 from zoomtune.coordinator.run_folders import RUNS, study_record, study_store
@@ -214,7 +217,10 @@ def run_dir_option(function: F) -> F:
 def status(study: str | None, broker: str | None, run_dir: Path | None) -> None:
     """Rounds, the search box by round, running trials, the best trial and which
     hyperparameters matter, for STUDY (or the only study in the broker)."""
-    record, _ = study_record("status", study, broker, run_dir)
+    record, folder = study_record("status", study, broker, run_dir)
+    if folder is not None and record.state == StudyState.RUNNING and not in_use(folder / "redis"):
+        message = "interrupted: no `coordinator start` runs it now; the same command resumes it"
+        record = replace(record, message=message)
     Console().print(status_view(record, Findings.of(record)))
 
 
