@@ -172,6 +172,24 @@ def test_the_projected_wall_time_counts_rounds_as_waves() -> None:
         study_plan.wall_seconds(0)
 
 
+def test_plan_shows_when_rounds_go_out_and_which_have_nothing_to_narrow_from(
+    tmp_path: Path,
+) -> None:
+    # Given rolling rounds whose lag (10) is more than round 1 (8 trials): round 2 has no
+    # finished trial to narrow from, round 3 narrows from trials 0-5
+    code, out = plan(tmp_path, study_toml(rounds=3, trials_per_round=8, extra="lag = 10"))
+
+    assert code == 0, out
+    lines = [line.split() for line in out.splitlines()]
+    assert ["│", "2", "│", "8", "│", "0", "│", "8", "│"] in lines
+    assert ["│", "3", "│", "8", "│", "0", "│", "8", "│"] not in lines
+    text = " ".join(out.split())  # however the terminal wraps it
+    assert "rolling rounds (lag 10): a round is narrowed from, and waits for, every earlier" in text
+    assert "up to 3 rounds ahead on a guess (speculate)" in text
+    barrier = " ".join(plan(tmp_path, study_toml(extra="speculate = false"))[1].split())
+    assert "every earlier trial (lag 0); no round runs ahead" in barrier
+
+
 def test_with_rounds_that_overlap_the_projected_wall_time_counts_all_trials_as_waves() -> None:
     # Speculation (the default) runs the next round ahead in the slots a round leaves idle
     spec = StudySpec.from_toml(

@@ -186,6 +186,14 @@ def test_top_k_larger_than_a_round() -> None:
     assert_names(message, "[search] top_k", "first round (8)", "top_k=9")
 
 
+def test_a_lag_that_leaves_no_round_anything_to_narrow_from() -> None:
+    # 3 rounds of 8: the last round starts at trial 16, so a lag of 16 narrows nothing
+    message = error_for(study(search="rounds = 3\ntrials_per_round = 8\nlag = 16"))
+    assert_names(message, "[search] lag", "lag 16", "below 16", "random search")
+    spec = StudySpec.from_toml(study(search="rounds = 3\ntrials_per_round = 8\nlag = 15"))
+    assert spec.search.lag == 15
+
+
 @pytest.mark.parametrize("fraction", ["1.5", "0.0", "-0.25"])
 def test_top_k_fraction_outside_zero_to_one(fraction: str) -> None:
     message = error_for(study(search=f"top_k = {fraction}"))

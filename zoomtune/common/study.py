@@ -185,6 +185,14 @@ def _build(model: StudyFile, source: str) -> StudySpec:
             f"{source}: [search] trials_per_round: needs one entry per round "
             f"(rounds={search.rounds}), got {len(tpr)} entries {tpr!r}"
         )
+    before_last = sum(rounds_tpr[:-1])
+    if search.rounds > 1 and search.lag >= before_last:
+        problems.append(
+            f"{source}: [search] lag: a round is narrowed from the trials numbered below its "
+            f"first trial minus lag, and the last round's first trial is {before_last}, so lag "
+            f"{search.lag} leaves every round nothing to narrow from (a random search); use a "
+            f"lag below {before_last} (0, the default: each round waits for all earlier trials)"
+        )
     if isinstance(search.top_k, int) and rounds_tpr and search.top_k > rounds_tpr[0]:
         problems.append(
             f"{source}: [search] top_k: must not exceed the trials of the first round "

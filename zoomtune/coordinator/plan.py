@@ -18,6 +18,7 @@ from zoomtune.common.parameters import ParamValue
 from zoomtune.common.study import StudySpec
 from zoomtune.coordinator.pruning import halving_steps
 from zoomtune.coordinator.search import CoarseToFine, explore_count
+from zoomtune.coordinator.speculation import DEPTH
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,14 @@ class StudyPlan:
     @classmethod
     def from_spec(cls, spec: StudySpec) -> StudyPlan:
         search = spec.search
+        layout = CoarseToFine(spec)
         rounds = tuple(
             RoundPlan(
                 number=r,
                 trials=n,
-                whole_space=n if r == 1 else explore_count(search.explore, n, r),
+                # Round 1, and a round that `lag` leaves no trial to narrow from, sample the
+                # whole space.
+                whole_space=n if not layout.reference(r) else explore_count(search.explore, n, r),
             )
             for r, n in enumerate(search.trials_per_round, start=1)
         )
@@ -58,6 +62,23 @@ class StudyPlan:
             first_round=tuple(CoarseToFine(spec).ask()),
             trial_seconds=_duration_option(spec.objective.options),
         )
+
+    def overlap_line(self) -> str:
+        """When a round goes out: after every earlier trial, or before (`lag`, `speculate`)."""
+        search = self.spec.search
+        if search.lag > 0:
+            waits = (
+                f"rolling rounds (lag {search.lag}): a round is narrowed from, and waits for, "
+                f"every earlier trial but the last {search.lag} before it"
+            )
+        else:
+            waits = "a round is narrowed from, and waits for, every earlier trial (lag 0)"
+        if search.speculate:
+            return (
+                f"{waits}; meanwhile idle slots run up to {DEPTH} rounds ahead on a guess "
+                "(speculate), and trials that come out different are run again"
+            )
+        return f"{waits}; no round runs ahead (speculate = false)"
 
     def early_stopping_lines(self) -> list[str]:
         """The early-stopping rule and where its rungs can be; their thresholds (and which

@@ -121,6 +121,7 @@ def plan_view(plan: StudyPlan, workers: int) -> RenderableType:
         rounds.add_row(str(r.number), str(r.trials), str(r.in_box), str(r.whole_space))
     parts.append(rounds)
     parts.append(Text(f"total budget: {plan.total_trials} trials in {len(plan.rounds)} rounds"))
+    parts.append(Text(plan.overlap_line()))
     parts.extend(Text(line) for line in plan.early_stopping_lines())
     first = plan.first_round
     shown = first[:PLAN_TRIALS_SHOWN]
