@@ -186,4 +186,4 @@ def test_with_rolling_rounds_an_earlier_round_still_running_is_shown_finishing()
     progress.trial_changed(trial(0, TrialStatus.COMPLETE, 0.8))
     progress.round_started(2, [trial(2, round_number=2), trial(3, round_number=2)])
     progress.trial_changed(trial(2, TrialStatus.COMPLETE, 0.7, round_number=2))
-    assert "rounds 1-1 finishing" in out.getvalue().splitlines()[-1]
+    assert "round 1 finishing" in out.getvalue().splitlines()[-1]

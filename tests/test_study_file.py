@@ -174,6 +174,16 @@ def test_misspelt_search_key_suggests_the_closest() -> None:
     assert_names(message, "[search]", "unknown key 'min_shrinks'", "did you mean 'min_shrink'?")
 
 
+def test_a_section_given_as_a_value_is_named_as_a_table() -> None:
+    message = error_for('early_stopping = "halving"\n' + study())
+    assert_names(message, "[early_stopping] must be a table", "got 'halving'")
+    assert "_EarlyStoppingSection" not in message
+    options = error_for(study().replace("options = { max_iter = 30 }", "options = 3"))
+    assert_names(options, "[objective] options: expected a table", "got 3")
+    entry = error_for(study(space="momentum = 0.9"))
+    assert_names(entry, "[space.momentum] must be a table", "got 0.9")
+
+
 def test_unknown_section_suggests_the_closest() -> None:
     message = error_for(study() + "\n[serach]\nrounds = 3\n")
 

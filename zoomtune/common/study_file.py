@@ -206,6 +206,18 @@ def describe(exc: ValidationError, source: str) -> list[str]:
                 f"{source}: {where} type: unknown parameter type {tag!r}, expected 'float', "
                 f"'int' or 'choice'{hint}"
             )
+        elif kind in ("model_type", "dict_type", "model_attributes_type"):
+            got = error.get("input")
+            if where and key:  # a field of a table, e.g. [objective] options
+                lines.append(
+                    f"{source}: {where} {key}: expected a table ({key} = {{ ... }}), got {got!r}"
+                )
+            else:  # a whole section, e.g. [search], or a [space.name] entry
+                table = where or f"[{key}]"
+                lines.append(
+                    f"{source}: {table} must be a table ({table} on a line of its own, then "
+                    f"key = value lines), got {got!r}"
+                )
         elif kind == "union_tag_not_found":
             lines.append(f"{source}: {where} type: missing (required: 'float', 'int' or 'choice')")
         else:

@@ -205,7 +205,12 @@ class _Tracker:
         failed = sum(t.count(TrialStatus.FAILED) for t in self.tallies.values())
         pruned = sum(t.count(TrialStatus.PRUNED) for t in self.tallies.values())
         earlier = sorted(n for n in self.tallies if n != self.round)
-        overlap = f", rounds {earlier[0]}-{self.round - 1} finishing" if earlier else ""
+        if not earlier:
+            overlap = ""
+        elif earlier[0] == self.round - 1:
+            overlap = f", round {earlier[0]} finishing"
+        else:
+            overlap = f", rounds {earlier[0]}-{self.round - 1} finishing"
         shown_pruned = f", {pruned} pruned" if pruned else ""
         return f"{running} running, {failed} failed{shown_pruned}{overlap}"
 

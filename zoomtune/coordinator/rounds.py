@@ -411,21 +411,24 @@ class RoundLoop:
                     f"{event.fields.get('worker', '?')}: {event.fields.get('reason', '?')}; "
                     "then run the same `coordinator start` again to resume the study"
                 )
+            # Finishes first, then starts: a slot's next trial is not shown running beside the
+            # one it replaced (more trials running than there are slots).
+            finished = self._refresh(in_flight, set(news.changed)) if news.changed else []
             for event in news.started:
                 # A start changes nothing the loop decides on: show it without a read.
                 self._last_start = time.monotonic()
                 self._show_started(in_flight, event)
-            if news.changed:
-                finished = self._refresh(in_flight, set(news.changed))
-                if finished:
-                    return finished
+            if finished:
+                return finished
             search = self._search
             if news.started and search is not None and self._speculation.may_start(search):
                 return []  # a worker took a message: the queue may be empty, run a round ahead
 
     def _show_started(self, latest: dict[int, Trial], event: Event) -> None:
-        trial = latest[event.trial or 0]
-        if trial.status is not TrialStatus.QUEUED or event.attempt != trial.attempt:
+        trial = latest.get(event.trial or 0)  # gone: it finished in the same batch
+        if trial is None or trial.status is not TrialStatus.QUEUED:
+            return
+        if event.attempt != trial.attempt:
             return
         started = replace(trial, status=TrialStatus.RUNNING, worker=event.fields.get("worker"))
         latest[trial.number] = started
