@@ -35,7 +35,7 @@ EVENTS_MAXLEN = 100_000
 REPORTS_MAXLEN = 10_000
 """At most this many intermediate values are kept per trial."""
 
-ANSWER_SECONDS = 600
+ANSWER_SECONDS = 60
 """How long a coordinator script's answer is kept for the same call run again (answers.lua):
 far longer than redis-py's retries of one call (8, at most 2 s apart)."""
 
