@@ -16,11 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fakeredis
 import pytest
+from click.testing import CliRunner
 
 from tests.harness import REPO, CoordinatorProcess, study_toml
 from zoomtune.common.settings import Settings
+from zoomtune.common.store import StudyStore
 from zoomtune.common.study import StudySpec
+from zoomtune.coordinator.cli import main
+from zoomtune.coordinator.export import StudyRecord, write_run_dir
 from zoomtune.coordinator.launch import delete_command, print_outcome
 from zoomtune.coordinator.rounds import StudyOutcome
 
@@ -142,3 +147,26 @@ def test_a_study_that_stays_failed_or_cancelled_says_how_to_start_it_afresh(
     assert "coordinator delete demo --run-dir runs/demo --yes, then start it again" in text
     cluster = delete_command("demo", Path("runs/demo"), Settings(broker_url="redis://h:6379/0"))
     assert cluster == "coordinator delete demo --yes"
+
+
+def test_status_of_a_cluster_studys_run_folder_does_not_call_it_interrupted(
+    tmp_path: Path,
+) -> None:
+    # Given the run folder of a study running on a cluster: no redis/ folder (its Redis is the
+    # cluster's), so no lock there says whether a coordinator runs it
+    store = StudyStore(fakeredis.FakeRedis(decode_responses=True), "zoomtune:", "demo")
+    lock = store.acquire(ttl=30)
+    store.create(lock, StudySpec.from_toml(study_toml()).to_dict(), max_attempts=3)
+    write_run_dir(StudyRecord.from_store(store), tmp_path / "run")
+
+    # When `status` reads it
+    result = CliRunner().invoke(
+        main,
+        ["status", "--run-dir", str(tmp_path / "run")],
+        env={"COLUMNS": "200", "ZOOMTUNE_BROKER_URL": None},
+    )
+
+    # Then it is running, not interrupted
+    assert result.exit_code == 0, result.output
+    assert "running" in result.output
+    assert "interrupted" not in result.output

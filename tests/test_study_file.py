@@ -227,6 +227,9 @@ def test_trials_per_round_list_of_the_wrong_length() -> None:
     message = error_for(study(search="rounds = 3\ntrials_per_round = [16, 8]"))
 
     assert_names(message, "[search] trials_per_round", "rounds=3", "2 entries [16, 8]")
+    assert "lag" not in message  # the default lag is fine; only the list is wrong
+    single = error_for(study(search="rounds = 3\ntrials_per_round = [10]"))
+    assert "lag" not in single
 
 
 def test_unknown_sampler() -> None:

@@ -35,9 +35,10 @@ EVENTS_MAXLEN = 100_000
 REPORTS_MAXLEN = 10_000
 """At most this many intermediate values are kept per trial."""
 
-ANSWER_SECONDS = 60
+ANSWER_SECONDS = 600
 """How long a coordinator script's answer is kept for the same call run again (answers.lua):
-far longer than redis-py's retries of one call (8, at most 2 s apart)."""
+longer than redis-py can go on sending one call (`connect`: 9 tries, each waiting up to 30 s for
+its reply and up to 5 s to reconnect, 2 s apart at most), and cheap (a short string a call)."""
 
 _PACKAGE = __name__.rpartition(".")[0]
 """The package the lua/ folder is in, from this module's name (it follows a renamed package)."""

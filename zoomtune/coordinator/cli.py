@@ -136,30 +136,40 @@ def start(
     SIGINT, SIGTERM and SIGHUP interrupt it (exit code 130): the embedded default's workers
     finish their running trials (for at most 30 s) and stop, its Redis stops, and the same
     command resumes the study."""
-    interruption = Interruption().install()
-    spec = StudySpec.from_file(study_file)
-    large = spec.budget_warning(str(study_file))
-    if large is not None:
-        click.echo(f"warning: {large}", err=True)
-    settings = Settings.from_env().with_broker(broker)
-    if not force:
-        check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
-    if settings.broker_url is None:
-        check_embedded_objective(spec, study_file)
-    folder = run_dir or RUNS / spec.name
-    delete = delete_command(spec.name, folder, settings)
-    loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
-    try:
-        outcome = _run(
-            spec, study_file, settings, folder, workers, connect_timeout, loop, interruption.check
-        )
-    except StudyExists as exc:  # a changed study file: bad input, with the way out
-        raise StudyExists(f"{exc}: {delete}") from exc
-    except KeyboardInterrupt as exc:
-        by = f" by {exc.signal_name}" if isinstance(exc, Interrupted) else ""
-        with suppress(OSError):  # after SIGHUP the terminal may be gone
-            click.echo(f"interrupted{by}; run the same command again to resume the study", err=True)
-        sys.exit(ExitCode.INTERRUPTED)
+    with Interruption() as interruption:
+        try:
+            spec = StudySpec.from_file(study_file)
+            large = spec.budget_warning(str(study_file))
+            if large is not None:
+                click.echo(f"warning: {large}", err=True)
+            settings = Settings.from_env().with_broker(broker)
+            if not force:
+                check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
+            if settings.broker_url is None:
+                check_embedded_objective(spec, study_file)
+            folder = run_dir or RUNS / spec.name
+            delete = delete_command(spec.name, folder, settings)
+            loop = LoopSettings(tick=tick, lock_ttl=lock_ttl, outage_limit=outage_limit)
+            try:
+                outcome = _run(
+                    spec,
+                    study_file,
+                    settings,
+                    folder,
+                    workers,
+                    connect_timeout,
+                    loop,
+                    interruption.check,
+                )
+            except StudyExists as exc:  # a changed study file: bad input, with the way out
+                raise StudyExists(f"{exc}: {delete}") from exc
+        except KeyboardInterrupt as exc:
+            by = f" by {exc.signal_name}" if isinstance(exc, Interrupted) else ""
+            with suppress(OSError):  # after SIGHUP the terminal may be gone
+                click.echo(
+                    f"interrupted{by}; run the same command again to resume the study", err=True
+                )
+            sys.exit(ExitCode.INTERRUPTED)
     print_outcome(spec, outcome, folder, delete)
     sys.exit(STUDY_EXIT_CODES.get(outcome.state, ExitCode.FAILED))
 
@@ -218,7 +228,13 @@ def status(study: str | None, broker: str | None, run_dir: Path | None) -> None:
     """Rounds, the search box by round, running trials, the best trial and which
     hyperparameters matter, for STUDY (or the only study in the broker)."""
     record, folder = study_record("status", study, broker, run_dir)
-    if folder is not None and record.state == StudyState.RUNNING and not in_use(folder / "redis"):
+    redis_dir = None if folder is None else folder / "redis"  # none: a study on a cluster
+    if (
+        redis_dir is not None
+        and redis_dir.is_dir()
+        and record.state == StudyState.RUNNING
+        and not in_use(redis_dir)
+    ):
         message = "interrupted: no `coordinator start` runs it now; the same command resumes it"
         record = replace(record, message=message)
     Console().print(status_view(record, Findings.of(record)))

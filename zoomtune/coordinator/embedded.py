@@ -120,18 +120,22 @@ class LocalWorkers:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Warm shutdown (SIGTERM: running trials finish), then SIGKILL after `timeout`."""
+        """Warm shutdown (SIGTERM: running trials finish), then SIGKILL after `timeout`, or at
+        once when the wait is interrupted (a second Ctrl-C: the trials they were running go
+        back to the queue when the study resumes)."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException as exc:
             # The worker's pool children share its session: end them with it.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
 
 
 def local_gpus(timeout: float = 60.0) -> tuple[list[str], str]:

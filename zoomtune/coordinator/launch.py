@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
 from rich.console import Console
@@ -52,22 +53,33 @@ class Interruption:
     Python drops an exception raised inside a `__del__` method or a weakref callback (it
     prints it and goes on), and a signal can land there (numpy's, while the sampler runs): the
     study would then run to its end. So the signal is also remembered, `check` (which the
-    round loop calls at every tick) raises it again, and the dropped one is not printed."""
+    round loop calls at every tick) raises it again, and the dropped one is not printed.
+
+    A context manager: the handlers and the hook are those before it once the block ends."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.received: str | None = None
+        self._handlers: dict[signal.Signals, Any] = {}
+        self._unraisable_hook = sys.unraisablehook
 
-    def install(self) -> Interruption:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    def __enter__(self) -> Interruption:
+        self._handlers = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self._unraisable_hook = sys.unraisablehook
+        for sig in self.SIGNALS:
             signal.signal(sig, self._interrupt)
-        report_unraisable = sys.unraisablehook
-
-        def unraisable(hook_args: sys.UnraisableHookArgs) -> None:
-            if not isinstance(hook_args.exc_value, Interrupted):  # raised again by `check`
-                report_unraisable(hook_args)
-
-        sys.unraisablehook = unraisable
+        sys.unraisablehook = self._unraisable
         return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = self._unraisable_hook
+
+    def _unraisable(self, hook_args: sys.UnraisableHookArgs) -> None:
+        if not isinstance(hook_args.exc_value, Interrupted):  # raised again by `check`
+            self._unraisable_hook(hook_args)
 
     def _interrupt(self, signum: int, frame: FrameType | None) -> None:
         self.received = signal.Signals(signum).name

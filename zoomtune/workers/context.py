@@ -28,7 +28,7 @@ class TrialContext:
     options: Mapping[str, Any]
     device: str = "cpu"
     rungs: tuple[Rung, ...] = ()
-    """The early-stopping rungs from the trial's message (computed by the coordinator)."""
+    """The trial's early-stopping rungs, as stored (the start hands them to the attempt)."""
     maximize: bool = True
     _store: StudyStore | None = field(default=None, repr=False)
     _token: str = field(default="", repr=False)
@@ -73,12 +73,13 @@ class TrialContext:
         """True when the objective should stop now and return (any value): the trial is then
         recorded as PRUNED with its last reported step and value.
 
-        Decided in memory from the message's rungs (or those the last report brought back, when
-        a round run ahead got other rungs since) and this attempt's reported values: at each
-        rung, the value reported at the first step at or after the rung's step must be at least
-        as good as the rung's threshold. Also True once this attempt has lost its trial (its
-        lease expired and the trial went back to the queue): its result would be dropped anyway,
-        and the next attempt decides for itself, on the same rungs.
+        Decided in memory from the stored rungs the start handed the attempt (or those the last
+        report brought back, when a round run ahead got other rungs since) and this attempt's
+        reported values: at each rung, the value reported at the first step at or after the
+        rung's step must be at least as good as the rung's threshold. Also True once this
+        attempt has lost its trial (its lease expired and the trial went back to the queue): its
+        result would be dropped anyway, and the next attempt decides for itself, on the same
+        rungs.
         """
         if self.lost or pruned_at(self.rungs, self._steps, self._values, self.maximize):
             self.pruned = True
