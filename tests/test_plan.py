@@ -124,6 +124,19 @@ def test_on_the_embedded_default_a_built_in_or_an_entrypoint_is_accepted(
     assert code == 0, out
 
 
+def test_on_the_embedded_default_an_option_a_built_in_does_not_read_is_refused(
+    tmp_path: Path,
+) -> None:
+    toml = study_toml(objective="synthetic-training", options="{ scael = 0.01, epochs = 9 }")
+    code, out = plan(tmp_path, toml, embedded=True)
+
+    assert code == 2
+    assert "study.toml: [objective] options: unknown option 'scael'" in out
+    assert "did you mean 'scale'? it reads curve, epochs, scale" in out
+    # On a cluster its workers may register their own objective under that name
+    assert plan(tmp_path, toml)[0] == 0
+
+
 def test_start_on_the_embedded_default_refuses_it_before_starting_anything(tmp_path: Path) -> None:
     study_file = tmp_path / "study.toml"
     study_file.write_text(study_toml(objective="nosuch-objective"))

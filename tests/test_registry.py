@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from zoomtune.common.errors import ObjectiveError
-from zoomtune.common.objectives import BUILTIN_OBJECTIVES
+from zoomtune.common.objectives import BUILTIN_OBJECTIVES, BUILTIN_OPTIONS
 from zoomtune.workers.registry import BUILTINS, ObjectiveRegistry, load_target
 
 
@@ -64,3 +67,63 @@ def test_the_objective_option_must_be_name_equals_target(option: str) -> None:
 def test_an_objective_option_with_a_trailing_newline_is_refused(option: str) -> None:
     with pytest.raises(ObjectiveError, match="--objective takes NAME=module:function"):
         ObjectiveRegistry.parse_option(option)
+
+
+class ReadOptions(dict[str, Any]):
+    """An objective's options that remember which of them it read."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+@dataclass
+class ReadingTrial:
+    options: ReadOptions
+    device: str = "cpu"
+    number: int = 0
+
+    def report(self, step: int, value: float) -> None:
+        pass
+
+    def should_prune(self) -> bool:
+        return False
+
+
+FAST_RUN: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # name: (params, options that keep the run short)
+    "branin": ({"x1": 1.0, "x2": 2.0}, {}),
+    "hartmann6": ({f"x{i}": 0.5 for i in range(1, 7)}, {}),
+    "quadratic": ({"x": 0.5}, {}),
+    "sleep": ({"x": 0.5}, {}),
+    "sklearn-mlp-digits": ({"learning_rate": 0.01}, {"max_iter": 1}),
+    "sklearn-svc-digits": ({"C": 1.0, "gamma": 0.001}, {}),
+    "synthetic-training": (
+        {"learning_rate": 0.01, "width": 64, "depth": 2, "momentum": 0.9, "dropout": 0.1},
+        {"scale": 0.0, "epochs": 3},
+    ),
+    "torch-mlp-digits": ({"learning_rate": 0.01}, {"epochs": 1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_OBJECTIVES))
+def test_the_options_a_built_in_is_checked_against_are_those_it_reads(name: str) -> None:
+    # Given a built-in objective run once, its options recording what it reads
+    if name == "torch-mlp-digits":
+        pytest.importorskip("torch")
+    params, options = FAST_RUN[name]
+    trial = ReadingTrial(ReadOptions(options))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning after one epoch
+        ObjectiveRegistry.build().get(name)(params, trial)
+
+    # Then `plan` and `start` accept exactly those (zoomtune.common.objectives)
+    assert trial.options.read == BUILTIN_OPTIONS[name]

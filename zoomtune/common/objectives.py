@@ -13,6 +13,9 @@ equal.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
+
 BUILTIN_OBJECTIVES = frozenset(
     {
         "branin",
@@ -26,3 +29,33 @@ BUILTIN_OBJECTIVES = frozenset(
     }
 )
 """Objective names that every `worker start` registers without being told."""
+
+BUILTIN_OPTIONS: Mapping[str, frozenset[str]] = {
+    "branin": frozenset({"duration"}),
+    "hartmann6": frozenset({"duration"}),
+    "quadratic": frozenset({"duration", "optimum", "log"}),
+    "sklearn-mlp-digits": frozenset({"duration", "seed", "validation", "max_iter"}),
+    "sklearn-svc-digits": frozenset({"duration", "seed", "validation"}),
+    "sleep": frozenset({"duration"}),
+    "synthetic-training": frozenset({"epochs", "scale", "curve"}),
+    "torch-mlp-digits": frozenset({"seed", "threads", "validation", "epochs"}),
+}
+"""The `[objective] options` each built-in objective reads (zoomtune/workers/objectives/; a test
+keeps them equal). Any other is a mistake that would be ignored, or fail every trial, so a study
+file naming one is refused up front."""
+
+
+def unknown_option_problems(name: str, options: Mapping[str, object]) -> list[str]:
+    """Why `options` do not suit the built-in objective `name` (one line each), or []."""
+    known = BUILTIN_OPTIONS.get(name)
+    if known is None:
+        return []
+    problems = []
+    for option in sorted(set(options) - known):
+        close = difflib.get_close_matches(option, sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        problems.append(
+            f"unknown option {option!r} for the built-in objective {name!r}; {hint}"
+            f"it reads {', '.join(sorted(known))}"
+        )
+    return problems
