@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.test_search import bowl, make_spec, run
@@ -132,6 +132,7 @@ def test_a_trial_is_told_once() -> None:
 def test_rolling_asks_exactly_the_rounds_the_barrier_asks(
     lag: int, sizes: list[int], order_seed: int, in_flight: int
 ) -> None:
+    assume(lag < sum(sizes[:-1]))  # a larger lag narrows no round: the study file refuses it
     # Given the same spec and a deterministic objective, driven round by round (a barrier)...
     spec = make_spec(trials_per_round=sizes, rounds=len(sizes), lag=lag)
     barrier = CoarseToFine(spec)
