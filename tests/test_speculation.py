@@ -18,6 +18,7 @@ from tests.harness import study_toml
 from tests.records import simulate
 from tests.test_search import bowl, make_spec
 from zoomtune.common.store import StudyStore
+from zoomtune.common.store_records import CoordinatorLock
 from zoomtune.common.study import StudySpec
 from zoomtune.common.trial import Rung, TrialMessage, TrialResult, TrialStatus, Verdict, judge
 from zoomtune.coordinator.dispatcher import TrialSender
@@ -248,14 +249,19 @@ class NoQueue:
         return 0
 
 
-def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told() -> None:
-    # Given a round run ahead with rungs R1, whose trial a reported a value R1 cuts at step 2
-    # (minimize: 0.9 > 0.5) but the final rungs R2 keep (0.9 <= 1.0)
+def created_study() -> tuple[StudySpec, StudyStore, CoordinatorLock, str, list[dict[str, Any]]]:
+    """A study of 2 rounds of 2 trials, created on fakeredis, and params for a round of it."""
     spec = StudySpec.from_toml(study_toml(objective="obj", rounds=2, trials_per_round=2))
     store = StudyStore(fakeredis.FakeRedis(decode_responses=True), "zoomtune:", spec.name)
     lock = store.acquire(ttl=30)
     epoch = store.create(lock, spec.to_dict(), max_attempts=3)
-    params = [{"x": 0.1, "y": 1}, {"x": 0.2, "y": 2}]
+    return spec, store, lock, epoch, [{"x": 0.1, "y": 1}, {"x": 0.2, "y": 2}]
+
+
+def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told() -> None:
+    # Given a round run ahead with rungs R1, whose trial a reported a value R1 cuts at step 2
+    # (minimize: 0.9 > 0.5) but the final rungs R2 keep (0.9 <= 1.0)
+    spec, store, lock, epoch, params = created_study()
     r1, r2 = (Rung(2, 0.5),), (Rung(2, 1.0),)
     a, b = store.write_round(lock, epoch, 1, {}, params, r1, provisional=True).trial_numbers
     started = store.start(
@@ -301,11 +307,7 @@ def test_a_trial_that_finishes_while_its_round_is_made_final_is_judged_not_told(
 def test_a_queued_trial_starts_from_any_message_sent_for_its_attempt_on_the_stored_rungs() -> None:
     # Given a round run ahead, sent with rungs R0, whose rungs changed in place to R1 while its
     # trials were queued; a coordinator started again sends them once more, with R1
-    spec = StudySpec.from_toml(study_toml(objective="obj", rounds=2, trials_per_round=2))
-    store = StudyStore(fakeredis.FakeRedis(decode_responses=True), "zoomtune:", spec.name)
-    lock = store.acquire(ttl=30)
-    epoch = store.create(lock, spec.to_dict(), max_attempts=3)
-    params = [{"x": 0.1, "y": 1}, {"x": 0.2, "y": 2}]
+    spec, store, lock, epoch, params = created_study()
     r1, r2 = (Rung(2, 0.4),), (Rung(2, 0.3),)
     a, b = store.write_round(
         lock, epoch, 1, {}, params, (Rung(2, 0.5),), provisional=True
