@@ -186,7 +186,7 @@ def _build(model: StudyFile, source: str) -> StudySpec:
             f"(rounds={search.rounds}), got {len(tpr)} entries {tpr!r}"
         )
     before_last = sum(rounds_tpr[:-1])
-    if search.rounds > 1 and search.lag >= before_last:
+    if len(rounds_tpr) == search.rounds > 1 and search.lag >= before_last:
         problems.append(
             f"{source}: [search] lag: a round is narrowed from the trials numbered below its "
             f"first trial minus lag, and the last round's first trial is {before_last}, so lag "
