@@ -8,7 +8,8 @@ bad input from a failure the same way for every command:
     1    failed: the study failed, or an error stopped the command (a lost broker, a locked
          study, a worker that cannot start, no GPU where one was asked for)
     2    bad input: a study file, an option, a setting or a broker URL (click's own usage
-         errors exit 2 as well), or a changed study file under a name already used
+         errors, as one `error:` line too: `OneLineErrors`), or a changed study file under a
+         name already used
     3    the study was cancelled (`coordinator cancel`)
     130  interrupted by SIGINT, SIGTERM or SIGHUP (run `coordinator start` again to resume)
 """
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -58,6 +59,35 @@ def fail(exc: ZoomtuneError) -> NoReturn:
     sys.exit(exit_code(exc))
 
 
+class OneLineErrors(click.Group):
+    """A command group whose usage errors (a bad option value, a missing argument, an unknown
+    command) are one `error: ...` line on stderr with exit code 2, like every other error of
+    these commands, rather than click's usage, hint and message on three lines."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message().rstrip('.')}{where}", err=True)
+            sys.exit(ExitCode.BAD_INPUT)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:  # e.g. "no" to a confirmation
+            click.echo("Aborted!", err=True)
+            sys.exit(ExitCode.FAILED)
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -76,4 +106,12 @@ def exits_on_error(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-__all__ = ["BAD_INPUT", "STUDY_EXIT_CODES", "ExitCode", "exit_code", "exits_on_error", "fail"]
+__all__ = [
+    "BAD_INPUT",
+    "STUDY_EXIT_CODES",
+    "ExitCode",
+    "OneLineErrors",
+    "exit_code",
+    "exits_on_error",
+    "fail",
+]

@@ -42,7 +42,7 @@ from rich.markup import escape
 
 from zoomtune.common.celery_app import check_visibility_timeout, make_celery
 from zoomtune.common.errors import ConfigError, StudyExists
-from zoomtune.common.exits import STUDY_EXIT_CODES, ExitCode, exits_on_error
+from zoomtune.common.exits import STUDY_EXIT_CODES, ExitCode, OneLineErrors, exits_on_error
 from zoomtune.common.redact import install_redacting_excepthook
 from zoomtune.common.redis_client import connect
 from zoomtune.common.settings import Settings, redact_url
@@ -82,7 +82,7 @@ def broker_option(function: F) -> F:
     )(function)
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 def main() -> None:
     """zoomtune coordinator: coarse-to-fine random search over Celery and Redis."""
     install_redacting_excepthook()

@@ -37,7 +37,7 @@ from celery import signals
 from zoomtune.common.broker import wait_for_broker
 from zoomtune.common.celery_app import describe_broker, make_celery
 from zoomtune.common.errors import ConfigError, GpuError
-from zoomtune.common.exits import ExitCode, exits_on_error
+from zoomtune.common.exits import ExitCode, OneLineErrors, exits_on_error
 from zoomtune.common.lifeline import watch_parent_from_env
 from zoomtune.common.redact import RedactingFormatter, install_redacting_excepthook
 from zoomtune.common.settings import QUEUES, Settings
@@ -94,7 +94,7 @@ def touch_on_heartbeat(path: Path) -> None:
     signals.heartbeat_sent.connect(touch, weak=False)
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 def main() -> None:
     """zoomtune worker daemons."""
     install_redacting_excepthook()
