@@ -355,11 +355,8 @@ class StudyStore(StudyReader):
         which the attempt uses whatever rungs its message carries (`revise_round` may have
         changed them in place since it was sent).
         """
-        if not payload:
-            raise StoreError("a start needs the message's payload to compare with the trial")
         args: list[Any] = [trial, attempt, token, worker, host, device, pid, milliseconds(lease)]
-        for name, value in payload.items():
-            args += [name, canonical_json(value)]
+        args += _payload_pairs(payload)
         result = self._run(self._scripts.start_attempt, self._trial_keys(trial), args)
         if result[0] == "ok":
             rungs = rungs_from_json(json.loads(str(result[2])))
@@ -435,12 +432,8 @@ class StudyStore(StudyReader):
         (counted) when the message's `payload` is not the trial's, as `start` compares it (a
         forged message must not stop the study); "ignored" when the trial is no longer that
         queued attempt or the study is not running."""
-        if not payload:
-            raise StoreError("a rejection needs the message's payload to compare with the trial")
         keys = [self.keys.trial(trial), self.keys.events, self.keys.meta, self.keys.counters]
-        args: list[Any] = [trial, attempt, worker, reason]
-        for name, value in payload.items():
-            args += [name, canonical_json(value)]
+        args = [trial, attempt, worker, reason, *_payload_pairs(payload)]
         return str(self._run(self._scripts.reject_attempt, keys, args))
 
     def report(self, trial: int, attempt: int, token: str, step: int, value: float) -> Reported:
@@ -482,3 +475,11 @@ class StudyStore(StudyReader):
 
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         return call_redis(script, keys=keys, args=args)
+
+
+def _payload_pairs(payload: Mapping[str, Any]) -> list[str]:
+    """A message's payload as the scripts compare it with the trial (read_with_payload in
+    payload.lua): field, canonical JSON, field, ... An empty one would compare nothing."""
+    if not payload:
+        raise StoreError("a message's payload is needed to compare it with the trial")
+    return [item for name, value in payload.items() for item in (name, canonical_json(value))]

@@ -11,7 +11,7 @@ Each script runs after one prelude, built here, so that every script shares it:
   `TrialStatus.RUNNING` in Python, and neither side spells a state out), and the stream and
   list limits `EVENTS_MAXLEN` and `REPORTS_MAXLEN`, and `ANSWER_SECONDS` (answers.lua);
 - the library files `LIBRARY`: `now()`, `remembered(...)` and `remember(...)`,
-  `requeue_or_fail(...)` and `send_again(...)`.
+  `read_with_payload(...)`, `requeue_or_fail(...)` and `send_again(...)`.
 
 The files are package data read with importlib.resources, so they load from a wheel as well as
 from a checkout.
@@ -43,7 +43,7 @@ its reply and up to 5 s to reconnect, 2 s apart at most), and cheap (a short str
 _PACKAGE = __name__.rpartition(".")[0]
 """The package the lua/ folder is in, from this module's name (it follows a renamed package)."""
 
-LIBRARY = ("now.lua", "answers.lua", "requeue_or_fail.lua", "send_again.lua")
+LIBRARY = ("now.lua", "answers.lua", "payload.lua", "requeue_or_fail.lua", "send_again.lua")
 """Functions defined before every script, in this order (the later ones call now)."""
 
 

@@ -228,13 +228,11 @@ def status(study: str | None, broker: str | None, run_dir: Path | None) -> None:
     """Rounds, the search box by round, running trials, the best trial and which
     hyperparameters matter, for STUDY (or the only study in the broker)."""
     record, folder = study_record("status", study, broker, run_dir)
-    redis_dir = None if folder is None else folder / "redis"  # none: a study on a cluster
-    if (
-        redis_dir is not None
-        and redis_dir.is_dir()
-        and record.state == StudyState.RUNNING
-        and not in_use(redis_dir)
-    ):
+    # A run folder of the embedded default (a cluster study's has no redis/) that no
+    # `coordinator start` holds.
+    redis_dir = folder / "redis" if folder is not None else None
+    unheld = redis_dir is not None and redis_dir.is_dir() and not in_use(redis_dir)
+    if unheld and record.state == StudyState.RUNNING:
         message = "interrupted: no `coordinator start` runs it now; the same command resumes it"
         record = replace(record, message=message)
     Console().print(status_view(record, Findings.of(record)))

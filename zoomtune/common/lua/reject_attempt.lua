@@ -9,17 +9,11 @@
 -- Returns 'ok', 'forged' (counted) or 'ignored' (not that queued attempt, or the study is not
 -- running).
 if redis.call('HGET', KEYS[3], 'state') ~= STUDY.RUNNING then return 'ignored' end
-local fields = {'status', 'attempt'}
-for i = 5, #ARGV, 2 do fields[#fields + 1] = ARGV[i] end
-local h = redis.call('HMGET', KEYS[1], unpack(fields))
+local h, mismatch = read_with_payload(KEYS[1], {'status', 'attempt'}, 5)
 if h[1] ~= TRIAL.QUEUED or tonumber(h[2]) ~= tonumber(ARGV[2]) then return 'ignored' end
-local j = 3
-for i = 5, #ARGV, 2 do
-  if h[j] ~= ARGV[i + 1] then
-    redis.call('HINCRBY', KEYS[4], 'forged_messages', 1)
-    return 'forged'
-  end
-  j = j + 1
+if mismatch then
+  redis.call('HINCRBY', KEYS[4], 'forged_messages', 1)
+  return 'forged'
 end
 redis.call('HSET', KEYS[1], 'last_error', ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'rejected', 'trial', ARGV[1],

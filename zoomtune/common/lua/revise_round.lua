@@ -1,10 +1,10 @@
 -- Speculation: rewrite a round written ahead (provisional) with the parameters and rungs it
 -- gets now. A trial whose params are unchanged is kept as it is: queued, running or finished;
 -- if only its rungs changed, it gets the new ones in place. A queued one keeps its message
--- and its place in the queue: the start hands it the stored rungs (start_attempt.lua). A started one gets
--- `rejudge` = 1: it learns them with its next report (append_report.lua) and the coordinator
--- judges its curve against them once it finished (settle_trial.lua); for a queued one the
--- flag is cleared at its start. Every trial whose params changed is sent again
+-- and its place in the queue: the start hands it the stored rungs (start_attempt.lua). A
+-- started one gets `rejudge` = 1: it learns them with its next report (append_report.lua) and
+-- the coordinator judges its curve against them once it finished (settle_trial.lua); for a
+-- queued one the flag is cleared at its start. Every trial whose params changed is sent again
 -- (send_again.lua).
 -- KEYS[1] lock   KEYS[2] meta   KEYS[3] round   KEYS[4] running   KEYS[5] counters
 -- KEYS[6] this call's answer (answers.lua)

@@ -13,25 +13,19 @@
 -- 'unknown_study', 'unknown_trial', 'finished', 'stale', 'ahead', 'duplicate', 'study_<state>'.
 local state = redis.call('HGET', KEYS[5], 'state')
 if not state then return {'unknown_study'} end
-local fields = {'status', 'attempt', 'token', 'rungs'}
-for i = 9, #ARGV, 2 do fields[#fields + 1] = ARGV[i] end
-local h = redis.call('HMGET', KEYS[1], unpack(fields))
+local h, mismatch = read_with_payload(KEYS[1], {'status', 'attempt', 'token', 'rungs'}, 9)
 if not h[1] then
   redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
   return {'unknown_trial'}
 end
-local j = 5
-for i = 9, #ARGV, 2 do
-  if h[j] ~= ARGV[i + 1] then
-    -- An older attempt's payload: the trial was revised since (revise_round.lua).
-    if tonumber(ARGV[2]) < tonumber(h[2]) then
-      redis.call('HINCRBY', KEYS[6], 'stale_deliveries', 1)
-      return {'stale'}
-    end
-    redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
-    return {'forged', ARGV[i]}
+if mismatch then
+  -- An older attempt's payload: the trial was revised since (revise_round.lua).
+  if tonumber(ARGV[2]) < tonumber(h[2]) then
+    redis.call('HINCRBY', KEYS[6], 'stale_deliveries', 1)
+    return {'stale'}
   end
-  j = j + 1
+  redis.call('HINCRBY', KEYS[6], 'forged_messages', 1)
+  return {'forged', mismatch}
 end
 local attempt = tonumber(ARGV[2])
 local stored = tonumber(h[2])
