@@ -204,8 +204,15 @@ def children_of(pid: int) -> dict[int, str]:
 def embedded_password(coordinator: CoordinatorProcess) -> str:
     """The password of a running embedded study's Redis, read from its workers' environment
     (where the coordinator puts the URL), after checking that Redis's command line lacks it."""
+
+    def started(args: dict[int, str]) -> bool:
+        # A child just forked still shows the coordinator's command line until it execs.
+        return any("redis-server" in a for a in args.values()) and any(
+            "zoomtune.workers.cli" in a for a in args.values()
+        )
+
     children = wait_until(
-        lambda: (found := children_of(coordinator.pid)) and len(found) >= 2 and found,
+        lambda: (found := children_of(coordinator.pid)) and started(found) and found,
         30,
         what="the embedded redis-server and workers",
     )
