@@ -137,6 +137,22 @@ def test_on_the_embedded_default_an_option_a_built_in_does_not_read_is_refused(
     assert plan(tmp_path, toml)[0] == 0
 
 
+def test_on_the_embedded_default_a_bad_value_of_a_built_ins_option_is_refused(
+    tmp_path: Path,
+) -> None:
+    # (before, every trial failed on it and the study stopped failed)
+    toml = study_toml(objective="synthetic-training", options='{ scale = -1, curve = "wavy" }')
+    code, out = plan(tmp_path, toml, embedded=True)
+
+    assert code == 2
+    assert (
+        "study.toml: [objective] options: option scale for the built-in objective "
+        "'synthetic-training': input should be greater than or equal to 0, got -1"
+    ) in out
+    assert "option curve for the built-in objective 'synthetic-training': input should be " \
+        "'predictive' or 'crossing', got 'wavy'" in out  # fmt: skip
+
+
 def test_start_on_the_embedded_default_refuses_it_before_starting_anything(tmp_path: Path) -> None:
     study_file = tmp_path / "study.toml"
     study_file.write_text(study_toml(objective="nosuch-objective"))
@@ -225,6 +241,46 @@ def test_plan_shows_the_early_stopping_rule_and_where_its_rungs_can_be(tmp_path:
     assert "a rung at every reported step from 5 on" in plan(tmp_path, median)[1]
     off = study_toml() + '\n[early_stopping]\nrule = "none"\n'
     assert "early stopping: none" in plan(tmp_path, off)[1]
+
+
+def test_for_a_built_in_plan_shows_the_rungs_before_the_last_step_it_reports(
+    tmp_path: Path,
+) -> None:
+    training = study_toml(objective="synthetic-training", options="{ epochs = 20 }")
+    code, out = plan(tmp_path, training)
+    assert code == 0, out
+    assert "rungs at steps 1, 3, 9 (before 20, the last step it reports)" in out
+    assert "warning" not in out
+
+    branin = plan(tmp_path, study_toml(objective="branin"))[1]
+    assert "the built-in objective 'branin' reports no steps: no trial is stopped early" in branin
+
+
+def test_plan_warns_when_min_step_leaves_a_built_in_no_rung(tmp_path: Path) -> None:
+    toml = (
+        study_toml(objective="synthetic-training", options="{ epochs = 20 }")
+        + "\n[early_stopping]\nmin_step = 20\n"
+    )
+    code, out = plan(tmp_path, toml)
+
+    assert code == 0, out  # a warning, not a refusal
+    assert "but no rung: min_step 20 is not before step 20" in out
+    warning = " ".join(out[out.index("warning:") :].split())
+    assert warning.startswith(
+        "warning: " + str(tmp_path / "study.toml") + ": [early_stopping] min_step 20 is at or "
+        "past the last step the built-in objective 'synthetic-training' reports (20, its "
+        "[objective] options epochs)"
+    )
+
+
+def test_min_step_is_not_warned_about_for_an_objective_of_the_users_own() -> None:
+    # Its steps are known only from its runs
+    toml = study_toml(objective="synthetic-training", options="{ epochs = 20 }")
+    own = toml.replace("options = { epochs = 20 }", 'options = { epochs = 20 }\nentrypoint = "m:f"')
+    late = "\n[early_stopping]\nmin_step = 30\n"
+    assert StudySpec.from_toml(toml + late).early_stopping_warning() is not None
+    assert StudySpec.from_toml(own + late).early_stopping_warning() is None
+    assert StudySpec.from_toml(toml).warnings() == []
 
 
 def test_plan_lists_at_most_50_of_round_1s_trials_and_says_how_many_more(tmp_path: Path) -> None:

@@ -139,9 +139,8 @@ def start(
     with Interruption() as interruption:
         try:
             spec = StudySpec.from_file(study_file)
-            large = spec.budget_warning(str(study_file))
-            if large is not None:
-                click.echo(f"warning: {large}", err=True)
+            for warning in spec.warnings(str(study_file)):
+                click.echo(f"warning: {warning}", err=True)
             settings = Settings.from_env().with_broker(broker)
             if not force:
                 check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
@@ -366,9 +365,8 @@ def plan(study_file: Path, workers: int | None, broker: str | None) -> None:
     study_plan = StudyPlan.from_spec(spec)
     console = Console()
     console.print(plan_view(study_plan, workers or os.cpu_count() or 1))
-    large = spec.budget_warning(str(study_file))
-    if large is not None:
-        console.print(f"[yellow]warning:[/] {escape(large)}", highlight=False)
+    for warning in spec.warnings(str(study_file)):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     try:
         check_visibility_timeout(settings, spec.resources.timeout)
     except ConfigError as exc:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from zoomtune.common.broker import wait_for_broker
 from zoomtune.common.celery_app import make_celery
 from zoomtune.common.errors import ConfigError, StudyLocked, ZoomtuneError
-from zoomtune.common.objectives import BUILTIN_OBJECTIVES, unknown_option_problems
+from zoomtune.common.objectives import BUILTIN_OBJECTIVES, builtin_option_problems
 from zoomtune.common.redis_client import connect
 from zoomtune.common.settings import Settings
 from zoomtune.common.store import StudyStore
@@ -134,12 +134,13 @@ def check_embedded_objective(spec: StudySpec, study_file: Path) -> None:
     """Refuse a study that the embedded default's workers cannot run: its objective is neither
     built in nor given an entrypoint (the local workers register exactly those), or it gives a
     built-in options that it does not read (a misspelt one would be ignored, or fail every
-    trial). On a cluster the workers may register objectives of their own under those names."""
+    trial) or bad values (`scale = -1`, which would fail every trial). On a cluster the workers
+    may register objectives of their own under those names."""
     objective = spec.objective
     if objective.entrypoint is not None:
         return
     if objective.name in BUILTIN_OBJECTIVES:
-        problems = unknown_option_problems(objective.name, objective.options)
+        problems = builtin_option_problems(objective.name, objective.options)
         if problems:
             raise ConfigError([f"{study_file}: [objective] options: {p}" for p in problems])
         return

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from zoomtune.common.objectives import last_reported_step
 from zoomtune.common.parameters import ParamValue
 from zoomtune.common.study import StudySpec
 from zoomtune.coordinator.pruning import halving_steps
@@ -83,14 +84,33 @@ class StudyPlan:
     def early_stopping_lines(self) -> list[str]:
         """The early-stopping rule and where its rungs can be; their thresholds (and which
         rungs pass the safety check) are known only once results exist."""
-        rule = self.spec.early_stopping
+        rule, objective = self.spec.early_stopping, self.spec.objective
         if not rule.enabled:
             return ["early stopping: none (every trial runs to its end)"]
+        # A built-in objective's last step is known from its options; one of the user's own
+        # is known only once its trials report.
+        last = None
+        if objective.entrypoint is None:
+            last = last_reported_step(objective.name, objective.options)
+        if last == 0:
+            return [
+                f"early stopping: {rule.rule}, but the built-in objective {objective.name!r} "
+                "reports no steps: no trial is stopped early"
+            ]
+        if last is not None and max(1, rule.min_step) >= last:
+            return [
+                f"early stopping: {rule.rule}, but no rung: min_step {rule.min_step} is not "
+                f"before step {last}, the last that {objective.name!r} reports"
+            ]
         if rule.rule == "halving":
-            steps = halving_steps(rule, below=max(1, rule.min_step) * rule.reduction_factor**5)
+            if last is None:
+                steps = halving_steps(rule, below=max(1, rule.min_step) * rule.reduction_factor**5)
+                rungs = f"{', '.join(map(str, steps))}, ... below the last step the trials report"
+            else:
+                steps = halving_steps(rule, below=last)
+                rungs = f"{', '.join(map(str, steps))} (before {last}, the last step it reports)"
             where = (
-                f"halving (reduction_factor {rule.reduction_factor}): rungs at steps "
-                f"{', '.join(map(str, steps))}, ... below the last step the trials report, "
+                f"halving (reduction_factor {rule.reduction_factor}): rungs at steps {rungs}, "
                 f"each keeping the top 1/{rule.reduction_factor}"
             )
         else:

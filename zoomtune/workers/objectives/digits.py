@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from zoomtune.common.objectives import MlpDigitsOptions, SvcDigitsOptions, read_options
+
 
 class Trial(Protocol):
     options: Mapping[str, Any]
@@ -57,13 +59,10 @@ def digits_split(seed: int, validation: float) -> Split:
     return scaler.transform(x_train), scaler.transform(x_val), y_train, y_val
 
 
-def _split(trial: Trial) -> Split:
-    duration = float(trial.options.get("duration", 0.0))
-    if duration > 0:
-        time.sleep(duration)
-    return digits_split(
-        int(trial.options.get("seed", 0)), float(trial.options.get("validation", 0.3))
-    )
+def _split(options: SvcDigitsOptions) -> Split:
+    if options.duration > 0:
+        time.sleep(options.duration)
+    return digits_split(options.seed, options.validation)
 
 
 def mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
@@ -80,7 +79,8 @@ def mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
     unknown = sorted(set(params) - MLP_PARAMS)
     if unknown:
         raise ValueError(f"unknown parameters {unknown}; expected some of {sorted(MLP_PARAMS)}")
-    x_train, x_val, y_train, y_val = _split(trial)
+    options = read_options(MlpDigitsOptions, trial.options)
+    x_train, x_val, y_train, y_val = _split(options)
     solver = params.get("solver", "sgd" if "momentum" in params else "adam")
     if solver not in ("sgd", "adam"):
         raise ValueError(f"solver must be 'sgd' or 'adam', got solver={solver!r}")
@@ -101,9 +101,9 @@ def mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
         alpha=float(params.get("alpha", 1e-4)),
         max_iter=1,
         warm_start=True,
-        random_state=int(trial.options.get("seed", 0)),
+        random_state=options.seed,
     )
-    epochs = int(trial.options.get("max_iter", 30))
+    epochs = options.max_iter
     score = 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -120,7 +120,7 @@ def svc_digits(params: Mapping[str, Any], trial: Trial) -> float:
     """An RBF support vector classifier; params C and gamma (sample both on a log scale)."""
     from sklearn.svm import SVC
 
-    x_train, x_val, y_train, y_val = _split(trial)
+    x_train, x_val, y_train, y_val = _split(read_options(SvcDigitsOptions, trial.options))
     model = SVC(C=float(params["C"]), gamma=float(params["gamma"]))
     model.fit(x_train, y_train)
     return float(model.score(x_val, y_val))

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from zoomtune.common.objectives import QuadraticOptions, SleepOptions, read_options
+
 
 class Trial(Protocol):
     options: Mapping[str, Any]
@@ -45,7 +47,7 @@ _H6_P = 1e-4 * np.array(
 
 
 def _simulate_training(trial: Trial) -> None:
-    duration = float(trial.options.get("duration", 0.0))
+    duration = read_options(SleepOptions, trial.options).duration
     if duration > 0:
         time.sleep(duration)
 
@@ -86,9 +88,10 @@ def hartmann6(params: Mapping[str, Any], trial: Trial) -> float:
 def quadratic(params: Mapping[str, Any], trial: Trial) -> float:
     """Sum of squared distances to `options.optimum` (default 0 for every numeric parameter),
     taken in log10 for parameters named in `options.log` (e.g. a learning rate)."""
-    _simulate_training(trial)
-    optimum: Mapping[str, float] = trial.options.get("optimum", {})
-    logged = set(trial.options.get("log", []))
+    options = read_options(QuadraticOptions, trial.options)
+    if options.duration > 0:
+        time.sleep(options.duration)
+    optimum, logged = options.optimum, set(options.log)
     total = 0.0
     for name, value in sorted(params.items()):
         if isinstance(value, bool) or not isinstance(value, int | float):

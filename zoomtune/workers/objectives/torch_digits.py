@@ -31,6 +31,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from zoomtune.common.objectives import TorchDigitsOptions, read_options
 from zoomtune.workers.objectives.digits import digits_split
 
 
@@ -74,14 +75,14 @@ def torch_mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
     unknown = sorted(set(params) - TORCH_PARAMS)
     if unknown:
         raise ValueError(f"unknown parameters {unknown}; expected some of {sorted(TORCH_PARAMS)}")
-    options = trial.options
-    seed = int(options.get("seed", 0))
+    options = read_options(TorchDigitsOptions, trial.options)
+    seed = options.seed
     device = _device(torch, trial)
     if device.type == "cpu":
-        torch.set_num_threads(int(options.get("threads", 1)))
+        torch.set_num_threads(options.threads)
     torch.manual_seed(seed)
 
-    x_train, x_val, y_train, y_val = digits_split(seed, float(options.get("validation", 0.3)))
+    x_train, x_val, y_train, y_val = digits_split(seed, options.validation)
     xt = torch.as_tensor(x_train, dtype=torch.float32, device=device)
     yt = torch.as_tensor(y_train, dtype=torch.long, device=device)
     xv = torch.as_tensor(x_val, dtype=torch.float32, device=device)
@@ -104,7 +105,7 @@ def torch_mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
     loss_function = torch.nn.CrossEntropyLoss()
 
     accuracy = 0.0
-    for epoch in range(1, int(options.get("epochs", 20)) + 1):
+    for epoch in range(1, options.epochs + 1):
         model.train()
         order = torch.randperm(len(xt), generator=shuffle).to(device)
         for start in range(0, len(xt), batch_size):

@@ -42,12 +42,13 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
-CURVES = ("predictive", "crossing")
+from zoomtune.common.objectives import Curve, TrainingOptions, read_options
+
+CURVES: tuple[Curve, ...] = get_args(Curve)
 
 CHANCE = 0.1
 """The score of a model that learned nothing (ten classes)."""
@@ -82,35 +83,6 @@ class Trial(Protocol):
     def report(self, step: int, value: float) -> None: ...
 
     def should_prune(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    epochs: int = 27
-    scale: float = 0.05
-    curve: str = "predictive"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"option epochs must be a positive int, got {self.epochs!r}")
-        if not (math.isfinite(self.scale) and self.scale >= 0):
-            raise ValueError(f"option scale must be >= 0 seconds, got {self.scale!r}")
-        if self.curve not in CURVES:
-            raise ValueError(f"option curve must be one of {CURVES}, got {self.curve!r}")
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> TrainingOptions:
-        unknown = sorted(set(options) - {"epochs", "scale", "curve"})
-        if unknown:
-            raise ValueError(f"unknown options {unknown}, expected epochs, scale, curve")
-        scale = options.get("scale", cls.scale)
-        if isinstance(scale, bool) or not isinstance(scale, int | float):
-            raise ValueError(f"option scale must be a number of seconds, got {scale!r}")
-        return cls(
-            epochs=options.get("epochs", cls.epochs),
-            scale=float(scale),
-            curve=options.get("curve", cls.curve),
-        )
 
 
 def _numbers(params: Mapping[str, Any]) -> dict[str, float]:
@@ -175,7 +147,7 @@ def _jitter(params: Mapping[str, Any]) -> float:
 
 def synthetic_training(params: Mapping[str, Any], trial: Trial) -> float:
     """Trains for `epochs` epochs (sleeping), reporting the accuracy after each; maximise."""
-    options = TrainingOptions.from_options(trial.options)
+    options = read_options(TrainingOptions, trial.options)
     seconds = epoch_seconds(params, options.scale)
     value = CHANCE
     for epoch in range(1, options.epochs + 1):
