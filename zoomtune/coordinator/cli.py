@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from zoomtune.common.celery_app import check_visibility_timeout, make_celery
@@ -51,6 +50,7 @@ from zoomtune.common.store_reads import list_studies
 from zoomtune.common.store_records import owner_id
 from zoomtune.common.study import StudySpec
 from zoomtune.common.trial import StudyState
+from zoomtune.coordinator.console import output_console
 from zoomtune.coordinator.export import study_json, trials_csv
 from zoomtune.coordinator.launch import (
     Interrupted,
@@ -234,7 +234,7 @@ def status(study: str | None, broker: str | None, run_dir: Path | None) -> None:
     if unheld and record.state == StudyState.RUNNING:
         message = "interrupted: no `coordinator start` runs it now; the same command resumes it"
         record = replace(record, message=message)
-    Console().print(status_view(record, Findings.of(record)))
+    output_console().print(status_view(record, Findings.of(record)))
 
 
 @main.command()
@@ -256,7 +256,7 @@ def report(
     record, folder = study_record("report", study, broker, run_dir)
     directory = output or (folder or RUNS / record.spec.name) / "report"
     written = write_report(record, directory)
-    console = Console()
+    console = output_console()
     console.print(findings_view(written.findings))
     console.print(
         f"wrote {', '.join(p.name for p in written.files)} in {directory}/", soft_wrap=True
@@ -311,7 +311,7 @@ def list_command(broker: str | None) -> None:
         ]
     finally:
         client.close()
-    Console().print(studies_table(rows))
+    output_console().print(studies_table(rows))
 
 
 @main.command()
@@ -363,7 +363,7 @@ def plan(study_file: Path, workers: int | None, broker: str | None) -> None:
     if settings.broker_url is None:
         check_embedded_objective(spec, study_file)
     study_plan = StudyPlan.from_spec(spec)
-    console = Console()
+    console = output_console()
     console.print(plan_view(study_plan, workers or os.cpu_count() or 1))
     for warning in spec.warnings(str(study_file)):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)

@@ -16,7 +16,6 @@ from types import FrameType
 from typing import Any
 
 import redis
-from rich.console import Console
 from rich.markup import escape
 
 from zoomtune.common.broker import wait_for_broker
@@ -28,6 +27,7 @@ from zoomtune.common.settings import Settings
 from zoomtune.common.store import StudyStore
 from zoomtune.common.study import StudySpec
 from zoomtune.common.trial import StudyState
+from zoomtune.coordinator.console import output_console
 from zoomtune.coordinator.dispatcher import CeleryDispatcher
 from zoomtune.coordinator.embedded import LocalWorkers, local_gpus
 from zoomtune.coordinator.export import StudyRecord, write_run_dir
@@ -276,7 +276,7 @@ def run_embedded(
 
 
 def print_outcome(spec: StudySpec, outcome: StudyOutcome, run_dir: Path, delete: str) -> None:
-    console = Console()
+    console = output_console()
     if outcome.state == StudyState.CANCELLED:
         console.print(f"[bold yellow]stopped:[/] {escape(outcome.message)}", highlight=False)
     elif outcome.state != StudyState.COMPLETE:
