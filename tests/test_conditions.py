@@ -507,6 +507,9 @@ class _Trial:
     def report(self, step: int, value: float) -> None:
         pass
 
+    def should_prune(self) -> bool:
+        return False
+
 
 def test_an_edge_warning_judges_a_conditional_parameter_on_the_trials_that_had_it() -> None:
     # SGD wins, and its best momentum is at the upper bound; Adam trials have no momentum

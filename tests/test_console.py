@@ -1,7 +1,10 @@
-"""The console the `coordinator` commands print on: in a pipe or a log, tables keep whole
-numbers and words instead of rich's 80-column layout."""
+"""The console the `coordinator` commands print on: in a log with no terminal, tables keep
+whole numbers and words instead of rich's 80-column layout; on a terminal, they fit it."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
 
 import pytest
 from rich.table import Table
@@ -20,11 +23,28 @@ def printed(cells: list[str]) -> str:
     return capture.get()
 
 
-def test_in_a_pipe_a_wide_table_keeps_every_cell_on_one_line(
+def no_terminal(fd: int = 1) -> os.terminal_size:
+    raise OSError(25, "Inappropriate ioctl for device")
+
+
+def a_terminal(columns: int) -> Callable[[int], os.terminal_size]:
+    def size(fd: int = 1) -> os.terminal_size:
+        return os.terminal_size((columns, 40))
+
+    return size
+
+
+@pytest.fixture(autouse=True)
+def no_width_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_with_no_terminal_a_wide_table_keeps_every_cell_on_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given stdout that is not a terminal (pytest captures it) and no COLUMNS
-    monkeypatch.delenv("COLUMNS", raising=False)
+    # Given no terminal on stdin, stdout or stderr (a cluster job's log) and no COLUMNS
+    monkeypatch.setattr(os, "get_terminal_size", no_terminal)
 
     # Then a table too wide for 80 columns is laid out whole
     out = printed(CELLS)
@@ -34,7 +54,16 @@ def test_in_a_pipe_a_wide_table_keeps_every_cell_on_one_line(
     assert all(cell in row for cell in CELLS)
 
 
+def test_piped_from_a_terminal_the_output_fits_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `coordinator status | less`: stdout is a pipe, but stderr is the terminal
+    monkeypatch.setattr(os, "get_terminal_size", a_terminal(100))
+    assert output_console().width == 100
+
+
 def test_columns_still_decide_the_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "get_terminal_size", no_terminal)
     monkeypatch.setenv("COLUMNS", "80")
     assert output_console().width == 80
     assert "…" in printed(CELLS)

@@ -37,7 +37,7 @@ from zoomtune.coordinator.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-# Each trial reports 3 steps, 0.4 s apart: over a second a trial, 8 trials one after another on
+# Each trial reports 3 steps, 0.5 s apart: over a second a trial, 8 trials one after another on
 # one worker; none is pruned.
 LIVE = study_toml(
     name="live",
@@ -45,7 +45,7 @@ LIVE = study_toml(
     direction="minimize",
     rounds=2,
     trials_per_round=4,
-    options="{ steps = 3, step_seconds = 0.4 }",
+    options="{ steps = 3, step_seconds = 0.5 }",
     space='x = { type = "float", low = 0.01, high = 1.0, scale = "log" }\n'
     'y = { type = "int", low = 1, high = 8 }',
     extra='[early_stopping]\nrule = "none"  # every trial completes, whatever the default rule',

@@ -107,6 +107,9 @@ class TestImportance:
             def report(self, step: int, value: float) -> None:
                 return None
 
+            def should_prune(self) -> bool:
+                return False
+
         points = sample(spec.space, 16, np.random.default_rng(0), method="sobol")
         results = []
         with warnings.catch_warnings():

@@ -149,13 +149,24 @@ def test_on_the_embedded_default_a_bad_value_of_a_built_ins_option_is_refused(
         "study.toml: [objective] options: option scale for the built-in objective "
         "'synthetic-training': input should be greater than or equal to 0, got -1"
     ) in out
-    assert "option curve for the built-in objective 'synthetic-training': input should be " \
-        "'predictive' or 'crossing', got 'wavy'" in out  # fmt: skip
+    assert (
+        "option curve for the built-in objective 'synthetic-training': input should be "
+        "'predictive' or 'crossing', got 'wavy'"
+    ) in out
 
 
-def test_start_on_the_embedded_default_refuses_it_before_starting_anything(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("objective", "options", "message"),
+    [
+        ("nosuch-objective", "{}", "'nosuch-objective' is not a built-in objective"),
+        ("sleep", "{ duration = -1 }", "option duration for the built-in objective 'sleep'"),
+    ],
+)
+def test_start_on_the_embedded_default_refuses_it_before_starting_anything(
+    tmp_path: Path, objective: str, options: str, message: str
+) -> None:
     study_file = tmp_path / "study.toml"
-    study_file.write_text(study_toml(objective="nosuch-objective"))
+    study_file.write_text(study_toml(objective=objective, options=options))
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(
         main,
@@ -164,7 +175,7 @@ def test_start_on_the_embedded_default_refuses_it_before_starting_anything(tmp_p
         catch_exceptions=False,
     )
     assert result.exit_code == 2, result.output
-    assert "'nosuch-objective' is not a built-in objective" in " ".join(result.output.split())
+    assert message in " ".join(result.output.split())
     assert not run_dir.exists()  # no Redis, no workers, no run folder
 
 
@@ -243,44 +254,70 @@ def test_plan_shows_the_early_stopping_rule_and_where_its_rungs_can_be(tmp_path:
     assert "early stopping: none" in plan(tmp_path, off)[1]
 
 
-def test_for_a_built_in_plan_shows_the_rungs_before_the_last_step_it_reports(
+def test_on_the_embedded_default_plan_shows_a_built_ins_rungs_before_its_last_step(
     tmp_path: Path,
 ) -> None:
     training = study_toml(objective="synthetic-training", options="{ epochs = 20 }")
-    code, out = plan(tmp_path, training)
+    code, out = plan(tmp_path, training, embedded=True)
     assert code == 0, out
     assert "rungs at steps 1, 3, 9 (before 20, the last step it reports)" in out
     assert "warning" not in out
 
-    branin = plan(tmp_path, study_toml(objective="branin"))[1]
+    branin = plan(tmp_path, study_toml(objective="branin"), embedded=True)[1]
     assert "the built-in objective 'branin' reports no steps: no trial is stopped early" in branin
 
 
-def test_plan_warns_when_min_step_leaves_a_built_in_no_rung(tmp_path: Path) -> None:
-    toml = (
-        study_toml(objective="synthetic-training", options="{ epochs = 20 }")
-        + "\n[early_stopping]\nmin_step = 20\n"
-    )
-    code, out = plan(tmp_path, toml)
+def test_on_the_embedded_default_plan_warns_when_min_step_leaves_a_built_in_no_rung(
+    tmp_path: Path,
+) -> None:
+    late = "\n[early_stopping]\nmin_step = 20\n"
+    toml = study_toml(objective="synthetic-training", options="{ epochs = 20 }") + late
+    code, out = plan(tmp_path, toml, embedded=True)
 
     assert code == 0, out  # a warning, not a refusal
     assert "but no rung: min_step 20 is not before step 20" in out
     warning = " ".join(out[out.index("warning:") :].split())
-    assert warning.startswith(
-        "warning: " + str(tmp_path / "study.toml") + ": [early_stopping] min_step 20 is at or "
-        "past the last step the built-in objective 'synthetic-training' reports (20, its "
-        "[objective] options epochs)"
+    assert warning == (
+        f"warning: {tmp_path / 'study.toml'}: [early_stopping] min_step 20 is at or past the "
+        "last step the built-in objective 'synthetic-training' reports (its last epoch, 20), "
+        "and a rung must come before it: no trial will be stopped early; lower min_step below "
+        '20, give it more epochs, or set rule = "none"'
     )
 
 
-def test_min_step_is_not_warned_about_for_an_objective_of_the_users_own() -> None:
-    # Its steps are known only from its runs
-    toml = study_toml(objective="synthetic-training", options="{ epochs = 20 }")
-    own = toml.replace("options = { epochs = 20 }", 'options = { epochs = 20 }\nentrypoint = "m:f"')
-    late = "\n[early_stopping]\nmin_step = 30\n"
-    assert StudySpec.from_toml(toml + late).early_stopping_warning() is not None
-    assert StudySpec.from_toml(own + late).early_stopping_warning() is None
-    assert StudySpec.from_toml(toml).warnings() == []
+def test_on_a_cluster_plan_does_not_presume_what_the_workers_run_under_a_built_ins_name(
+    tmp_path: Path,
+) -> None:
+    # A cluster's workers may register an objective of their own as 'branin'
+    late = "\n[early_stopping]\nmin_step = 20\n"
+    code, out = plan(tmp_path, study_toml(objective="branin") + late)
+    assert code == 0, out
+    assert "reports no steps" not in out
+    assert "rungs at steps 20, 60, 180, 540, 1620, ... below the last step the trials report" in (
+        " ".join(out.split())
+    )
+    assert "warning" not in out
+
+    # but says what the built-in would do with options it refuses
+    code, out = plan(tmp_path, study_toml(objective="branin", options="{ duration = -1 }"))
+    assert code == 0, out
+    assert (
+        "warning: " + str(tmp_path / "study.toml") + ": [objective] options: option duration for "
+        "the built-in objective 'branin': input should be greater than or equal to 0, got -1, if "
+        "the workers run that built-in (it fails every trial on it)"
+    ) in " ".join(out.split())
+
+
+def test_an_objective_of_the_users_own_gets_no_warning_about_its_steps(tmp_path: Path) -> None:
+    # Its steps are known only from its runs, even under a built-in's name
+    (tmp_path / "mine.py").write_text("def score(params, trial):\n    return 1.0\n")
+    own = study_toml(objective="synthetic-training").replace(
+        "options = {}", 'options = { epochs = 1 }\nentrypoint = "mine.py:score"'
+    )
+    code, out = plan(tmp_path, own + "\n[early_stopping]\nmin_step = 30\n", embedded=True)
+    assert code == 0, out
+    assert "warning" not in out
+    assert "below the last step the trials report" in " ".join(out.split())
 
 
 def test_plan_lists_at_most_50_of_round_1s_trials_and_says_how_many_more(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from zoomtune.common.objectives import (
     BUILTIN_OBJECTIVES,
     BUILTIN_OPTIONS,
     builtin_option_problems,
+    builtin_options,
 )
 from zoomtune.workers.registry import BUILTINS, ObjectiveRegistry, load_target
 
@@ -74,16 +75,21 @@ def test_an_objective_option_with_a_trailing_newline_is_refused(option: str) -> 
 
 
 @dataclass
-class QuietTrial:
+class RecordingTrial:
+    """What a worker passes an objective, keeping the steps it reports."""
+
     options: dict[str, Any]
+    prune_after: int | None = None
+    """`should_prune()` says True once this many steps are reported (None: never)."""
     device: str = "cpu"
     number: int = 0
+    steps: list[int] = field(default_factory=list)
 
     def report(self, step: int, value: float) -> None:
-        pass
+        self.steps.append(step)
 
     def should_prune(self) -> bool:
-        return False
+        return self.prune_after is not None and len(self.steps) >= self.prune_after
 
 
 FAST_RUN: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -92,39 +98,56 @@ FAST_RUN: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "hartmann6": ({f"x{i}": 0.5 for i in range(1, 7)}, {}),
     "quadratic": ({"x": 0.5}, {}),
     "sleep": ({"x": 0.5}, {}),
-    "sklearn-mlp-digits": ({"learning_rate": 0.01}, {"max_iter": 1}),
+    "sklearn-mlp-digits": ({"learning_rate": 0.01}, {"max_iter": 2}),
     "sklearn-svc-digits": ({"C": 1.0, "gamma": 0.001}, {}),
     "synthetic-training": (
         {"learning_rate": 0.01, "width": 64, "depth": 2, "momentum": 0.9, "dropout": 0.1},
         {"scale": 0.0, "epochs": 3},
     ),
-    "torch-mlp-digits": ({"learning_rate": 0.01}, {"epochs": 1}),
+    "torch-mlp-digits": ({"learning_rate": 0.01}, {"epochs": 2}),
 }
 
 
-def run_builtin(name: str, options: dict[str, Any]) -> float:
+def run_builtin(name: str, trial: RecordingTrial) -> float:
     if name == "torch-mlp-digits":
         pytest.importorskip("torch")
     params, fast = FAST_RUN[name]
+    trial.options = {**fast, **trial.options}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning after one epoch
-        return float(ObjectiveRegistry.build().get(name)(params, QuietTrial({**fast, **options})))
+        warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning after a few epochs
+        return float(ObjectiveRegistry.build().get(name)(params, trial))
+
+
+def test_every_built_in_has_a_model_of_its_options() -> None:
+    assert set(BUILTINS) == set(BUILTIN_OPTIONS)
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_OBJECTIVES))
-def test_a_built_in_runs_on_the_options_plan_accepts_and_refuses_any_other(name: str) -> None:
+def test_a_built_in_refuses_the_options_plan_refuses(name: str) -> None:
     # `plan` and `start` check a study's options against BUILTIN_OPTIONS[name]; the objective
     # reads them through the same model, so it refuses what they refuse: a name it does not
     # read, and a bad value of each option it does
-    assert set(BUILTINS) == set(BUILTIN_OPTIONS)
-    model = BUILTIN_OPTIONS[name]
-    assert builtin_option_problems(name, FAST_RUN[name][1]) == []
-    assert isinstance(run_builtin(name, {}), float)
-
     with pytest.raises(ValueError, match="unknown option 'colour'"):
-        run_builtin(name, {"colour": 1})
+        run_builtin(name, RecordingTrial({"colour": 1}))
     assert builtin_option_problems(name, {"colour": 1})
-    for option in model.model_fields:
+    for option in BUILTIN_OPTIONS[name].model_fields:
         with pytest.raises(ValueError, match=f"option {option}: "):
-            run_builtin(name, {option: "?"})
+            run_builtin(name, RecordingTrial({option: "?"}))
         assert builtin_option_problems(name, {option: "?"})
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_OBJECTIVES))
+def test_a_built_in_reports_the_steps_plan_expects_and_stops_when_told(name: str) -> None:
+    # Given the last step `plan` expects from its options (0: it reports none)
+    expected = builtin_options(name, FAST_RUN[name][1])
+    assert expected is not None
+
+    # Then it reports every step up to that one
+    trial = RecordingTrial({})
+    run_builtin(name, trial)
+    assert trial.steps == list(range(1, expected.last_step + 1))
+
+    # And asks `should_prune()` after each, stopping when told
+    told = RecordingTrial({}, prune_after=1)
+    run_builtin(name, told)
+    assert told.steps == trial.steps[:1]

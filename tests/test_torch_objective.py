@@ -28,6 +28,9 @@ class RecordingTrial:
     def report(self, step: int, value: float) -> None:
         self.reports.append((step, value))
 
+    def should_prune(self) -> bool:
+        return False
+
 
 def test_the_torch_objective_trains_an_mlp_on_the_cpu() -> None:
     pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")

@@ -18,7 +18,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 BUILTIN_OBJECTIVES = frozenset(
     {
@@ -44,9 +44,18 @@ class BuiltinOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    @property
+    def last_step(self) -> int:
+        """The last step the objective reports (it reports steps 1, 2, ..., this one, each
+        followed by `trial.should_prune()`); 0 for an objective that reports none, which early
+        stopping therefore never stops."""
+        return 0
+
 
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+"""A seed for numpy and scikit-learn, which take 0 .. 2**32 - 1."""
 HeldOutShare = Annotated[float, Field(ge=0.01, le=0.99)]
 """The digits split's validation share: each side keeps at least one image of each class."""
 
@@ -57,20 +66,37 @@ class SleepOptions(BuiltinOptions):
 
 
 class QuadraticOptions(SleepOptions):
-    optimum: dict[str, float] = Field(default_factory=dict)
+    optimum: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
     """The optimum of each parameter (0 for those not named)."""
     log: list[str] = Field(default_factory=list)
-    """Parameters whose distance is taken in log10 (e.g. a learning rate)."""
+    """Parameters whose distance is taken in log10 (e.g. a learning rate): each needs a
+    positive optimum."""
+
+    @model_validator(mode="after")
+    def _log_optimum_positive(self) -> QuadraticOptions:
+        for name in self.log:
+            if self.optimum.get(name, 0.0) <= 0:
+                raise ValueError(
+                    f"option log names {name!r}, whose distance is taken in log10, so "
+                    f"optimum.{name} must be > 0, got {self.optimum.get(name, 0.0)!r}"
+                )
+        return self
 
 
 class SvcDigitsOptions(SleepOptions):
-    seed: int = 0
+    seed: Seed = 0
+    """The seed of the train/validation split (and of the model, where it has one)."""
     validation: HeldOutShare = 0.3
+    """The share of the digits held out to score the model."""
 
 
 class MlpDigitsOptions(SvcDigitsOptions):
     max_iter: Count = 30
-    """Epochs; the objective reports after each."""
+    """Epochs; the objective reports the validation accuracy after each."""
+
+    @property
+    def last_step(self) -> int:
+        return self.max_iter
 
 
 Curve = Literal["predictive", "crossing"]
@@ -79,17 +105,30 @@ Curve = Literal["predictive", "crossing"]
 
 class TrainingOptions(BuiltinOptions):
     epochs: Count = 27
+    """Epochs; the objective reports the accuracy after each."""
     scale: Seconds = 0.05
     """Seconds one epoch of a mid-sized model takes (0: no sleep)."""
     curve: Curve = "predictive"
+    """Whether early rankings predict the final one, or invert (short-horizon bias)."""
+
+    @property
+    def last_step(self) -> int:
+        return self.epochs
 
 
 class TorchDigitsOptions(BuiltinOptions):
-    seed: int = 0
+    seed: Seed = 0
+    """The seed of the split, the weights and the batch order."""
     threads: Count = 1
     """Torch threads of a trial on a CPU slot."""
     validation: HeldOutShare = 0.3
+    """The share of the digits held out to score the model."""
     epochs: Count = 20
+    """Epochs; the objective reports the validation accuracy after each."""
+
+    @property
+    def last_step(self) -> int:
+        return self.epochs
 
 
 BUILTIN_OPTIONS: Mapping[str, type[BuiltinOptions]] = {
@@ -105,23 +144,15 @@ BUILTIN_OPTIONS: Mapping[str, type[BuiltinOptions]] = {
 """The options model of each built-in objective (zoomtune/workers/objectives/; a test keeps the
 names equal to BUILTIN_OBJECTIVES, and each objective reads its options through its model)."""
 
-LAST_STEP_OPTION: Mapping[str, str] = {
-    "sklearn-mlp-digits": "max_iter",
-    "synthetic-training": "epochs",
-    "torch-mlp-digits": "epochs",
-}
-"""For the built-ins that report steps (1, 2, ... after each epoch), the option that says how
-many; the others report none, so early stopping never acts on them."""
-
 M = TypeVar("M", bound=BuiltinOptions)
 
 
 def read_options(model: type[M], options: Mapping[str, object]) -> M:
     """`options` as `model`; a ValueError naming each bad option (one line each) otherwise."""
-    problems = option_problems(model, options)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return model.model_validate(dict(options))
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as exc:
+        raise ValueError("; ".join(_problems(exc, model, owner=""))) from None
 
 
 def builtin_option_problems(name: str, options: Mapping[str, object]) -> list[str]:
@@ -129,45 +160,38 @@ def builtin_option_problems(name: str, options: Mapping[str, object]) -> list[st
     model = BUILTIN_OPTIONS.get(name)
     if model is None:
         return []
-    return option_problems(model, options, f" for the built-in objective {name!r}")
-
-
-def option_problems(
-    model: type[BuiltinOptions], options: Mapping[str, object], owner: str = ""
-) -> list[str]:
-    """One line per option of `options` that `model` refuses: an unknown name (with the
-    closest known one) or a bad value (what is wrong, and the value); `owner` follows the
-    option's name (" for the built-in objective 'x'")."""
     try:
         model.model_validate(dict(options))
     except ValidationError as exc:
-        known = sorted(model.model_fields)
-        problems = []
-        for error in exc.errors(include_url=False):
-            option = str(error["loc"][0]) if error["loc"] else ""
-            if error["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(option, known, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                problems.append(
-                    f"unknown option {option!r}{owner}; {hint}it reads {', '.join(known)}"
-                )
-            else:
-                where = ".".join(str(part) for part in error["loc"])
-                message = error["msg"][0].lower() + error["msg"][1:]
-                problems.append(f"option {where}{owner}: {message}, got {error['input']!r}")
-        return problems
+        return _problems(exc, model, owner=f" for the built-in objective {name!r}")
     return []
 
 
-def last_reported_step(name: str, options: Mapping[str, object]) -> int | None:
-    """The last step the built-in objective `name` reports with these options: its epochs,
-    0 for a built-in that reports none, None when it is not a built-in (or its options are
-    bad, which `builtin_option_problems` says)."""
+def _problems(exc: ValidationError, model: type[BuiltinOptions], owner: str) -> list[str]:
+    """One line per option that `model` refused: an unknown name (with the closest known one)
+    or a bad value (what is wrong, and the value); `owner` follows the option's name."""
+    known = sorted(model.model_fields)
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        message = message[0].lower() + message[1:]
+        if not error["loc"]:  # a rule between options (QuadraticOptions' log and optimum)
+            problems.append(f"{message}{owner}")
+        elif error["type"] == "extra_forbidden":
+            option = str(error["loc"][0])
+            close = difflib.get_close_matches(option, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"unknown option {option!r}{owner}; {hint}it reads {', '.join(known)}")
+        else:
+            where = ".".join(str(part) for part in error["loc"])
+            problems.append(f"option {where}{owner}: {message}, got {error['input']!r}")
+    return problems
+
+
+def builtin_options(name: str, options: Mapping[str, object]) -> BuiltinOptions | None:
+    """`options` as the built-in objective `name` reads them; None when `name` is not a
+    built-in or the options are bad (which `builtin_option_problems` says)."""
     model = BUILTIN_OPTIONS.get(name)
-    if model is None or option_problems(model, options):
+    if model is None or builtin_option_problems(name, options):
         return None
-    option = LAST_STEP_OPTION.get(name)
-    if option is None:
-        return 0
-    steps = getattr(model.model_validate(dict(options)), option)
-    return int(steps)
+    return model.model_validate(dict(options))

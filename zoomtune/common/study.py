@@ -60,7 +60,6 @@ from pydantic import ValidationError
 
 from zoomtune.common.errors import ConfigError
 from zoomtune.common.names import PARAMETER_NAME
-from zoomtune.common.objectives import LAST_STEP_OPTION, last_reported_step
 from zoomtune.common.parameters import (
     ChoiceParameter,
     Condition,
@@ -95,31 +94,6 @@ class StudySpec:
     @property
     def maximize(self) -> bool:
         return self.direction == "maximize"
-
-    def warnings(self, source: str = "<study>") -> list[str]:
-        """What is accepted but probably not meant (one line each): `plan` and `start` show
-        them."""
-        found = [self.budget_warning(source), self.early_stopping_warning(source)]
-        return [warning for warning in found if warning is not None]
-
-    def early_stopping_warning(self, source: str = "<study>") -> str | None:
-        """A warning line when early stopping is on but can never stop a trial of the study's
-        built-in objective: its rungs must come before the last step the objective reports
-        (its epochs), and `min_step` is at or past it. None otherwise, and for objectives of
-        the user's own, whose steps only their runs tell."""
-        rule, objective = self.early_stopping, self.objective
-        if not rule.enabled or objective.entrypoint is not None:
-            return None
-        last = last_reported_step(objective.name, objective.options)
-        if not last or max(1, rule.min_step) < last:
-            return None
-        option = LAST_STEP_OPTION[objective.name]
-        return (
-            f"{source}: [early_stopping] min_step {rule.min_step} is at or past the last step "
-            f"the built-in objective {objective.name!r} reports ({last}, its [objective] "
-            f"options {option}), and a rung must come before it: no trial will be stopped "
-            'early; lower min_step, or set rule = "none"'
-        )
 
     def budget_warning(self, source: str = "<study>") -> str | None:
         """A warning line when the study asks for more than `LARGE_BUDGET` trials in total

@@ -61,6 +61,7 @@ from zoomtune.coordinator.launch import (
     print_outcome,
     run_embedded,
     run_study,
+    study_warnings,
 )
 from zoomtune.coordinator.plan import StudyPlan
 from zoomtune.coordinator.progress import make_progress, notes_from_logging
@@ -139,12 +140,13 @@ def start(
     with Interruption() as interruption:
         try:
             spec = StudySpec.from_file(study_file)
-            for warning in spec.warnings(str(study_file)):
-                click.echo(f"warning: {warning}", err=True)
             settings = Settings.from_env().with_broker(broker)
+            embedded = settings.broker_url is None
+            for warning in study_warnings(spec, study_file, embedded):
+                click.echo(f"warning: {warning}", err=True)
             if not force:
                 check_visibility_timeout(settings, spec.resources.timeout, str(study_file))
-            if settings.broker_url is None:
+            if embedded:
                 check_embedded_objective(spec, study_file)
             folder = run_dir or RUNS / spec.name
             delete = delete_command(spec.name, folder, settings)
@@ -360,12 +362,13 @@ def plan(study_file: Path, workers: int | None, broker: str | None) -> None:
     spec = StudySpec.from_file(study_file)
     objective_options(spec, study_file)  # the entry point file must exist
     settings = Settings.from_env().with_broker(broker)
-    if settings.broker_url is None:
+    embedded = settings.broker_url is None
+    if embedded:
         check_embedded_objective(spec, study_file)
-    study_plan = StudyPlan.from_spec(spec)
+    study_plan = StudyPlan.from_spec(spec, embedded=embedded)
     console = output_console()
     console.print(plan_view(study_plan, workers or os.cpu_count() or 1))
-    for warning in spec.warnings(str(study_file)):
+    for warning in study_warnings(spec, study_file, embedded):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     try:
         check_visibility_timeout(settings, spec.resources.timeout)

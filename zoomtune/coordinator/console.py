@@ -7,17 +7,28 @@ import os
 from rich.console import Console
 
 PIPE_WIDTH = 200
-"""Columns when the output is not a terminal (a pipe, a log file) and COLUMNS is not set."""
+"""Columns when no terminal is attached (a cluster job's log, cron) and COLUMNS is not set."""
 
 
 def output_console() -> Console:
-    """A console as wide as the terminal; in a pipe or a file, `PIPE_WIDTH` columns.
+    """A console as wide as the terminal; with no terminal at all, `PIPE_WIDTH` columns.
 
-    Rich lays out for 80 columns when stdout is not a terminal, so `coordinator status | less`
-    or a cluster job's log would get tables whose numbers are cut short ("2.243…") and cells
+    Rich takes the width from whichever of stdin, stdout and stderr is a terminal (so
+    `coordinator status | less` fits the screen), and lays out for 80 columns when none is:
+    a cluster job's log would get tables whose numbers are cut short ("2.243…") and cells
     wrapped a word a line. A table takes only the width it needs, so a wide console costs a
-    narrow one nothing. COLUMNS, when set, still decides."""
-    console = Console()
-    if console.is_terminal or "COLUMNS" in os.environ:
-        return console
+    narrow table nothing. COLUMNS, when set, still decides."""
+    if "COLUMNS" in os.environ or _terminal_attached():
+        return Console()
     return Console(width=PIPE_WIDTH)
+
+
+def _terminal_attached() -> bool:
+    """Whether stdin, stdout or stderr is a terminal whose size can be read."""
+    for fd in (0, 1, 2):
+        try:
+            os.get_terminal_size(fd)
+        except OSError:
+            continue
+        return True
+    return False

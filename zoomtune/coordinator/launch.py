@@ -21,7 +21,11 @@ from rich.markup import escape
 from zoomtune.common.broker import wait_for_broker
 from zoomtune.common.celery_app import make_celery
 from zoomtune.common.errors import ConfigError, StudyLocked, ZoomtuneError
-from zoomtune.common.objectives import BUILTIN_OBJECTIVES, builtin_option_problems
+from zoomtune.common.objectives import (
+    BUILTIN_OBJECTIVES,
+    builtin_option_problems,
+    builtin_options,
+)
 from zoomtune.common.redis_client import connect
 from zoomtune.common.settings import Settings
 from zoomtune.common.store import StudyStore
@@ -151,6 +155,45 @@ def check_embedded_objective(spec: StudySpec, study_file: Path) -> None:
         f"({', '.join(sorted(BUILTIN_OBJECTIVES))}), or run the study on a cluster whose "
         "workers register it (--broker URL or ZOOMTUNE_BROKER_URL)"
     )
+
+
+def study_warnings(spec: StudySpec, study_file: Path, embedded: bool) -> list[str]:
+    """What `plan` and `start` warn about (accepted, but probably not meant), a line each."""
+    large = spec.budget_warning(str(study_file))
+    return ([large] if large is not None else []) + objective_warnings(spec, study_file, embedded)
+
+
+def objective_warnings(spec: StudySpec, study_file: Path, embedded: bool) -> list[str]:
+    """What `plan` and `start` warn about the study's objective (one line each).
+
+    On the embedded default the workers run the built-ins (bad options are refused by
+    `check_embedded_objective`), so early stopping that can never stop a trial of one is known
+    up front: `min_step` at or past the last step it reports. On a cluster the workers may
+    register an objective of their own under a built-in's name, so options the built-in would
+    refuse are only a warning there (the built-in fails every trial on them)."""
+    objective = spec.objective
+    if objective.entrypoint is not None:
+        return []
+    if not embedded:
+        return [
+            f"{study_file}: [objective] options: {problem}, if the workers run that built-in "
+            "(it fails every trial on it)"
+            for problem in builtin_option_problems(objective.name, objective.options)
+        ]
+    options = builtin_options(objective.name, objective.options)
+    rule = spec.early_stopping
+    if options is None or not rule.enabled or max(1, rule.min_step) < options.last_step:
+        return []
+    last = options.last_step
+    if last == 0:
+        return []  # `plan` says that such a built-in reports no steps
+    advice = f"lower min_step below {last}, " if last > 1 else ""
+    return [
+        f"{study_file}: [early_stopping] min_step {rule.min_step} is at or past the last step "
+        f"the built-in objective {objective.name!r} reports (its last epoch, {last}), "
+        f"and a rung must come before it: no trial will be stopped early; {advice}give it more "
+        'epochs, or set rule = "none"'
+    ]
 
 
 def run_study(

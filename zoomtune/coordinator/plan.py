@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zoomtune.common.objectives import last_reported_step
+from zoomtune.common.objectives import builtin_options
 from zoomtune.common.parameters import ParamValue
 from zoomtune.common.study import StudySpec
 from zoomtune.coordinator.pruning import halving_steps
@@ -42,9 +42,13 @@ class StudyPlan:
     first_round: tuple[Mapping[str, ParamValue], ...]
     trial_seconds: float | None
     """The objective's `duration` option, when it has a valid one."""
+    last_step: int | None = None
+    """The last step the objective reports, when known up front: a built-in on the embedded
+    default (0: it reports none). None where only the trials will tell (an objective of the
+    user's own, or one a cluster's workers may register under a built-in's name)."""
 
     @classmethod
-    def from_spec(cls, spec: StudySpec) -> StudyPlan:
+    def from_spec(cls, spec: StudySpec, embedded: bool = False) -> StudyPlan:
         search = spec.search
         layout = CoarseToFine(spec)
         rounds = tuple(
@@ -62,6 +66,7 @@ class StudyPlan:
             rounds=rounds,
             first_round=tuple(CoarseToFine(spec).ask()),
             trial_seconds=_duration_option(spec.objective.options),
+            last_step=_last_step(spec) if embedded else None,
         )
 
     def overlap_line(self) -> str:
@@ -84,14 +89,9 @@ class StudyPlan:
     def early_stopping_lines(self) -> list[str]:
         """The early-stopping rule and where its rungs can be; their thresholds (and which
         rungs pass the safety check) are known only once results exist."""
-        rule, objective = self.spec.early_stopping, self.spec.objective
+        rule, objective, last = self.spec.early_stopping, self.spec.objective, self.last_step
         if not rule.enabled:
             return ["early stopping: none (every trial runs to its end)"]
-        # A built-in objective's last step is known from its options; one of the user's own
-        # is known only once its trials report.
-        last = None
-        if objective.entrypoint is None:
-            last = last_reported_step(objective.name, objective.options)
         if last == 0:
             return [
                 f"early stopping: {rule.rule}, but the built-in objective {objective.name!r} "
@@ -157,6 +157,15 @@ class StudyPlan:
             return waves * self.trial_seconds
         waves = sum(math.ceil(r.trials / workers) for r in self.rounds)
         return waves * self.trial_seconds
+
+
+def _last_step(spec: StudySpec) -> int | None:
+    """The last step the study's built-in objective reports, from its options; None for an
+    objective of the user's own."""
+    if spec.objective.entrypoint is not None:
+        return None
+    options = builtin_options(spec.objective.name, spec.objective.options)
+    return options.last_step if options is not None else None
 
 
 def _duration_option(options: Mapping[str, object]) -> float | None:

@@ -23,6 +23,8 @@ class Trial(Protocol):
 
     def report(self, step: int, value: float) -> None: ...
 
+    def should_prune(self) -> bool: ...
+
 
 Split = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[Any], npt.NDArray[Any]]
 
@@ -66,7 +68,8 @@ def _split(options: SvcDigitsOptions) -> Split:
 
 
 def mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
-    """An MLPClassifier trained epoch by epoch; reports validation accuracy after each epoch.
+    """An MLPClassifier trained epoch by epoch; reports validation accuracy after each epoch
+    and stops when `trial.should_prune()` says so.
 
     Params (all optional): learning_rate, solver ("sgd" or "adam"; default "sgd" when momentum
     is given, else "adam"), momentum (sgd), beta1, beta2, epsilon (adam), batch_size,
@@ -113,6 +116,8 @@ def mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
             trial.report(epoch, score)
             if not np.isfinite(model.loss_):
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss {model.loss_})")
+            if trial.should_prune():
+                break
     return score
 
 

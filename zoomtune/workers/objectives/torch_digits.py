@@ -22,7 +22,8 @@ Params (all optional):
 
 Options: `epochs` (default 20), `seed` (default 0), `validation` (held-out share, default 0.3),
 `threads` (PyTorch threads of a CPU trial, default 1: a CPU slot runs one trial per core).
-Returns the validation accuracy after the last epoch (maximise) and reports it every epoch.
+Returns the validation accuracy after the last epoch (maximise); reports it every epoch, and
+stops early when `trial.should_prune()` says so.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Trial(Protocol):
     device: str
 
     def report(self, step: int, value: float) -> None: ...
+
+    def should_prune(self) -> bool: ...
 
 
 TORCH_PARAMS = frozenset(
@@ -66,7 +69,8 @@ INSTALL_HINT = (
 
 
 def torch_mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
-    """Train the MLP epoch by epoch on the slot's device; the last validation accuracy."""
+    """Train the MLP epoch by epoch on the slot's device, reporting the validation accuracy
+    after each and stopping when `trial.should_prune()` says so; the last accuracy."""
     try:
         import torch
     except ImportError as exc:
@@ -122,6 +126,8 @@ def torch_mlp_digits(params: Mapping[str, Any], trial: Trial) -> float:
         with torch.no_grad():
             accuracy = float((model(xv).argmax(dim=1) == yv).float().mean())
         trial.report(epoch, accuracy)
+        if trial.should_prune():
+            break
     return accuracy
 
 
