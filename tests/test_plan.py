@@ -124,35 +124,40 @@ def test_on_the_embedded_default_a_built_in_or_an_entrypoint_is_accepted(
     assert code == 0, out
 
 
-def test_on_the_embedded_default_an_option_a_built_in_does_not_read_is_refused(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("options", "messages"),
+    [
+        (
+            "{ scael = 0.01, epochs = 9 }",
+            [
+                "study.toml: [objective] options: unknown option 'scael' for the built-in "
+                "objective 'synthetic-training'; did you mean 'scale'? it reads curve, epochs, "
+                "scale"
+            ],
+        ),
+        (  # (before, every trial failed on these and the study stopped failed)
+            '{ scale = -1, curve = "wavy" }',
+            [
+                "study.toml: [objective] options: option scale for the built-in objective "
+                "'synthetic-training': input should be greater than or equal to 0, got -1",
+                "study.toml: [objective] options: option curve for the built-in objective "
+                "'synthetic-training': input should be 'predictive' or 'crossing', got 'wavy'",
+            ],
+        ),
+    ],
+    ids=["unknown option", "bad values"],
+)
+def test_on_the_embedded_default_options_a_built_in_refuses_are_refused(
+    tmp_path: Path, options: str, messages: list[str]
 ) -> None:
-    toml = study_toml(objective="synthetic-training", options="{ scael = 0.01, epochs = 9 }")
+    toml = study_toml(objective="synthetic-training", options=options)
     code, out = plan(tmp_path, toml, embedded=True)
 
     assert code == 2
-    assert "study.toml: [objective] options: unknown option 'scael'" in out
-    assert "did you mean 'scale'? it reads curve, epochs, scale" in out
+    for message in messages:
+        assert message in out
     # On a cluster its workers may register their own objective under that name
     assert plan(tmp_path, toml)[0] == 0
-
-
-def test_on_the_embedded_default_a_bad_value_of_a_built_ins_option_is_refused(
-    tmp_path: Path,
-) -> None:
-    # (before, every trial failed on it and the study stopped failed)
-    toml = study_toml(objective="synthetic-training", options='{ scale = -1, curve = "wavy" }')
-    code, out = plan(tmp_path, toml, embedded=True)
-
-    assert code == 2
-    assert (
-        "study.toml: [objective] options: option scale for the built-in objective "
-        "'synthetic-training': input should be greater than or equal to 0, got -1"
-    ) in out
-    assert (
-        "option curve for the built-in objective 'synthetic-training': input should be "
-        "'predictive' or 'crossing', got 'wavy'"
-    ) in out
 
 
 @pytest.mark.parametrize(
