@@ -39,6 +39,8 @@ trap stop EXIT
 sed -e 's/^rounds = .*/rounds = 2/' -e 's/^trials_per_round = .*/trials_per_round = 4/' \
     -e 's/^options = .*/options = { epochs = 5 }/' \
     examples/torch_mlp_digits.toml >"$out/study.toml"
+# every trial runs every epoch, so that the checks below can ask each to be complete
+printf '\n[early_stopping]\nrule = "none"\n' >>"$out/study.toml"
 echo "== study (2 rounds x 4 trials) with the worker's slots as the only workers"
 python3 -m zoomtune.coordinator.cli start "$out/study.toml" --broker "$url" --run-dir "$out/run" \
     --connect-timeout 60 | tee "$out/coordinator.txt"

@@ -27,8 +27,12 @@ def no_terminal(fd: int = 1) -> os.terminal_size:
     raise OSError(25, "Inappropriate ioctl for device")
 
 
-def a_terminal(columns: int) -> Callable[[int], os.terminal_size]:
-    def size(fd: int = 1) -> os.terminal_size:
+def a_terminal_on(fd: int, columns: int) -> Callable[[int], os.terminal_size]:
+    """`os.get_terminal_size` where only `fd` is a terminal, `columns` wide."""
+
+    def size(asked: int = 1) -> os.terminal_size:
+        if asked != fd:
+            raise OSError(25, "Inappropriate ioctl for device")
         return os.terminal_size((columns, 40))
 
     return size
@@ -58,8 +62,15 @@ def test_piped_from_a_terminal_the_output_fits_the_terminal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # `coordinator status | less`: stdout is a pipe, but stderr is the terminal
-    monkeypatch.setattr(os, "get_terminal_size", a_terminal(100))
+    monkeypatch.setattr(os, "get_terminal_size", a_terminal_on(2, 100))
     assert output_console().width == 100
+
+
+def test_a_terminal_that_says_it_has_no_columns_counts_as_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "get_terminal_size", a_terminal_on(1, 0))
+    assert output_console().width == PIPE_WIDTH
 
 
 def test_columns_still_decide_the_width(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,3 +78,5 @@ def test_columns_still_decide_the_width(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("COLUMNS", "80")
     assert output_console().width == 80
     assert "…" in printed(CELLS)
+    monkeypatch.setenv("COLUMNS", "")  # set, but to nothing rich can read
+    assert output_console().width == PIPE_WIDTH

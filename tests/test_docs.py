@@ -9,6 +9,7 @@ import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -159,3 +160,29 @@ def test_the_checks_find_what_they_look_for(tmp_path: Path) -> None:
         "[gone](missing.md) [no heading](there.md#nowhere)\n# Title\n"
     )
     assert broken_links(page) == ["missing.md", "there.md#nowhere"]
+
+
+def test_the_readmes_study_file_is_valid_and_its_objective_runs_its_trials() -> None:
+    # The example under "## The study file": every trial of it must be one the built-in it
+    # names can run (it once had parameters sklearn-mlp-digits refuses, failing every trial)
+    from zoomtune.common.study import StudySpec
+    from zoomtune.coordinator.search import CoarseToFine
+    from zoomtune.workers.objectives.digits import mlp_digits
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The study file") :]
+    toml = section[section.index("```toml") + len("```toml") : section.index("```\n", 8)]
+    spec = StudySpec.from_toml(toml)
+    assert spec.objective.name == "sklearn-mlp-digits"
+
+    class OneEpoch:
+        options: ClassVar[dict[str, Any]] = {**spec.objective.options, "max_iter": 1}
+
+        def report(self, step: int, value: float) -> None:
+            pass
+
+        def should_prune(self) -> bool:
+            return False
+
+    for params in CoarseToFine(spec).ask()[:2]:
+        assert 0.0 <= mlp_digits(params, OneEpoch()) <= 1.0

@@ -290,6 +290,18 @@ def test_on_the_embedded_default_plan_warns_when_min_step_leaves_a_built_in_no_r
     )
 
 
+def test_a_built_in_of_one_epoch_is_warned_about_whatever_min_step(tmp_path: Path) -> None:
+    toml = study_toml(objective="synthetic-training", options="{ epochs = 1 }")
+    code, out = plan(tmp_path, toml, embedded=True)
+
+    assert code == 0, out
+    text = " ".join(out.split())
+    assert "but no rung: 'synthetic-training' reports one step (a single epoch)" in text
+    assert "reports one step (a single epoch), and a rung must come before the last: no trial " \
+        'will be stopped early; give it more epochs, or set rule = "none"' in text  # fmt: skip
+    assert "min_step" not in text
+
+
 def test_on_a_cluster_plan_does_not_presume_what_the_workers_run_under_a_built_ins_name(
     tmp_path: Path,
 ) -> None:
@@ -307,9 +319,9 @@ def test_on_a_cluster_plan_does_not_presume_what_the_workers_run_under_a_built_i
     code, out = plan(tmp_path, study_toml(objective="branin", options="{ duration = -1 }"))
     assert code == 0, out
     assert (
-        "warning: " + str(tmp_path / "study.toml") + ": [objective] options: option duration for "
-        "the built-in objective 'branin': input should be greater than or equal to 0, got -1, if "
-        "the workers run that built-in (it fails every trial on it)"
+        "warning: " + str(tmp_path / "study.toml") + ": [objective] options: if the workers run "
+        "the built-in, every trial fails: option duration for the built-in objective 'branin': "
+        "input should be greater than or equal to 0, got -1"
     ) in " ".join(out.split())
 
 

@@ -151,3 +151,16 @@ def test_a_built_in_reports_the_steps_plan_expects_and_stops_when_told(name: str
     told = RecordingTrial({}, prune_after=1)
     run_builtin(name, told)
     assert told.steps == trial.steps[:1]
+
+
+def test_quadratic_refuses_a_log_parameter_without_a_positive_optimum() -> None:
+    # log10 of the distance needs an optimum above 0 (the default, 0, has no logarithm)
+    assert builtin_option_problems("quadratic", {"log": ["lr"]}) == [
+        "for the built-in objective 'quadratic': option log names 'lr', whose distance is taken "
+        "in log10, but optimum.lr is not given (its default 0 has no logarithm)"
+    ]
+    assert (
+        "optimum.lr must be > 0, got -1.0"
+        in builtin_option_problems("quadratic", {"log": ["lr"], "optimum": {"lr": -1.0}})[0]
+    )
+    assert builtin_option_problems("quadratic", {"log": ["lr"], "optimum": {"lr": 0.01}}) == []

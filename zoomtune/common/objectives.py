@@ -75,10 +75,15 @@ class QuadraticOptions(SleepOptions):
     @model_validator(mode="after")
     def _log_optimum_positive(self) -> QuadraticOptions:
         for name in self.log:
-            if self.optimum.get(name, 0.0) <= 0:
+            if name not in self.optimum:
+                raise ValueError(
+                    f"option log names {name!r}, whose distance is taken in log10, but "
+                    f"optimum.{name} is not given (its default 0 has no logarithm)"
+                )
+            if self.optimum[name] <= 0:
                 raise ValueError(
                     f"option log names {name!r}, whose distance is taken in log10, so "
-                    f"optimum.{name} must be > 0, got {self.optimum.get(name, 0.0)!r}"
+                    f"optimum.{name} must be > 0, got {self.optimum[name]!r}"
                 )
         return self
 
@@ -176,7 +181,7 @@ def _problems(exc: ValidationError, model: type[BuiltinOptions], owner: str) -> 
         message = error["msg"].removeprefix("Value error, ")
         message = message[0].lower() + message[1:]
         if not error["loc"]:  # a rule between options (QuadraticOptions' log and optimum)
-            problems.append(f"{message}{owner}")
+            problems.append(f"{owner.strip()}: {message}" if owner else message)
         elif error["type"] == "extra_forbidden":
             option = str(error["loc"][0])
             close = difflib.get_close_matches(option, known, n=1)

@@ -18,17 +18,18 @@ def output_console() -> Console:
     a cluster job's log would get tables whose numbers are cut short ("2.243…") and cells
     wrapped a word a line. A table takes only the width it needs, so a wide console costs a
     narrow table nothing. COLUMNS, when set, still decides."""
-    if "COLUMNS" in os.environ or _terminal_attached():
+    if os.environ.get("COLUMNS", "").isdigit() or _terminal_attached():
         return Console()
     return Console(width=PIPE_WIDTH)
 
 
 def _terminal_attached() -> bool:
-    """Whether stdin, stdout or stderr is a terminal whose size can be read."""
+    """Whether stdin, stdout or stderr is a terminal whose width can be read (a pty that says
+    0 columns counts as none: rich would lay out for 80 there)."""
     for fd in (0, 1, 2):
         try:
-            os.get_terminal_size(fd)
+            if os.get_terminal_size(fd).columns > 0:
+                return True
         except OSError:
             continue
-        return True
     return False

@@ -176,8 +176,8 @@ def objective_warnings(spec: StudySpec, study_file: Path, embedded: bool) -> lis
         return []
     if not embedded:
         return [
-            f"{study_file}: [objective] options: {problem}, if the workers run that built-in "
-            "(it fails every trial on it)"
+            f"{study_file}: [objective] options: if the workers run the built-in, every trial "
+            f"fails: {problem}"
             for problem in builtin_option_problems(objective.name, objective.options)
         ]
     options = builtin_options(objective.name, objective.options)
@@ -187,12 +187,17 @@ def objective_warnings(spec: StudySpec, study_file: Path, embedded: bool) -> lis
     last = options.last_step
     if last == 0:
         return []  # `plan` says that such a built-in reports no steps
-    advice = f"lower min_step below {last}, " if last > 1 else ""
+    if last == 1:
+        return [
+            f"{study_file}: [early_stopping] the built-in objective {objective.name!r} reports "
+            "one step (a single epoch), and a rung must come before the last: no trial will be "
+            'stopped early; give it more epochs, or set rule = "none"'
+        ]
     return [
         f"{study_file}: [early_stopping] min_step {rule.min_step} is at or past the last step "
         f"the built-in objective {objective.name!r} reports (its last epoch, {last}), "
-        f"and a rung must come before it: no trial will be stopped early; {advice}give it more "
-        'epochs, or set rule = "none"'
+        f"and a rung must come before it: no trial will be stopped early; lower min_step below "
+        f'{last}, give it more epochs, or set rule = "none"'
     ]
 
 

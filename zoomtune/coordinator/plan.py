@@ -97,6 +97,11 @@ class StudyPlan:
                 f"early stopping: {rule.rule}, but the built-in objective {objective.name!r} "
                 "reports no steps: no trial is stopped early"
             ]
+        if last == 1:
+            return [
+                f"early stopping: {rule.rule}, but no rung: {objective.name!r} reports one step "
+                "(a single epoch), and a rung must come before the last"
+            ]
         if last is not None and max(1, rule.min_step) >= last:
             return [
                 f"early stopping: {rule.rule}, but no rung: min_step {rule.min_step} is not "
