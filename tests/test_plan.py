@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
 from tests.harness import study_toml
+from zoomtune.common import objectives
 from zoomtune.common.redis_client import connect
 from zoomtune.common.study import StudySpec
 from zoomtune.coordinator.cli import main
@@ -323,6 +325,27 @@ def test_on_a_cluster_plan_does_not_presume_what_the_workers_run_under_a_built_i
         "the built-in, every trial fails: option duration for the built-in objective 'branin': "
         "input should be greater than or equal to 0, got -1"
     ) in " ".join(out.split())
+
+
+def test_on_the_embedded_default_an_installed_packages_objective_is_accepted_as_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a package that registers 'their-model' and its own 'branin' (entry points), which
+    # the local workers load over the built-in
+    def installed(group: str) -> list[SimpleNamespace]:
+        assert group == objectives.ENTRY_POINT_GROUP
+        return [SimpleNamespace(name="their-model"), SimpleNamespace(name="branin")]
+
+    monkeypatch.setattr(objectives, "entry_points", installed)
+
+    # Then a study may name either, with options the built-in would refuse
+    assert plan(tmp_path, study_toml(objective="their-model"), embedded=True)[0] == 0
+    code, out = plan(
+        tmp_path, study_toml(objective="branin", options="{ colour = 1 }"), embedded=True
+    )
+    assert code == 0, out
+    assert "reports no steps" not in out
+    assert "warning" not in out
 
 
 def test_an_objective_of_the_users_own_gets_no_warning_about_its_steps(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The objectives every worker has built in, and their options, for the coordinator to check.
 
 The coordinator never imports worker code, yet on the embedded default it starts the workers
-itself and so knows exactly what they can run: the built-ins, plus the study's own entrypoint.
+itself and so knows exactly what they can run: the built-ins, the objectives installed packages
+register (`installed_objectives`, which win over a built-in's name), and the study's own
+entrypoint.
 A study naming anything else would wait forever for a worker that never comes, so `plan` and
 `start` refuse it up front. On a cluster the workers may register more (`worker start
 --objective`, entry points), so there the coordinator cannot tell; a worker that lacks the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,6 +36,16 @@ BUILTIN_OBJECTIVES = frozenset(
     }
 )
 """Objective names that every `worker start` registers without being told."""
+
+ENTRY_POINT_GROUP = "zoomtune.objectives"
+"""The entry-point group through which an installed package registers objectives on every
+worker of this Python environment, over a built-in of the same name."""
+
+
+def installed_objectives() -> frozenset[str]:
+    """The objective names installed packages register (`ENTRY_POINT_GROUP`): the embedded
+    default's local workers run them too, and under a built-in's name they run instead of it."""
+    return frozenset(point.name for point in entry_points(group=ENTRY_POINT_GROUP))
 
 
 class BuiltinOptions(BaseModel):
@@ -161,9 +174,10 @@ def read_options(model: type[M], options: Mapping[str, object]) -> M:
 
 
 def builtin_option_problems(name: str, options: Mapping[str, object]) -> list[str]:
-    """Why `options` do not suit the built-in objective `name` (one line each), or []."""
+    """Why `options` do not suit the built-in objective `name` (one line each), or [] (also
+    when an installed package registers its own objective under that name)."""
     model = BUILTIN_OPTIONS.get(name)
-    if model is None:
+    if model is None or name in installed_objectives():
         return []
     try:
         model.model_validate(dict(options))
@@ -195,8 +209,9 @@ def _problems(exc: ValidationError, model: type[BuiltinOptions], owner: str) -> 
 
 def builtin_options(name: str, options: Mapping[str, object]) -> BuiltinOptions | None:
     """`options` as the built-in objective `name` reads them; None when `name` is not a
-    built-in or the options are bad (which `builtin_option_problems` says)."""
+    built-in (or an installed package registers its own under that name) or the options are
+    bad (which `builtin_option_problems` says)."""
     model = BUILTIN_OPTIONS.get(name)
-    if model is None or builtin_option_problems(name, options):
+    if model is None or name in installed_objectives() or builtin_option_problems(name, options):
         return None
     return model.model_validate(dict(options))

@@ -25,6 +25,7 @@ from zoomtune.common.objectives import (
     BUILTIN_OBJECTIVES,
     builtin_option_problems,
     builtin_options,
+    installed_objectives,
 )
 from zoomtune.common.redis_client import connect
 from zoomtune.common.settings import Settings
@@ -136,13 +137,14 @@ def objective_options(spec: StudySpec, study_file: Path) -> list[str]:
 
 def check_embedded_objective(spec: StudySpec, study_file: Path) -> None:
     """Refuse a study that the embedded default's workers cannot run: its objective is neither
-    built in nor given an entrypoint (the local workers register exactly those), or it gives a
+    built in, registered by an installed package (an entry point), nor given an entrypoint (the
+    local workers register exactly those), or it gives a
     built-in options that it does not read (a misspelt one would be ignored, or fail every
     trial) or bad values (`scale = -1`, which would fail every trial). On a cluster the workers
     may register objectives of their own under those names."""
     objective = spec.objective
-    if objective.entrypoint is not None:
-        return
+    if objective.entrypoint is not None or objective.name in installed_objectives():
+        return  # the local workers register it, over a built-in of that name
     if objective.name in BUILTIN_OBJECTIVES:
         problems = builtin_option_problems(objective.name, objective.options)
         if problems:

@@ -24,11 +24,11 @@ from typing import Any
 
 from zoomtune.common.errors import ObjectiveError
 from zoomtune.common.names import ENTRYPOINT, OBJECTIVE_NAME
+from zoomtune.common.objectives import ENTRY_POINT_GROUP
 
 Objective = Callable[[dict[str, Any], Any], Any]
 """objective(params, trial) -> float: a plain function; `trial` is a TrialContext."""
 
-ENTRY_POINT_GROUP = "zoomtune.objectives"
 
 BUILTINS: Mapping[str, str] = {
     "sklearn-mlp-digits": "zoomtune.workers.objectives.digits:mlp_digits",
