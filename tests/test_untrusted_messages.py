@@ -335,6 +335,10 @@ REGISTRY = "zoomtune/workers/registry.py"
 SCRIPT_LOADER = "zoomtune/common/store_scripts.py"
 """Reads the store's Lua files with importlib.resources, anchored on its own package's name."""
 PACKAGE_DATA = "importlib.resources"
+ENTRY_POINT_LISTER = "zoomtune/common/objectives.py"
+"""Lists the names of the objectives installed packages register, with importlib.metadata, and
+never loads one (the test below pins it to no `.load`): names from the environment, not Redis."""
+ENTRY_POINTS = "importlib.metadata"
 PAYLOAD_LOADER = "zoomtune/common/sklearn_payload.py"
 """The one exception to "nothing read from Redis is unpickled": a ZoomSearchCV study's payload
 (estimator and data), unpickled only after its HMAC-SHA256 verifies with a key that only the
@@ -343,7 +347,12 @@ test below pins that file to exactly one `pickle.loads`, behind `hmac.compare_di
 
 
 def dangerous_uses(
-    tree: ast.AST, *, may_import: bool, may_read_data: bool = False, may_unpickle: bool = False
+    tree: ast.AST,
+    *,
+    may_import: bool,
+    may_read_data: bool = False,
+    may_unpickle: bool = False,
+    may_list_entry_points: bool = False,
 ) -> list[str]:
     """Modules and calls in `tree` that could turn data into code."""
     found = []
@@ -356,6 +365,8 @@ def dangerous_uses(
         for module in modules:
             root = module.split(".")[0]
             if may_read_data and module == PACKAGE_DATA:
+                continue
+            if may_list_entry_points and module == ENTRY_POINTS:
                 continue
             if may_unpickle and module == "pickle":
                 continue
@@ -396,6 +407,7 @@ def test_nothing_read_from_redis_is_unpickled_or_imported() -> None:
                 may_import=relative == REGISTRY,
                 may_read_data=relative == SCRIPT_LOADER,
                 may_unpickle=relative == PAYLOAD_LOADER,
+                may_list_entry_points=relative == ENTRY_POINT_LISTER,
             )
         ]
     assert not problems, problems
@@ -406,6 +418,21 @@ def test_nothing_read_from_redis_is_unpickled_or_imported() -> None:
     get = registry[registry.index("    def get(") :]
     assert "if name not in self.targets:" in get
     assert "load_target(self.targets[name])" in get
+
+
+def test_the_entry_point_lister_never_loads_an_entry_point() -> None:
+    tree = ast.parse((REPO / ENTRY_POINT_LISTER).read_text())
+    loads = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in ("load", "module", "attr")
+    ]
+    assert loads == []
+    # and only importlib.metadata is let through there
+    imports = "from importlib.metadata import entry_points\nfrom importlib import import_module"
+    assert (
+        len(dangerous_uses(ast.parse(imports), may_import=False, may_list_entry_points=True)) == 1
+    )
 
 
 def pickle_calls(tree: ast.AST) -> list[tuple[str, int]]:
