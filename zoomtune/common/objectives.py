@@ -23,6 +23,8 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from zoomtune.common.study_settings import ObjectiveSpec
+
 BUILTIN_OBJECTIVES = frozenset(
     {
         "branin",
@@ -212,6 +214,19 @@ def builtin_options(name: str, options: Mapping[str, object]) -> BuiltinOptions 
     built-in (or an installed package registers its own under that name) or the options are
     bad (which `builtin_option_problems` says)."""
     model = BUILTIN_OPTIONS.get(name)
-    if model is None or name in installed_objectives() or builtin_option_problems(name, options):
+    if model is None or name in installed_objectives():
         return None
-    return model.model_validate(dict(options))
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError:
+        return None
+
+
+def builtin_last_step(objective: ObjectiveSpec) -> int | None:
+    """The last step the study's objective reports, known up front for a built-in from its
+    options (0: it reports none); None for an objective of the user's own, whose steps only
+    its trials tell."""
+    if objective.entrypoint is not None:
+        return None
+    options = builtin_options(objective.name, objective.options)
+    return options.last_step if options is not None else None

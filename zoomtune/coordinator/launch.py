@@ -23,8 +23,8 @@ from zoomtune.common.celery_app import make_celery
 from zoomtune.common.errors import ConfigError, StudyLocked, ZoomtuneError
 from zoomtune.common.objectives import (
     BUILTIN_OBJECTIVES,
+    builtin_last_step,
     builtin_option_problems,
-    builtin_options,
     installed_objectives,
 )
 from zoomtune.common.redis_client import connect
@@ -182,13 +182,10 @@ def objective_warnings(spec: StudySpec, study_file: Path, embedded: bool) -> lis
             f"fails: {problem}"
             for problem in builtin_option_problems(objective.name, objective.options)
         ]
-    options = builtin_options(objective.name, objective.options)
-    rule = spec.early_stopping
-    if options is None or not rule.enabled or max(1, rule.min_step) < options.last_step:
+    last, rule = builtin_last_step(objective), spec.early_stopping
+    # (a built-in that reports no steps, last 0, gets a line in `plan`, not a warning)
+    if not last or not rule.enabled or max(1, rule.min_step) < last:
         return []
-    last = options.last_step
-    if last == 0:
-        return []  # `plan` says that such a built-in reports no steps
     if last == 1:
         return [
             f"{study_file}: [early_stopping] the built-in objective {objective.name!r} reports "

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zoomtune.common.objectives import builtin_options
+from zoomtune.common.objectives import builtin_last_step
 from zoomtune.common.parameters import ParamValue
 from zoomtune.common.study import StudySpec
 from zoomtune.coordinator.pruning import halving_steps
@@ -66,7 +66,7 @@ class StudyPlan:
             rounds=rounds,
             first_round=tuple(CoarseToFine(spec).ask()),
             trial_seconds=_duration_option(spec.objective.options),
-            last_step=_last_step(spec) if embedded else None,
+            last_step=builtin_last_step(spec.objective) if embedded else None,
         )
 
     def overlap_line(self) -> str:
@@ -162,15 +162,6 @@ class StudyPlan:
             return waves * self.trial_seconds
         waves = sum(math.ceil(r.trials / workers) for r in self.rounds)
         return waves * self.trial_seconds
-
-
-def _last_step(spec: StudySpec) -> int | None:
-    """The last step the study's built-in objective reports, from its options; None for an
-    objective of the user's own."""
-    if spec.objective.entrypoint is not None:
-        return None
-    options = builtin_options(spec.objective.name, spec.objective.options)
-    return options.last_step if options is not None else None
 
 
 def _duration_option(options: Mapping[str, object]) -> float | None:

@@ -46,8 +46,7 @@ _H6_P = 1e-4 * np.array(
 )
 
 
-def _simulate_training(trial: Trial) -> None:
-    duration = read_options(SleepOptions, trial.options).duration
+def _simulate_training(duration: float) -> None:
     if duration > 0:
         time.sleep(duration)
 
@@ -74,14 +73,14 @@ def hartmann6_value(x: npt.ArrayLike) -> float:
 
 def branin(params: Mapping[str, Any], trial: Trial) -> float:
     """Branin-Hoo on parameters x1 in [-5, 10] and x2 in [0, 15]; minimum 0.397887."""
-    _simulate_training(trial)
+    _simulate_training(read_options(SleepOptions, trial.options).duration)
     x1, x2 = _numbers(params, ["x1", "x2"])
     return branin_value(x1, x2)
 
 
 def hartmann6(params: Mapping[str, Any], trial: Trial) -> float:
     """Hartmann-6 on parameters x1..x6 in [0, 1]; minimum -3.32237."""
-    _simulate_training(trial)
+    _simulate_training(read_options(SleepOptions, trial.options).duration)
     return hartmann6_value(_numbers(params, [f"x{i}" for i in range(1, 7)]))
 
 
@@ -89,8 +88,7 @@ def quadratic(params: Mapping[str, Any], trial: Trial) -> float:
     """Sum of squared distances to `options.optimum` (default 0 for every numeric parameter),
     taken in log10 for parameters named in `options.log` (e.g. a learning rate)."""
     options = read_options(QuadraticOptions, trial.options)
-    if options.duration > 0:
-        time.sleep(options.duration)
+    _simulate_training(options.duration)
     optimum, logged = options.optimum, set(options.log)
     total = 0.0
     for name, value in sorted(params.items()):
@@ -107,7 +105,7 @@ def quadratic(params: Mapping[str, Any], trial: Trial) -> float:
 def sleep(params: Mapping[str, Any], trial: Trial) -> float:
     """Sleeps `options.duration` seconds (0: a no-op) and returns the sum of the numeric params;
     for throughput benchmarks and tests."""
-    _simulate_training(trial)
+    _simulate_training(read_options(SleepOptions, trial.options).duration)
     return float(
         sum(v for v in params.values() if isinstance(v, int | float) and not isinstance(v, bool))
     )
